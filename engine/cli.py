@@ -1,0 +1,108 @@
+"""Command-line front end: `python -m engine <command> ...`.
+
+Each command parses its arguments and calls one engine function; errors the
+engine raises on purpose are printed as one clear line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import Cancelled, SatGenError
+from .progress import ConsoleFeedback
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be 1-based numbers separated by commas, e.g. 3,2,1; got {text!r}")
+
+
+def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bands", type=_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
+    p.add_argument("--tile-size", type=int, help="tile size in px (default: the model's)")
+    p.add_argument("--overlap", type=int, help="overlap between tiles in px (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+
+
+def _tile_options(args):
+    from .pipeline import TileOptions
+
+    return TileOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                       device=args.device, bands=args.bands)
+
+
+def cmd_apply(args) -> int:
+    from .pipeline import apply_model
+
+    result = apply_model(args.model, args.input, args.output, _tile_options(args), ConsoleFeedback())
+    st = result.stats
+    print(f"wrote {result.output} ({result.width} x {result.height} px): {st.tiles_run} tiles run, "
+          f"{st.tiles_skipped} skipped as nodata, {st.seconds:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .modelfile import read_card
+
+    print(read_card(args.model).to_json())
+    return 0
+
+
+def cmd_data(args) -> int:
+    from . import sampledata
+
+    sampledata.prepare_samples(args.dest)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="SatGen engine: generative models "
+                                     "for georeferenced satellite rasters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("apply", help="run an image-to-image model file over a raster")
+    p.add_argument("--model", required=True, help="SatGen model file (.satgen)")
+    p.add_argument("--input", required=True, help="input raster (any GDAL-readable format)")
+    p.add_argument("--output", required=True, help="output GeoTIFF")
+    _add_tile_options(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("info", help="print a model file's card")
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="fetch the real sample imagery into data/samples")
+    p.add_argument("--dest", default="data", help="data folder (default: data)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("bench", help="measure the tile pipeline; writes reports/bench.json")
+    from . import bench
+
+    bench.add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Cancelled as exc:
+        print(f"\ncancelled: {exc}", file=sys.stderr)
+        return 130
+    except SatGenError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; no output was written", file=sys.stderr)
+        return 130

@@ -1,0 +1,20 @@
+"""Named errors of the engine. Each message says what is wrong and how to fix it.
+
+Front ends (CLI, QGIS algorithms) catch `SatGenError` and show its message as is.
+"""
+
+
+class SatGenError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class InputError(SatGenError):
+    """A raster, band selection, mask or parameter the engine cannot use."""
+
+
+class ModelFileError(SatGenError):
+    """A model file that is missing, malformed, unsafe, or for another task."""
+
+
+class Cancelled(SatGenError):
+    """The user cancelled; partial outputs have been removed."""

@@ -1,0 +1,129 @@
+"""Model files: weights and model card in one safetensors file.
+
+Layout: a standard safetensors file (https://huggingface.co/docs/safetensors)
+whose tensors are the model's state_dict and whose header metadata holds the
+card as JSON under the key "satgen.card". safetensors stores raw tensor bytes
+and a JSON header, nothing executable, so loading a stranger's file cannot run
+code; pickled checkpoints (torch.save) are refused outright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import models
+from .card import ModelCard
+from .errors import ModelFileError
+
+CARD_KEY = "satgen.card"
+SUFFIX = ".satgen"
+_MAX_HEADER = 16 * 1024 * 1024  # a card plus tensor index is a few kB; refuse absurd headers
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    card: ModelCard
+    path: Path
+
+
+def save_model(path: str | os.PathLike, module: nn.Module, card: ModelCard, half: bool = False) -> Path:
+    """Write `module`'s weights and `card` to `path` atomically.
+
+    half=True stores floating-point weights as float16 (half the size; they are
+    widened back to float32 on load), for default models under a size budget.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    models.build(card.architecture, card.params)  # a card that cannot be loaded is never written
+    tensors = {}
+    for key, value in module.state_dict().items():
+        value = value.detach().cpu().contiguous()
+        if half and value.is_floating_point():
+            value = value.half()
+        tensors[key] = value
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={CARD_KEY: card.to_json()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The card of a model file, without building the model."""
+    path = _check_file(Path(path))
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise ModelFileError(f"{path} is not a valid SatGen model file: {exc}") from None
+    if CARD_KEY not in metadata:
+        raise ModelFileError(
+            f"{path} is a safetensors file without a SatGen model card; SatGen model "
+            f"files are made by `python -m engine train ...` or the SatGen training algorithms"
+        )
+    return ModelCard.from_json(metadata[CARD_KEY])
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+               tasks: tuple[str, ...] | None = None) -> LoadedModel:
+    """Build the model a file describes, load its weights, put it in eval mode.
+
+    `tasks`: the tasks the caller can run; a model of another task is refused.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    card = read_card(path)
+    if tasks is not None and card.task not in tasks:
+        raise ModelFileError(
+            f"{path.name} is a {card.task!r} model, but this tool needs a model of task "
+            f"{' or '.join(repr(t) for t in tasks)}; choose a matching model file"
+        )
+    module = models.build(card.architecture, card.params)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        state = {key: f.get_tensor(key) for key in f.keys()}
+    try:
+        module.load_state_dict(state, strict=True)  # copies (and widens float16) into float32 parameters
+    except RuntimeError as exc:
+        raise ModelFileError(f"the weights in {path.name} do not match its model card: {exc}") from None
+    module.eval().to(device)
+    return LoadedModel(module=module, card=card, path=path)
+
+
+def _check_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; check the path")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ModelFileError(
+            f"{path.name} is a pickled PyTorch checkpoint (torch.save). SatGen does not "
+            f"load pickles, because opening one can run any code it carries; use a "
+            f"SatGen model file (safetensors with a model card), e.g. one made by `python -m engine train`"
+        )
+    header = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if not 2 <= header <= min(_MAX_HEADER, size - 8):
+        raise ModelFileError(f"{path.name} is not a SatGen model file (not safetensors: bad header)")
+    with open(path, "rb") as f:
+        f.seek(8)
+        try:
+            json.loads(f.read(header))
+        except ValueError:
+            raise ModelFileError(f"{path.name} is not a SatGen model file (header is not JSON)") from None
+    return path

@@ -1,0 +1,63 @@
+"""U-Net generator of pix2pix (Isola et al., 2017), width and depth configurable.
+
+unet_256 of the paper is UNet(ngf=64, depth=8); a CPU-sized model shares the
+code with a smaller ngf. Input and output are (N, C, H, W) in [-1, 1], with
+H and W multiples of 2**depth. BatchNorm, so in eval mode every tile is
+normalised with the same running statistics and neighbouring tiles agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class UNet(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, depth: int = 8,
+                 max_mult: int = 8, dropout: float = 0.5):
+        super().__init__()
+        if depth < 2:
+            raise ValueError("UNet depth must be at least 2")
+        self.depth = depth
+        widths = [ngf * min(2 ** i, max_mult) for i in range(depth)]  # encoder outputs
+
+        self.down = nn.ModuleList()
+        for i, width in enumerate(widths):
+            if i == 0:  # outermost: no activation before, no norm after
+                layers = [nn.Conv2d(in_channels, width, 4, 2, 1)]
+            else:
+                layers = [nn.LeakyReLU(0.2, True), nn.Conv2d(widths[i - 1], width, 4, 2, 1, bias=False)]
+                if i < depth - 1:  # innermost (1x1 at unet_256) has no norm
+                    layers.append(nn.BatchNorm2d(width))
+            self.down.append(nn.Sequential(*layers))
+
+        self.up = nn.ModuleList()
+        for i in reversed(range(depth)):
+            # innermost takes only its own encoder output; the others also the skip
+            in_width = widths[i] if i == depth - 1 else 2 * widths[i]
+            if i == 0:
+                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_width, out_channels, 4, 2, 1), nn.Tanh()]
+            else:
+                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_width, widths[i - 1], 4, 2, 1, bias=False),
+                          nn.BatchNorm2d(widths[i - 1])]
+                # pix2pix: dropout in the ngf*8 blocks between level 4 and the innermost
+                if dropout > 0 and 4 <= i < depth - 1:
+                    layers.append(nn.Dropout(dropout))
+            self.up.append(nn.Sequential(*layers))
+
+    @property
+    def multiple(self) -> int:
+        """Tile sizes must be multiples of this."""
+        return 2 ** self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        skips.pop()  # the innermost output is x itself
+        for i, block in enumerate(self.up):
+            if i > 0:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = block(x)
+        return x

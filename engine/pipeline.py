@@ -1,0 +1,241 @@
+"""The tile pipeline every apply-tool shares: read tiles, run them through a
+model in batches, blend overlaps, write a georeferenced GeoTIFF.
+
+Streaming: tiles are processed one row of tiles at a time. An accumulator one
+tile high and one raster wide holds the weighted sum of the model outputs; as
+soon as a row of tiles is done, the rows no later tile touches are divided by
+the weight sum, written, and the accumulator shifts up. Memory therefore grows
+with the raster's width only, never with its height or area.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.transform import Affine
+
+from .card import ModelCard
+from .device import resolve_device
+from .errors import InputError, ModelFileError
+from .modelfile import LoadedModel, load_model
+from .progress import Feedback
+from .raster import GDAL_ENV, BlockReader, GeoTiffWriter, atomic_path, open_raster, output_nodata, select_bands
+from .scaling import cast_to_dtype
+from .windows import TileGrid, tile_weights
+
+# (batch, channels, tile, tile) model-space input -> (batch, channels, tile*scale, tile*scale)
+Predict = Callable[[np.ndarray], np.ndarray]
+# (channels, rows, cols) model-space output rows + their (rows, cols) validity -> written
+Sink = Callable[[np.ndarray, np.ndarray], None]
+# (row0, row1, col0, col1) -> (channels, rows, cols) model-space input + validity or None
+Source = Callable[[int, int, int, int], "tuple[np.ndarray, np.ndarray | None]"]
+
+
+@dataclass
+class TileOptions:
+    tile_size: int | None = None  # None: the model card's
+    overlap: int | None = None  # None: the model card's
+    batch_size: int = 4
+    device: str = "auto"
+    bands: list[int] | None = None  # 1-based; None: matched from the model card
+
+
+@dataclass
+class RunStats:
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    forward_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, predict: Predict,
+              sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats) -> None:
+    """Drive the grid row by row; `sink` receives every output row exactly once, top to bottom."""
+    t, s = grid.tile, scale
+    height_out, width_out = grid.height * s, grid.width * s
+    rows, cols = grid.row_offsets, grid.col_offsets
+    acc = np.zeros((out_channels, t * s, grid.padded_width * s), np.float32)
+    wsum = np.zeros(acc.shape[1:], np.float32)
+    valid_strip = np.ones((t, grid.padded_width), bool)
+    weights: dict[tuple[bool, ...], np.ndarray] = {}
+    total, done = len(grid), 0
+
+    for ri, r in enumerate(rows):
+        top, bottom = ri > 0, ri < len(rows) - 1
+        in_rows = min(t, grid.height - r)  # rows of this strip inside the raster
+        for b0 in range(0, len(cols), batch_size):
+            feedback.check_cancelled()
+            batch_cols = cols[b0:b0 + batch_size]
+            c0, c1 = batch_cols[0], batch_cols[-1] + t
+            x, valid = source(r, r + t, c0, c1)
+            if valid is not None:
+                valid_strip[:, c0:c1] = valid
+            keep = [c for c in batch_cols
+                    if valid is None or valid[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
+            stats.tiles_skipped += len(batch_cols) - len(keep)
+            if keep:
+                tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep])
+                start = time.perf_counter()
+                out = predict(tiles)
+                stats.forward_seconds += time.perf_counter() - start
+                if out.shape != (len(keep), out_channels, t * s, t * s):
+                    raise ModelFileError(
+                        f"the model turned {t} px tiles into an array of shape {tuple(out.shape[1:])}, but its "
+                        f"card promises {out_channels} bands of {t * s} px (scale {s}); the model file is inconsistent")
+                stats.tiles_run += len(keep)
+                stats.batch_sizes.append(len(keep))
+                for c, y in zip(keep, out):
+                    sides = (top, bottom, c > 0, c != cols[-1])
+                    if sides not in weights:
+                        weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
+                    w = weights[sides]
+                    acc[:, :, c * s:(c + t) * s] += y * w
+                    wsum[:, c * s:(c + t) * s] += w
+            done += len(batch_cols)
+            feedback.progress(done / total)
+
+        # rows [r, r + n) are final: no later tile reaches them
+        n = (grid.stride if bottom else in_rows) * s
+        n = min(n, height_out - r * s)
+        w_rows = wsum[:n, :width_out]
+        covered = w_rows > 0
+        values = acc[:, :n, :width_out] / np.where(covered, w_rows, 1.0)
+        valid_in = valid_strip[:n // s, :grid.width]
+        if s > 1:
+            valid_in = valid_in.repeat(s, axis=0).repeat(s, axis=1)
+        valid_rows = covered & valid_in
+        sink(values, valid_rows)
+        if bottom:
+            shift = grid.stride * s
+            acc[:, :-shift] = acc[:, shift:]
+            acc[:, -shift:] = 0
+            wsum[:-shift] = wsum[shift:]
+            wsum[-shift:] = 0
+            valid_strip[:-grid.stride] = valid_strip[grid.stride:]
+            valid_strip[-grid.stride:] = True
+
+
+def torch_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
+    """Batched inference in eval and inference mode, on `device`."""
+    module.eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device)
+            return module(x).float().cpu().numpy()
+
+    return predict
+
+
+def check_tile_size(module: torch.nn.Module, tile: int) -> None:
+    multiple = getattr(module, "multiple", 1)
+    if tile % multiple:
+        raise InputError(f"tile size {tile} does not suit this model: it must be a multiple of {multiple}")
+
+
+def output_transform(src, scale: int) -> Affine:
+    """The input's geotransform with pixels `scale` times smaller."""
+    return src.transform * Affine.scale(1 / scale)
+
+
+@dataclass
+class ApplyResult:
+    output: Path
+    stats: RunStats
+    width: int
+    height: int
+
+
+def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.PathLike,
+                output_path: str | os.PathLike, options: TileOptions | None = None,
+                feedback: Feedback | None = None,
+                tasks: tuple[str, ...] = ("image-to-image", "translate")) -> ApplyResult:
+    """Run an image-to-image model over a raster of any size; write a GeoTIFF
+    with the input's CRS and (scaled) geotransform."""
+    options = options or TileOptions()
+    feedback = feedback or Feedback()
+    device = resolve_device(options.device)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, device=device, tasks=tasks)
+    else:
+        model.module.to(device)
+    card: ModelCard = model.card
+    tile = options.tile_size or card.tile_size
+    overlap = card.overlap if options.overlap is None else options.overlap
+    if options.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {options.batch_size}")
+    check_tile_size(model.module, tile)
+    _check_not_same_file(input_path, output_path)
+
+    started = time.perf_counter()
+    stats = RunStats()
+    with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src:
+        bands = select_bands(src, options.bands, card.inputs.names)
+        _check_dtype(src, bands, card)
+        grid = TileGrid(src.height, src.width, tile, overlap)
+        reader = BlockReader(src, bands)
+        in_scaling, out_scaling = card.inputs.scaling, card.outputs.scaling
+        out_dtype = card.outputs.dtype or "float32"
+        nodata = output_nodata(reader, out_dtype)
+
+        def source(r0, r1, c0, c1):
+            data, valid = reader.read(r0, r1, c0, c1)
+            x = in_scaling.to_model(data, clip=card.inputs.clip)
+            if valid is not None:
+                x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
+            return x, valid
+
+        feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
+                      f"(overlap {overlap}), batch {options.batch_size}, device {device}")
+        with atomic_path(output_path) as tmp:
+            writer = GeoTiffWriter(tmp, width=src.width * card.scale, height=src.height * card.scale,
+                                   dtype=out_dtype, crs=src.crs, transform=output_transform(src, card.scale),
+                                   nodata=nodata, band_names=card.outputs.names)
+
+            def sink(values, valid):
+                out = cast_to_dtype(out_scaling.from_model(values), out_dtype)
+                if nodata is not None:
+                    _mark_nodata(out, valid, nodata)
+                writer.write_rows(out)
+
+            try:
+                run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),
+                          sink, options.batch_size, feedback, stats)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    stats.seconds = time.perf_counter() - started
+    return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale)
+
+
+def _mark_nodata(out: np.ndarray, valid: np.ndarray, nodata) -> None:
+    """Invalid pixels get `nodata`; valid pixels that happen to equal it are nudged
+    to the next value, so no real pixel is read back as nodata."""
+    if out.dtype.kind != "f":
+        step = -1 if nodata == np.iinfo(out.dtype).max else 1
+        out[out == nodata] = nodata + step
+    out[:, ~valid] = nodata
+
+
+def _check_dtype(src, bands: list[int], card: ModelCard) -> None:
+    expected = card.inputs.dtype
+    actual = {src.dtypes[b - 1] for b in bands}
+    if expected and actual != {expected}:
+        raise InputError(
+            f"the model was trained on {expected} bands but the selected bands are {'/'.join(sorted(actual))}; "
+            f"its scaling would not fit this data: use imagery of the same kind or retrain on it"
+        )
+
+
+def _check_not_same_file(input_path, output_path) -> None:
+    if os.path.exists(output_path) and os.path.exists(input_path) and os.path.samefile(input_path, output_path):
+        raise InputError("the output would overwrite the input raster; choose another output file")

@@ -1,0 +1,192 @@
+"""Raster input and output through rasterio windows.
+
+Reading: band selection, blocks padded by reflection past the raster's edges,
+validity from nodata values, NaNs or GDAL masks. Writing: tiled, compressed
+GeoTIFF, written in whole block rows and renamed into place only when
+complete, so a failed or cancelled run never leaves a file under the target name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.windows import Window
+
+from .errors import InputError
+from .windows import reflect_indices
+
+BLOCK = 256
+# GDAL's block cache defaults to 5 % of RAM, which would let memory grow with the
+# raster; the pipeline itself holds what it needs, so a small cache suffices.
+GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": 1}
+
+
+def open_raster(path: str | os.PathLike):
+    """Open a GDAL-readable raster, or fail with a message naming the file."""
+    path = str(path)
+    if not os.path.exists(path) and "://" not in path and not path.startswith("/vsi"):
+        raise InputError(f"input raster {path} does not exist; check the path")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read {path} as a raster ({exc}); give a GeoTIFF, JPEG2000, VRT or "
+                         f"another GDAL-readable raster") from None
+
+
+def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
+    """1-based band indexes of `src` to feed a model that takes bands `names`.
+
+    Explicit `bands` win; otherwise all bands when the count matches, otherwise
+    bands whose descriptions equal the model's band names.
+    """
+    expected = len(names)
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= src.count]
+        if bad:
+            raise InputError(f"band(s) {bad} do not exist: the raster has bands 1..{src.count}")
+        if len(bands) != expected:
+            raise InputError(f"the model takes {expected} band(s) ({', '.join(names)}) but {len(bands)} "
+                             f"were selected; select exactly {expected}")
+        return list(bands)
+    if src.count == expected:
+        return list(range(1, expected + 1))
+    described = {(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions)}
+    matched = [described.get(n.lower()) for n in names]
+    if all(matched):
+        return matched
+    raise InputError(
+        f"the model takes {expected} band(s) ({', '.join(names)}) but the raster has {src.count}; "
+        f"choose which with BANDS / --bands, e.g. {','.join(str(i + 1) for i in range(min(expected, src.count)))}"
+    )
+
+
+class BlockReader:
+    """Reads (bands, rows, cols) blocks of selected bands, reflect-padded at the edges."""
+
+    def __init__(self, src, bands: list[int]):
+        self.src, self.bands = src, bands
+        self.nodata = src.nodata
+        self.is_float = np.dtype(src.dtypes[bands[0] - 1]).kind == "f"
+        flags = [src.mask_flag_enums[b - 1] for b in bands]
+        # nodata values are tested on the data itself; other masks (alpha, .msk) via GDAL
+        self.gdal_mask = self.nodata is None and not all(MaskFlags.all_valid in f for f in flags)
+
+    @property
+    def has_invalid(self) -> bool:
+        """Whether any pixel can be invalid (nodata, mask or NaN)."""
+        return self.nodata is not None or self.gdal_mask or self.is_float
+
+    def read(self, row0: int, row1: int, col0: int, col1: int):
+        """Pixels [row0, row1) x [col0, col1), which may run past the edges.
+
+        Returns (data in the raster's dtype, valid mask or None when all valid).
+        """
+        rows = reflect_indices(row0, row1, self.src.height)
+        cols = reflect_indices(col0, col1, self.src.width)
+        r0, c0 = int(rows.min()), int(cols.min())
+        window = Window(c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
+        data = self.src.read(self.bands, window=window)
+        valid = None
+        if self.nodata is not None:
+            invalid = np.isnan(data) if np.isnan(self.nodata) else data == self.nodata
+            valid = ~invalid.any(axis=0)
+        elif self.gdal_mask:
+            valid = (self.src.read_masks(self.bands, window=window) > 0).all(axis=0)
+        if self.is_float:
+            finite = np.isfinite(data).all(axis=0)
+            valid = finite if valid is None else valid & finite
+        padded = rows[0] != r0 or rows.size != window.height or cols[0] != c0 or cols.size != window.width \
+            or np.any(np.diff(rows) != 1) or np.any(np.diff(cols) != 1)
+        if padded:
+            ix = np.ix_(rows - r0, cols - c0)
+            data = data[(slice(None),) + ix]
+            valid = None if valid is None else valid[ix]
+        return data, valid
+
+
+def output_nodata(reader: BlockReader, dtype: str):
+    """Nodata value for an output of `dtype`, or None when no input pixel can be
+    invalid. The input's own nodata value is kept when `dtype` can hold it."""
+    if not reader.has_invalid:
+        return None
+    dt = np.dtype(dtype)
+    nd = reader.nodata
+    if nd is not None:
+        if dt.kind == "f":
+            return nd
+        if not np.isnan(nd) and nd == int(nd) and np.iinfo(dt).min <= nd <= np.iinfo(dt).max:
+            return int(nd)
+    return float("nan") if dt.kind == "f" else (0 if dt.kind == "u" else int(np.iinfo(dt).min))
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yield a temporary path beside `target`; rename it to `target` on success,
+    delete it (and GDAL's side files) on any error, cancel or interrupt."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        raise InputError(f"output folder {target.parent} does not exist; create it or choose another output")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part" + target.suffix, dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, tmp + ".aux.xml", tmp + ".ovr", tmp + ".msk"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+class GeoTiffWriter:
+    """Writes rows top to bottom into an open GeoTIFF, in whole block rows."""
+
+    def __init__(self, path: str, *, width: int, height: int, dtype: str, crs, transform,
+                 nodata, band_names: list[str]):
+        tiled = width >= BLOCK and height >= BLOCK
+        kind = np.dtype(dtype).kind
+        profile = dict(driver="GTiff", width=width, height=height, count=len(band_names), dtype=dtype,
+                       crs=crs, transform=transform, nodata=nodata, compress="deflate",
+                       predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", tiled=tiled)
+        if tiled:
+            profile.update(blockxsize=BLOCK, blockysize=BLOCK)
+        self.block_rows = BLOCK if tiled else 1
+        self.dst = rasterio.open(path, "w", **profile)
+        for i, name in enumerate(band_names, start=1):
+            self.dst.set_band_description(i, name)
+        interp = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
+        if [n.lower() for n in band_names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"]):
+            self.dst.colorinterp = [interp.get(n.lower(), ColorInterp.alpha) for n in band_names]
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._next_row = 0
+
+    def write_rows(self, rows: np.ndarray) -> None:
+        """Append (bands, n, width) rows below those already written."""
+        self._pending.append(rows)
+        self._pending_rows += rows.shape[1]
+        if self._pending_rows >= self.block_rows:
+            self._flush(self._pending_rows - self._pending_rows % self.block_rows)
+
+    def _flush(self, count: int) -> None:
+        block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
+        self.dst.write(block[:, :count], window=Window(0, self._next_row, block.shape[2], count))
+        self._next_row += count
+        rest = block[:, count:]
+        self._pending = [rest] if rest.shape[1] else []
+        self._pending_rows = rest.shape[1]
+
+    def close(self) -> None:
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if self._next_row != self.dst.height:
+            raise RuntimeError(f"wrote {self._next_row} of {self.dst.height} rows")  # a pipeline bug, not user error
+        self.dst.close()
+
+    def abort(self) -> None:
+        self.dst.close()

@@ -1,0 +1,55 @@
+"""Per-band linear scaling between raster values and the model's [-1, 1] range.
+
+Inputs are stretched so that `low` maps to -1 and `high` to +1 (low/high are
+e.g. the 2nd and 98th percentiles of each band, fitted at training and kept in
+the model card); outputs are mapped back the same way, then cast to the output
+dtype with rounding and clipping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BandScaling:
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def _coefficients(self, ndim: int):
+        shape = (-1,) + (1,) * (ndim - 1)  # broadcast over (bands, rows, cols)
+        low = np.asarray(self.low, dtype=np.float32).reshape(shape)
+        span = np.asarray(self.high, dtype=np.float32).reshape(shape) - low
+        return low, span
+
+    def to_model(self, values: np.ndarray, clip: float | None = None) -> np.ndarray:
+        """(bands, ...) raster values -> float32 in about [-1, 1]."""
+        low, span = self._coefficients(values.ndim)
+        out = (values.astype(np.float32) - low) * (2.0 / span) - 1.0
+        if clip is not None:
+            np.clip(out, -clip, clip, out=out)
+        return out
+
+    def from_model(self, values: np.ndarray) -> np.ndarray:
+        """(bands, ...) model values in [-1, 1] -> float32 raster values."""
+        low, span = self._coefficients(values.ndim)
+        return (values + 1.0) * (0.5 * span) + low
+
+
+def fit_percentiles(samples: np.ndarray, lower: float = 2.0, upper: float = 98.0) -> BandScaling:
+    """Fit a percentile stretch on (bands, n) valid samples."""
+    lo = np.percentile(samples, lower, axis=1)
+    hi = np.percentile(samples, upper, axis=1)
+    hi = np.where(hi > lo, hi, lo + 1.0)  # a constant band still gets a usable span
+    return BandScaling(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+
+
+def cast_to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Round and clip float values into an integer dtype's range; floats pass."""
+    dt = np.dtype(dtype)
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        return np.clip(np.rint(values), info.min, info.max).astype(dt)
+    return values.astype(dt)
