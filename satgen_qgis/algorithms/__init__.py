@@ -1,0 +1,1 @@
+"""One small module per Processing algorithm; shared parameter glue in base.py."""

@@ -1,0 +1,41 @@
+"""satgen:apply_model: run any image-to-image SatGen model file over a raster layer."""
+
+from qgis.core import (
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import SatGenAlgorithm
+
+
+class ApplyModelAlgorithm(SatGenAlgorithm):
+    def name(self):
+        return "apply_model"
+
+    def displayName(self):  # noqa: N802
+        return "Apply model file"
+
+    def shortHelpString(self):  # noqa: N802
+        return ("Runs an image-to-image SatGen model file (.satgen) over a raster of any size: the raster is "
+                "cut into overlapping tiles, the tiles run through the model in batches, and the results are "
+                "blended back without seams into a GeoTIFF with the input's CRS and extent.\n\n"
+                "BANDS picks the input bands in the model's order (empty: all bands when the count matches, "
+                "else bands whose names match the model card). Nodata pixels of the input stay nodata.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
+        self.add_band_parameter()
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model file", extension="satgen"))
+        self.add_tile_parameters()
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output raster"))
+
+    def run(self, parameters, context, feedback):
+        from ..engine.pipeline import apply_model
+
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        apply_model(self.parameterAsFile(parameters, "MODEL", context),
+                    self.raster_path(parameters, "INPUT", context), output,
+                    self.tile_options(parameters, context), feedback)
+        return {"OUTPUT": output}

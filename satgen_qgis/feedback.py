@@ -1,0 +1,19 @@
+"""Engine feedback over QgsProcessingFeedback: progress bar, log, cancel button."""
+
+from .engine.progress import Feedback
+
+
+class QgisFeedback(Feedback):
+    def __init__(self, feedback):
+        self.feedback = feedback
+
+    def progress(self, fraction: float) -> None:
+        if self.feedback is not None:
+            self.feedback.setProgress(100.0 * fraction)
+
+    def info(self, message: str) -> None:
+        if self.feedback is not None:
+            self.feedback.pushInfo(message)
+
+    def is_cancelled(self) -> bool:
+        return self.feedback is not None and self.feedback.isCanceled()

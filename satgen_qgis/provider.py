@@ -1,0 +1,31 @@
+"""The "SatGen" Processing provider: lists the algorithms, icon, output formats."""
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .algorithms.apply_model import ApplyModelAlgorithm
+
+ICON = Path(__file__).resolve().parent / "resources" / "icons" / "satgen.svg"
+
+
+class SatGenProvider(QgsProcessingProvider):
+    def id(self):
+        return "satgen"
+
+    def name(self):
+        return "SatGen"
+
+    def longName(self):  # noqa: N802
+        return "SatGen: generative models for satellite imagery"
+
+    def icon(self):
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self):  # noqa: N802
+        for alg in (ApplyModelAlgorithm(),):
+            self.addAlgorithm(alg)
+
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+        return ["tif"]  # the engine writes tiled, compressed GeoTIFF
