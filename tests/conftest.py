@@ -1,77 +1,17 @@
-"""Fixtures shared by engine and QGIS tests: tiny real rasters and tiny real models.
-
-Rasters are written with rasterio into tmp_path; models are real torch U-Nets,
-small enough to run in milliseconds, saved as real SatGen model files.
-"""
-
-from __future__ import annotations
+"""Shared fixtures; the repository root goes on sys.path so tests import `engine`
+and `satgen_qgis` from the source tree."""
 
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
-from rasterio.crs import CRS
-from rasterio.transform import from_origin
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+TESTS = Path(__file__).resolve().parent
+for path in (TESTS.parent, TESTS):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-SAMPLES = ROOT / "data" / "samples"
-
-
-def write_raster(path, data: np.ndarray, *, crs="EPSG:32633", transform=None, nodata=None, descriptions=None):
-    """Write a (bands, rows, cols) array as a GeoTIFF and return its path."""
-    bands, rows, cols = data.shape
-    transform = transform or from_origin(500000.0, 5800000.0, 10.0, 10.0)
-    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=bands, dtype=data.dtype,
-                       crs=CRS.from_user_input(crs), transform=transform, nodata=nodata) as dst:
-        dst.write(data)
-        for i, d in enumerate(descriptions or [], start=1):
-            dst.set_band_description(i, d)
-    return Path(path)
-
-
-def smooth_image(bands: int, rows: int, cols: int, dtype="uint16", seed: int = 0) -> np.ndarray:
-    """Smooth random fields scaled to the dtype, like a blurry scene."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:rows, 0:cols] / 17.0
-    out = []
-    for b in range(bands):
-        a, c = rng.uniform(0.5, 2.0, 2)
-        field = np.sin(a * x + b) * np.cos(c * y - b) + 0.1 * rng.standard_normal((rows, cols))
-        out.append(field)
-    arr = (np.stack(out) + 1.2) / 2.4
-    if np.dtype(dtype).kind == "f":
-        return arr.astype(dtype)
-    return (arr * min(np.iinfo(dtype).max, 4000)).clip(0, np.iinfo(dtype).max).astype(dtype)
-
-
-def make_model(path, in_bands=3, out_bands=3, *, depth=3, ngf=4, dtype="uint16", out_dtype="uint8",
-               tile=32, overlap=8, scale=1, task="image-to-image", seed=0):
-    """A tiny real U-Net with random weights, saved as a SatGen model file."""
-    import torch
-
-    from engine.card import Bands, ModelCard
-    from engine.modelfile import save_model
-    from engine.models.unet import UNet
-
-    torch.manual_seed(seed)
-    params = dict(in_channels=in_bands, out_channels=out_bands, ngf=ngf, depth=depth)
-    module = UNet(**params)
-    hi = 4000.0 if np.dtype(dtype).kind != "f" else 1.0
-    card = ModelCard(
-        task=task, architecture="unet", params=params,
-        inputs=Bands(names=[f"B{i + 1}" for i in range(in_bands)], low=[0.0] * in_bands, high=[hi] * in_bands,
-                     dtype=dtype, clip=3.0),
-        outputs=Bands(names=["red", "green", "blue"][:out_bands] if out_bands <= 3 else
-                      [f"out{i + 1}" for i in range(out_bands)],
-                      low=[0.0] * out_bands, high=[255.0] * out_bands, dtype=out_dtype),
-        tile_size=tile, overlap=overlap, scale=scale, name="tiny test model",
-    )
-    return save_model(path, module, card)
+from helpers import make_model  # noqa: E402
 
 
 @pytest.fixture

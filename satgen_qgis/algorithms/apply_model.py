@@ -31,7 +31,7 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output raster"))
 
-    def run(self, parameters, context, feedback):
+    def run_engine(self, parameters, context, feedback):
         from ..engine.pipeline import apply_model
 
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)

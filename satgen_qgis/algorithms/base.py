@@ -80,11 +80,11 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         from ..engine.errors import Cancelled, SatGenError
 
         try:
-            return self.run(parameters, context, QgisFeedback(feedback))
+            return self.run_engine(parameters, context, QgisFeedback(feedback))
         except Cancelled:
             raise QgsProcessingException("Cancelled by the user; no output was written.") from None
         except SatGenError as exc:
             raise QgsProcessingException(str(exc)) from None
 
-    def run(self, parameters, context, feedback: QgisFeedback) -> dict:
+    def run_engine(self, parameters, context, feedback: QgisFeedback) -> dict:
         raise NotImplementedError

@@ -7,7 +7,7 @@ import struct
 import pytest
 import torch
 
-from conftest import make_model
+from helpers import make_model
 from engine.card import ModelCard
 from engine.errors import ModelFileError
 from engine.modelfile import CARD_KEY, load_model, read_card, save_model

@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import make_model, smooth_image, write_raster
+from helpers import make_model, smooth_image, write_raster
 from engine.errors import Cancelled, InputError, ModelFileError
 from engine.pipeline import RunStats, TileOptions, apply_model, output_transform, run_tiles
 from engine.progress import Feedback

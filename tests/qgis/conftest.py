@@ -1,0 +1,57 @@
+"""QGIS fixtures: the real SatGen provider in the real Processing registry, a
+crop of a real Sentinel-2 scene, and the environment to run real qgis_process."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from helpers import ROOT, SAMPLES
+
+
+@pytest.fixture(scope="session")
+def satgen_provider(qgis_processing):
+    from qgis.core import QgsApplication
+
+    from satgen_qgis.provider import SatGenProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("satgen") is None:
+        assert registry.addProvider(SatGenProvider())
+    return registry.providerById("satgen")
+
+
+@pytest.fixture(scope="session")
+def real_raster(tmp_path_factory) -> Path:
+    """A 200 x 160 px crop of the real Sentinel-2 Havel scene (B02 B03 B04 B08, uint16)."""
+    src_path = SAMPLES / "s2_havel_10m.tif"
+    if not src_path.exists():
+        pytest.fail(f"{src_path} is missing: run `make data` (make test does it for you)")
+    out = tmp_path_factory.mktemp("real") / "havel_crop.tif"
+    with rasterio.open(src_path) as src:
+        window = Window(600, 300, 200, 160)
+        profile = src.profile | dict(width=200, height=160, transform=src.window_transform(window),
+                                     tiled=False, blockxsize=None, blockysize=None)
+        profile = {k: v for k, v in profile.items() if v is not None}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    return out
+
+
+@pytest.fixture(scope="session")
+def qgis_process_env(tmp_path_factory) -> dict:
+    """Environment for /usr/bin/qgis_process.bin with this plugin (as `make qgis-process` sets it)."""
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_PLUGINPATH=str(ROOT),
+        PYTHONPATH=sysconfig.get_paths()["purelib"],
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path_factory.mktemp("qgis-profile")),
+    )
+    return env
