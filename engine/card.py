@@ -55,6 +55,8 @@ class ModelCard:
     overlap: int = 32
     scale: int = 1  # output pixels per input pixel, along each axis
     classes: list[str] = field(default_factory=list)
+    # map colour of each class (translation: decodes output colours back to classes)
+    legend: dict[str, list[int]] = field(default_factory=dict)
     name: str = ""
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # data, attribution, licence, config
@@ -92,6 +94,7 @@ class ModelCard:
             overlap=_get(data, "overlap", int, 32),
             scale=_get(data, "scale", int, 1),
             classes=_str_list(data.get("classes", []), "classes"),
+            legend=_legend(data.get("legend", {})),
             name=_get(data, "name", str, ""),
             description=_get(data, "description", str, ""),
             training=_get(data, "training", dict, {}),
@@ -132,6 +135,14 @@ def _numbers(value: Any, what: str, count: int) -> list[float]:
             and bool(np.all(np.isfinite(value))),
             f"{what} must be a list of {count} finite numbers")
     return [float(v) for v in value]
+
+
+def _legend(value: Any) -> dict[str, list[int]]:
+    _expect(isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(c, list) and len(c) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c)
+        for k, c in value.items()), "legend must map class names to [r, g, b] colours 0..255")
+    return {k: list(c) for k, c in value.items()}
 
 
 def _bands(data: dict, side: str) -> Bands:

@@ -45,6 +45,23 @@ def cmd_apply(args) -> int:
     return 0
 
 
+def cmd_translate(args) -> int:
+    from .translate import translate
+
+    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback())
+    print(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
+    return 0
+
+
+def cmd_train_translation(args) -> int:
+    from .training.translation import TranslationConfig, train_translation
+
+    fields = {k: v for k, v in vars(args).items() if k in TranslationConfig.__dataclass_fields__ and v is not None}
+    path = train_translation(TranslationConfig(**fields), ConsoleFeedback())
+    print(f"wrote model {path}; report in {args.report_dir}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import read_card
 
@@ -76,6 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output GeoTIFF")
     _add_tile_options(p)
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("translate", help="translate a satellite raster into a map (default or given model)")
+    p.add_argument("--input", required=True, help="satellite raster")
+    p.add_argument("--output", required=True, help="output GeoTIFF (RGB map)")
+    p.add_argument("--model", help="translation model file (default: the shipped model)")
+    _add_tile_options(p)
+    p.set_defaults(func=cmd_translate)
+
+    train = sub.add_parser("train", help="train a model on your own data").add_subparsers(dest="task", required=True)
+    p = train.add_parser("translation", help="Pix2Pix satellite -> map")
+    p.add_argument("--input", required=True, help="satellite raster")
+    p.add_argument("--target", required=True, help="map raster (RGB), any CRS and resolution")
+    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
+    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
+    p.add_argument("--legend", help="legend JSON of the map (from satgen:render_map_target) for mIoU")
+    p.add_argument("--bands", type=_bands, help="1-based input bands (default: all)")
+    for name, kind in (("epochs", int), ("patches-per-epoch", int), ("batch-size", int), ("patch-size", int),
+                       ("tile-size", int), ("overlap", int), ("ngf", int), ("depth", int), ("ndf", int),
+                       ("lambda-l1", float), ("lr", float), ("block-size", int), ("val-fraction", float),
+                       ("seed", int)):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
+                   help="train the L1-only baseline (no discriminator)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train_translation)
 
     p = sub.add_parser("info", help="print a model file's card")
     p.add_argument("--model", required=True)

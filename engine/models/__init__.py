@@ -13,10 +13,12 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelFileError
+from .patchgan import PatchGAN
 from .unet import UNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet,
+    "patchgan": PatchGAN,
 }
 
 

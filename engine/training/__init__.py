@@ -1,0 +1,1 @@
+"""Training loops, one module per task; checkpoints and reports shared."""

@@ -1,0 +1,68 @@
+"""Training reports: loss curves and sample grids as PNG, metrics as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_json(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """One panel of training losses and one of validation metrics, per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    epochs = [h["epoch"] for h in history]
+    losses = sorted(k for k in history[0] if k.startswith("loss_"))
+    metrics = sorted(k for k in history[0] if k.startswith("val_"))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in losses:
+        axes[0].plot(epochs, [h[key] for h in history], label=key[5:])
+    axes[0].set_title("training losses")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_yscale("log")
+    for key in metrics:
+        axes[1].plot(epochs, [h[key] for h in history], label=key[4:])
+    axes[1].set_title("validation (held-out blocks)")
+    axes[1].set_xlabel("epoch")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) model-space values in [-1, 1] -> (H, W, 3) uint8 for viewing."""
+    rgb = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    return (np.clip((rgb + 1) * 127.5, 0, 255)).astype(np.uint8).transpose(1, 2, 0)
+
+
+def save_grid(rows: list[list[np.ndarray]], path: Path, gap: int = 4) -> None:
+    """Save rows of (H, W, 3) uint8 images as one PNG, e.g. input | prediction | target."""
+    from PIL import Image
+
+    h, w = rows[0][0].shape[:2]
+    cols = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            canvas[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = img
+    Image.fromarray(canvas).save(path)

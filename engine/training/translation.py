@@ -1,0 +1,263 @@
+"""Pix2Pix training for satellite -> map translation.
+
+Configuration at the top; one `train_translation(config)` call does the
+whole run: aligned pair, spatial block split, normalisation fitted on the
+training blocks, U-Net generator + conditional PatchGAN, adversarial + lambda*L1
+loss, validation on held-out blocks every epoch, a checkpoint every epoch
+(re-running the same command resumes), and a report next to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..card import Bands, ModelCard
+from ..datasets.pairs import BlockSplit, PairPatches, fit_input_scaling, load_pair, val_tiles
+from ..device import resolve_device
+from ..errors import InputError
+from ..modelfile import save_model
+from ..models.patchgan import PatchGAN
+from ..models.unet import UNet
+from ..objectives import gan_loss, masked_l1
+from ..progress import Feedback
+from .checkpoint import linear_decay, load_checkpoint, save_checkpoint
+from .report import plot_history, save_grid, to_display, write_json
+
+
+@dataclass
+class TranslationConfig:
+    input: str  # satellite raster
+    target: str  # map raster (RGB), any CRS/resolution: warped onto the input's grid
+    output_model: str
+    report_dir: str
+    bands: list[int] | None = None  # 1-based input bands; None: all
+    legend: str | None = None  # legend JSON from satgen:render_map_target (enables mIoU)
+    epochs: int = 20
+    patches_per_epoch: int = 400
+    batch_size: int = 4
+    patch_size: int = 256  # training patch; apply tiles are `tile_size`
+    tile_size: int = 256
+    overlap: int = 32
+    ngf: int = 64  # 64 + depth 8 = the paper's unet_256
+    depth: int = 8
+    ndf: int = 64
+    lambda_l1: float = 100.0
+    adversarial: bool = True  # False: the L1-only baseline
+    gan_mode: str = "vanilla"
+    lr: float = 2e-4
+    beta1: float = 0.5
+    decay_epochs: int | None = None  # None: the second half of the epochs
+    block_size: int = 384
+    val_fraction: float = 0.25
+    seed: int = 0
+    device: str = "auto"
+    half_precision_file: bool = True  # store weights as float16 (half the file size)
+    attribution: str = ""
+    licence: str = ""
+    data_description: str = ""
+    name: str = "satellite -> map translation"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _check(config: TranslationConfig) -> None:
+    multiple = 2 ** config.depth
+    for name in ("patch_size", "tile_size"):
+        value = getattr(config, name)
+        if value % multiple:
+            raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
+    if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
+        raise InputError("epochs, patches per epoch and batch size must all be at least 1")
+
+
+def _legend(path: str | None) -> dict[str, list[int]]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        legend = {c["label"]: [int(v) for v in c["color"]] for c in data["categories"]}
+        legend["background"] = [int(v) for v in data["background"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read the legend {path} ({exc}); give the JSON written by "
+                         f"satgen:render_map_target's OUTPUT_LEGEND") from None
+    return legend
+
+
+def _display_bands(names: list[str]) -> list[int]:
+    """Indexes of a natural-colour composite among the input bands, if there is one."""
+    lower = [n.lower() for n in names]
+    for triple in (("b04", "b03", "b02"), ("red", "green", "blue"), ("b4", "b3", "b2")):
+        if all(t in lower for t in triple):
+            return [lower.index(t) for t in triple]
+    return [0, 1, 2] if len(names) >= 3 else [0, 0, 0]
+
+
+def _predict_uint8(generator, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        y = generator(x).float().cpu().numpy()
+    return np.clip(np.rint((y + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], batch: int = 4) -> dict[str, float]:
+    """Metrics of the generator (eval mode) on held-out tiles, as in `make evaluate`."""
+    generator.eval()
+    preds, targets, valids = [], [], []
+    for i in range(0, len(tiles), batch):
+        chunk = tiles[i:i + batch]
+        x = torch.from_numpy(np.stack([t["x"] for t in chunk])).to(device)
+        preds.extend(_predict_uint8(generator, x))
+        targets.extend(np.clip(np.rint((np.stack([t["y"] for t in chunk]) + 1) * 127.5), 0, 255).astype(np.uint8))
+        valids.extend(t["valid"] for t in chunk)
+    pred, target, valid = (np.concatenate(a, axis=-1) for a in (preds, targets, valids))
+    out = {
+        "val_l1": float(np.abs(pred.astype(np.float32) - target)[:, valid].mean() / 127.5),
+        "val_acc_delta5": metrics.acc_delta(pred, target, 5, valid),
+        "val_acc_delta10": metrics.acc_delta(pred, target, 10, valid),
+        "val_psnr_db": metrics.psnr(pred, target, valid=valid),
+    }
+    if legend:
+        out["val_miou"] = metrics.miou(pred, target, list(legend.values()), valid)[0]
+    return out
+
+
+def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:
+    """Train, checkpointing every epoch; returns the path of the model file."""
+    feedback = feedback or Feedback()
+    _check(config)
+    report = Path(config.report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    ckpt_path = report / "checkpoint.pt"
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    pair = load_pair(config.input, config.target, bands=config.bands)
+    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed)
+    scaling = fit_input_scaling(pair, split)
+    legend = _legend(config.legend)
+    dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed)
+    tiles = val_tiles(pair, split, config.patch_size, scaling)
+    if not tiles:
+        raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a smaller "
+                         f"patch size or a larger raster")
+    in_ch = pair.x.shape[0]
+    g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
+    generator = UNet(**g_params).to(device)
+    discriminator = PatchGAN(in_ch + 3, ndf=config.ndf).to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    decay = config.decay_epochs if config.decay_epochs is not None else config.epochs // 2
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(config.epochs, decay))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(config.epochs, decay))
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    fingerprint = {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "report_dir")}
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        if state["config"] != json.loads(json.dumps(fingerprint)):
+            raise InputError(f"{ckpt_path} belongs to a run with other settings; delete it to start afresh "
+                             f"or use another report folder")
+        generator.load_state_dict(state["generator"])
+        discriminator.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        sched_g.load_state_dict(state["sched_g"])
+        sched_d.load_state_dict(state["sched_d"])
+        history = json.loads(state["history"])
+        start_epoch = int(state["epoch"])
+        torch.set_rng_state(state["rng"])
+        feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
+
+    card = ModelCard(
+        task="translate", architecture="unet", params=g_params,
+        inputs=Bands(names=pair.band_names, low=list(scaling.low), high=list(scaling.high),
+                     dtype=pair.dtype, clip=3.0),
+        outputs=Bands(names=["red", "green", "blue"], low=[0.0] * 3, high=[255.0] * 3, dtype="uint8"),
+        tile_size=config.tile_size, overlap=config.overlap, scale=1,
+        classes=[k for k in legend if k != "background"], legend=legend, name=config.name,
+        description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
+        + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an RGB map",
+        training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
+                  "attribution": config.attribution, "licence": config.licence,
+                  "config": {k: v for k, v in fingerprint.items() if k != "extra"}, **config.extra},
+    )
+
+    steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
+    total_steps = config.epochs * steps
+    vis_idx = list(range(0, len(tiles), max(1, len(tiles) // 4)))[:4]
+    show = _display_bands(pair.band_names)
+    for epoch in range(start_epoch, config.epochs):
+        generator.train()
+        discriminator.train()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=False)
+        dataset.set_epoch(epoch)
+        sums = {"loss_g_l1": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
+        started = time.perf_counter()
+        for step, batch in enumerate(loader):
+            feedback.check_cancelled()
+            x, y, valid = batch["x"].to(device), batch["y"].to(device), batch["valid"].to(device)
+            fake = generator(x)
+            if config.adversarial:
+                # discriminator: real pairs -> 1, generated pairs -> 0
+                discriminator.requires_grad_(True)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d = 0.5 * (gan_loss(discriminator(x, fake.detach()), False, config.gan_mode)
+                                + gan_loss(discriminator(x, y), True, config.gan_mode))
+                loss_d.backward()
+                opt_d.step()
+                discriminator.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            loss_l1 = masked_l1(fake, y, valid)
+            loss_g = config.lambda_l1 * loss_l1
+            if config.adversarial:
+                loss_gan = gan_loss(discriminator(x, fake), True, config.gan_mode)
+                loss_g = loss_g + loss_gan
+                sums["loss_g_gan"] += float(loss_gan)
+                sums["loss_d"] += float(loss_d)
+            loss_g.backward()
+            opt_g.step()
+            sums["loss_g_l1"] += float(loss_l1)
+            feedback.progress((epoch * steps + step + 1) / total_steps)
+        sched_g.step()
+        sched_d.step()
+
+        entry = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
+                 **evaluate_generator(generator, tiles, device, legend), "seconds": time.perf_counter() - started}
+        history.append(entry)
+        feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
+        save_checkpoint(ckpt_path, {
+            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+            "epoch": epoch + 1, "history": json.dumps(history), "rng": torch.get_rng_state(),
+            "config": json.loads(json.dumps(fingerprint)),
+        })
+        _write_report(report, history, generator, tiles, vis_idx, show, device, card.name)
+
+    card.metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")} if history else {}
+    card.metrics["validation"] = (f"{len(split.val_blocks)} held-out blocks of {config.block_size} px "
+                                  f"({len(tiles)} tiles of {config.patch_size} px)")
+    generator.eval()
+    path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
+    write_json(report / "metrics.json", {"final": card.metrics, "history": history})
+    return path
+
+
+def _write_report(report: Path, history, generator, tiles, vis_idx, show, device, title) -> None:
+    write_json(report / "metrics.json", {"history": history})
+    plot_history(history, report / "loss_curves.png", title)
+    generator.eval()
+    rows = []
+    for i in vis_idx:
+        x = torch.from_numpy(tiles[i]["x"][None]).to(device)
+        pred = _predict_uint8(generator, x)[0].transpose(1, 2, 0)
+        rows.append([to_display(tiles[i]["x"][show]), pred, to_display(tiles[i]["y"])])
+    save_grid(rows, report / "samples.png")

@@ -1,0 +1,43 @@
+"""satgen:translate: satellite raster -> map raster (Pix2Pix), default or own model."""
+
+from qgis.core import (
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import SatGenAlgorithm
+
+
+class TranslateAlgorithm(SatGenAlgorithm):
+    def name(self):
+        return "translate"
+
+    def displayName(self):  # noqa: N802
+        return "Translate satellite image to map"
+
+    def shortHelpString(self):  # noqa: N802
+        return ("Draws a map from a satellite raster with a Pix2Pix model (U-Net generator trained with a PatchGAN "
+                "discriminator). The raster is processed in overlapping tiles blended without seams, so it can "
+                "be of any size; the result is an RGB GeoTIFF with the input's CRS and extent.\n\n"
+                "MODEL: a translation model file from 'Train satellite-to-map model'; empty uses the default "
+                "model shipped with SatGen (Sentinel-2 L1C bands B04 B03 B02 B08 at 10 m -> OpenStreetMap land "
+                "use; see its model card). BANDS: the input bands in the model's order (empty: matched by count "
+                "or band names).")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
+        self.add_band_parameter()
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Translation model file (empty: the default model)", extension="satgen", optional=True))
+        self.add_tile_parameters()
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
+
+    def run_engine(self, parameters, context, feedback):
+        from ..engine.translate import translate
+
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        translate(self.raster_path(parameters, "INPUT", context), output,
+                  self.parameterAsFile(parameters, "MODEL", context) or None,
+                  self.tile_options(parameters, context), feedback)
+        return {"OUTPUT": output}
