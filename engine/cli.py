@@ -112,10 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("epochs", int), ("patches-per-epoch", int), ("batch-size", int), ("patch-size", int),
                        ("tile-size", int), ("overlap", int), ("ngf", int), ("depth", int), ("ndf", int),
                        ("lambda-l1", float), ("lr", float), ("block-size", int), ("val-fraction", float),
-                       ("seed", int)):
+                       ("seed", int), ("min-valid", float)):
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
                    help="train the L1-only baseline (no discriminator)")
+    for name in ("name", "attribution", "licence", "data-description"):
+        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
+    p.add_argument("--unlabelled-background", action="store_true", default=None,
+                   help="the legend's background colour marks unmapped land: leave it out of loss and scores")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_translation)
 

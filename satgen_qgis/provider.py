@@ -6,6 +6,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.apply_model import ApplyModelAlgorithm
+from .algorithms.render_map_target import RenderMapTargetAlgorithm
+from .algorithms.translate import TranslateAlgorithm
 
 ICON = Path(__file__).resolve().parent / "resources" / "icons" / "satgen.svg"
 
@@ -24,7 +26,7 @@ class SatGenProvider(QgsProcessingProvider):
         return QIcon(str(ICON))
 
     def loadAlgorithms(self):  # noqa: N802
-        for alg in (ApplyModelAlgorithm(),):
+        for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802

@@ -55,8 +55,13 @@ class TranslationConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     decay_epochs: int | None = None  # None: the second half of the epochs
-    block_size: int = 384
+    block_size: int = 512  # about twice the patch: patches vary within a block
+    # the legend's background colour means "not mapped here", not a class: such pixels
+    # are left out of the loss and of validation (for partial maps such as OSM extracts)
+    unlabelled_background: bool = False
+    min_valid: float = 0.9  # share of labelled/valid pixels a training patch needs
     val_fraction: float = 0.25
+    val_tiles_per_epoch: int = 32  # evenly spread subset for the per-epoch curve; the final metrics use all
     seed: int = 0
     device: str = "auto"
     half_precision_file: bool = True  # store weights as float16 (half the file size)
@@ -65,6 +70,11 @@ class TranslationConfig:
     data_description: str = ""
     name: str = "satellite -> map translation"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# settings that do not change what is learned: a run may resume with other values
+_NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_per_epoch", "half_precision_file",
+                 "name", "attribution", "licence", "data_description", "extra")
 
 
 def _check(config: TranslationConfig) -> None:
@@ -82,9 +92,10 @@ def _legend(path: str | None) -> dict[str, list[int]]:
         return {}
     try:
         data = json.loads(Path(path).read_text())
-        legend = {c["label"]: [int(v) for v in c["color"]] for c in data["categories"]}
-        legend["background"] = [int(v) for v in data["background"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        legend = {str(label): [int(v) for v in color] for label, color in data.items()}
+        if not all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in legend.values()):
+            raise ValueError("colours must be [r, g, b] in 0..255")
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"cannot read the legend {path} ({exc}); give the JSON written by "
                          f"satgen:render_map_target's OUTPUT_LEGEND") from None
     return legend
@@ -138,12 +149,18 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
 
-    pair = load_pair(config.input, config.target, bands=config.bands)
-    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed)
-    scaling = fit_input_scaling(pair, split)
+    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
     legend = _legend(config.legend)
-    dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed)
-    tiles = val_tiles(pair, split, config.patch_size, scaling)
+    if config.unlabelled_background:
+        if "background" not in legend:
+            raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
+        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
+    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
+                       valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
+    scaling = fit_input_scaling(pair, split)
+    dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed,
+                          min_valid=config.min_valid)
+    tiles = val_tiles(pair, split, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
     if not tiles:
         raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a smaller "
                          f"patch size or a larger raster")
@@ -159,7 +176,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
 
     history: list[dict[str, float]] = []
     start_epoch = 0
-    fingerprint = {k: v for k, v in asdict(config).items() if k not in ("epochs", "device", "report_dir")}
+    fingerprint = {k: v for k, v in asdict(config).items() if k not in _NOT_TRAINING}
     state = load_checkpoint(ckpt_path)
     if state is not None:
         if state["config"] != json.loads(json.dumps(fingerprint)):
@@ -187,12 +204,13 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
         + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an RGB map",
         training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
                   "attribution": config.attribution, "licence": config.licence,
-                  "config": {k: v for k, v in fingerprint.items() if k != "extra"}, **config.extra},
+                  "config": fingerprint, **config.extra},
     )
 
+    epoch_tiles = tiles[::max(1, len(tiles) // config.val_tiles_per_epoch)][:config.val_tiles_per_epoch]
     steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
     total_steps = config.epochs * steps
-    vis_idx = list(range(0, len(tiles), max(1, len(tiles) // 4)))[:4]
+    vis_idx = list(range(0, len(epoch_tiles), max(1, len(epoch_tiles) // 4)))[:4]
     show = _display_bands(pair.band_names)
     for epoch in range(start_epoch, config.epochs):
         generator.train()
@@ -209,7 +227,11 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
                 # discriminator: real pairs -> 1, generated pairs -> 0
                 discriminator.requires_grad_(True)
                 opt_d.zero_grad(set_to_none=True)
-                loss_d = 0.5 * (gan_loss(discriminator(x, fake.detach()), False, config.gan_mode)
+                # where the target is unlabelled the discriminator sees the real target in both
+                # pairs, so it judges (and the generator learns from) labelled pixels only
+                mask = valid.unsqueeze(1)
+                fake_d = torch.where(mask, fake, y)
+                loss_d = 0.5 * (gan_loss(discriminator(x, fake_d.detach()), False, config.gan_mode)
                                 + gan_loss(discriminator(x, y), True, config.gan_mode))
                 loss_d.backward()
                 opt_d.step()
@@ -218,19 +240,19 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
             loss_l1 = masked_l1(fake, y, valid)
             loss_g = config.lambda_l1 * loss_l1
             if config.adversarial:
-                loss_gan = gan_loss(discriminator(x, fake), True, config.gan_mode)
+                loss_gan = gan_loss(discriminator(x, fake_d), True, config.gan_mode)
                 loss_g = loss_g + loss_gan
-                sums["loss_g_gan"] += float(loss_gan)
-                sums["loss_d"] += float(loss_d)
+                sums["loss_g_gan"] += loss_gan.item()
+                sums["loss_d"] += loss_d.item()
             loss_g.backward()
             opt_g.step()
-            sums["loss_g_l1"] += float(loss_l1)
+            sums["loss_g_l1"] += loss_l1.item()
             feedback.progress((epoch * steps + step + 1) / total_steps)
         sched_g.step()
         sched_d.step()
 
         entry = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
-                 **evaluate_generator(generator, tiles, device, legend), "seconds": time.perf_counter() - started}
+                 **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
         save_checkpoint(ckpt_path, {
@@ -240,9 +262,9 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
             "epoch": epoch + 1, "history": json.dumps(history), "rng": torch.get_rng_state(),
             "config": json.loads(json.dumps(fingerprint)),
         })
-        _write_report(report, history, generator, tiles, vis_idx, show, device, card.name)
+        _write_report(report, history, generator, epoch_tiles, vis_idx, show, device, card.name)
 
-    card.metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")} if history else {}
+    card.metrics = evaluate_generator(generator, tiles, device, legend)
     card.metrics["validation"] = (f"{len(split.val_blocks)} held-out blocks of {config.block_size} px "
                                   f"({len(tiles)} tiles of {config.patch_size} px)")
     generator.eval()

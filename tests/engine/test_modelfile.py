@@ -115,3 +115,15 @@ def test_weights_that_do_not_match_the_card(tmp_path):
     path = write_safetensors(tmp_path / "bad.satgen", {"w": torch.zeros(2)}, good.to_json())
     with pytest.raises(ModelFileError, match="do not match"):
         load_model(path)
+
+
+def test_safetensors_header_length_ending_in_0x80_is_not_mistaken_for_a_pickle(tmp_path):
+    # the 8-byte header length comes first; a length like 0x...80 starts the file with byte 0x80
+    loaded = load_model(make_model(tmp_path / "m.satgen"))
+    for pad in range(256):
+        loaded.card.description = "x" * pad
+        path = save_model(tmp_path / "p.satgen", loaded.module, loaded.card)
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert load_model(path).card.description == loaded.card.description
