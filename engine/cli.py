@@ -7,6 +7,7 @@ engine raises on purpose are printed as one clear line (exit status 2).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import Cancelled, SatGenError
@@ -62,6 +63,14 @@ def cmd_train_translation(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    from .preview import preview
+
+    labels = args.labels or [os.path.basename(p) for p in args.inputs]
+    print(f"wrote {preview(args.inputs, labels, args.output, args.bands, args.max_size)}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import read_card
 
@@ -74,6 +83,12 @@ def cmd_data(args) -> int:
 
     sampledata.prepare_samples(args.dest)
     return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import evaluate
+
+    return evaluate.main(args)
 
 
 def cmd_bench(args) -> int:
@@ -123,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_translation)
 
+    p = sub.add_parser("preview", help="PNG of rasters side by side")
+    p.add_argument("--inputs", nargs="+", required=True, help="co-registered rasters")
+    p.add_argument("--labels", nargs="+", help="a caption per raster")
+    p.add_argument("--bands", type=_bands, help="bands of the first raster to show as RGB, e.g. 3,2,1")
+    p.add_argument("--max-size", type=int, default=800)
+    p.add_argument("--output", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_preview)
+
     p = sub.add_parser("info", help="print a model file's card")
     p.add_argument("--model", required=True)
     p.set_defaults(func=cmd_info)
@@ -130,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="fetch the real sample imagery into data/samples")
     p.add_argument("--dest", default="data", help="data folder (default: data)")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("evaluate", help="measure model quality on held-out data; writes reports/quality.json")
+    p.add_argument("--translate-model", default="resources/models/translate_s2_osm.satgen")
+    p.add_argument("--translate-baseline", default="reports/baselines/translate_l1.satgen")
+    p.add_argument("--work", default="build/evaluate", help="folder for the full-scene outputs")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure the tile pipeline; writes reports/bench.json")
     from . import bench

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torch import nn
 from . import models
 from .card import ModelCard
 from .errors import ModelFileError
+from .fileio import atomic_path
 
 CARD_KEY = "satgen.card"
 SUFFIX = ".satgen"
@@ -50,14 +50,8 @@ def save_model(path: str | os.PathLike, module: nn.Module, card: ModelCard, half
         if half and value.is_floating_point():
             value = value.half()
         tensors[key] = value
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={CARD_KEY: card.to_json()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

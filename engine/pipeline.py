@@ -26,7 +26,8 @@ from .device import resolve_device
 from .errors import InputError, ModelFileError
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
-from .raster import GDAL_ENV, BlockReader, GeoTiffWriter, atomic_path, open_raster, output_nodata, select_bands
+from .fileio import atomic_path
+from .raster import GDAL_ENV, BlockReader, GeoTiffWriter, open_raster, output_nodata, select_bands
 from .scaling import cast_to_dtype
 from .windows import TileGrid, tile_weights
 

@@ -8,10 +8,7 @@ complete, so a failed or cancelled run never leaves a file under the target name
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -123,24 +120,6 @@ def output_nodata(reader: BlockReader, dtype: str):
         if not np.isnan(nd) and nd == int(nd) and np.iinfo(dt).min <= nd <= np.iinfo(dt).max:
             return int(nd)
     return float("nan") if dt.kind == "f" else (0 if dt.kind == "u" else int(np.iinfo(dt).min))
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike):
-    """Yield a temporary path beside `target`; rename it to `target` on success,
-    delete it (and GDAL's side files) on any error, cancel or interrupt."""
-    target = Path(target)
-    if not target.parent.is_dir():
-        raise InputError(f"output folder {target.parent} does not exist; create it or choose another output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".part" + target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        for leftover in (tmp, tmp + ".aux.xml", tmp + ".ovr", tmp + ".msk"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
 
 
 class GeoTiffWriter:

@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.apply_model import ApplyModelAlgorithm
 from .algorithms.render_map_target import RenderMapTargetAlgorithm
+from .algorithms.train_translation import TrainTranslationAlgorithm
 from .algorithms.translate import TranslateAlgorithm
 
 ICON = Path(__file__).resolve().parent / "resources" / "icons" / "satgen.svg"
@@ -26,7 +27,8 @@ class SatGenProvider(QgsProcessingProvider):
         return QIcon(str(ICON))
 
     def loadAlgorithms(self):  # noqa: N802
-        for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm()):
+        for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm(),
+                    TrainTranslationAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802

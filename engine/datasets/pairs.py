@@ -52,12 +52,13 @@ class Pair:
 
     x: np.ndarray  # (bands, H, W) input values in the raster's dtype
     y: np.ndarray  # (3, H, W) uint8 RGB map
-    valid: np.ndarray  # (H, W) bool: input valid and target covered and valid
+    valid: np.ndarray  # (H, W) bool: input valid and target covered and valid (what the loss sees)
     transform: Affine  # of pixel (0, 0) of x, y and valid
     crs: object  # rasterio CRS of the input
     band_names: list[str]
     bands: list[int]  # 1-based input bands read
     window: Box  # where x lies in the input raster
+    input_valid: np.ndarray | None = None  # (H, W) bool: input pixels that are not nodata (None: all)
 
     @property
     def height(self) -> int:
@@ -108,7 +109,8 @@ def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, ban
             names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
             crs = src.crs
 
-    valid = y_valid if x_valid is None else (y_valid & x_valid)
+    x_valid = np.ones((h, w), bool) if x_valid is None else x_valid
+    valid = y_valid & x_valid
     if not valid.any():
         raise InputError(f"{_name(target_path)} covers no valid pixel of {_name(input_path)} (their extents touch "
                          f"but one is nodata wherever the other has data); give a target map of the same area")
@@ -119,6 +121,7 @@ def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, ban
         x = np.ascontiguousarray(x[:, a0:a1, b0:b1])
         y = np.ascontiguousarray(y[:, a0:a1, b0:b1])
         valid = np.ascontiguousarray(valid[a0:a1, b0:b1])
+        x_valid = np.ascontiguousarray(x_valid[a0:a1, b0:b1])
         dst_transform = dst_transform * Affine.translation(b0, a0)
     h, w = a1 - a0, b1 - b0
     if patch is not None and (h < patch or w < patch):
@@ -130,7 +133,7 @@ def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, ban
             f"give a target map covering more of the input"
             + (f", or use a patch size of at most {_largest_patch(min(h, w))}" if min(h, w) >= 16 else ""))
     return Pair(x=x, y=y, valid=valid, transform=dst_transform, crs=crs, band_names=names, bands=band_idx,
-                window=(r0 + a0, c0 + b0, r0 + a1, c0 + b1))
+                window=(r0 + a0, c0 + b0, r0 + a1, c0 + b1), input_valid=x_valid)
 
 
 def _name(path) -> str:
@@ -479,7 +482,10 @@ def pair_sample(pair: Pair, scaling: BandScaling, row: int, col: int, patch: int
     """The patch at (row, col) as model arrays, transformed jointly by dihedral k.
 
     x: float32 (C, p, p), scaled to about [-1, 1] and clipped to +-clip;
-    y: float32 (3, p, p) in [-1, 1]; valid: bool (p, p). Invalid pixels are 0 in x and y.
+    y: float32 (3, p, p) in [-1, 1]; valid: bool (p, p), the pixels the loss may use.
+    Input nodata is 0 in x, as the tile pipeline feeds it at inference; target pixels
+    that are not valid (uncovered, nodata, unlabelled) are 0 in y. The input stays
+    intact wherever it has data, even where the target has no label.
     """
     sl = (slice(row, row + patch), slice(col, col + patch))
     valid = pair.valid[sl]
@@ -487,7 +493,8 @@ def pair_sample(pair: Pair, scaling: BandScaling, row: int, col: int, patch: int
         raise ValueError(f"patch at ({row}, {col}) runs past the {pair.width} x {pair.height} grid")
     x = scaling.to_model(pair.x[(slice(None),) + sl], clip=clip)
     y = pair.y[(slice(None),) + sl].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    x[:, ~valid] = 0.0
+    if pair.input_valid is not None:
+        x[:, ~pair.input_valid[sl]] = 0.0
     y[:, ~valid] = 0.0
     if k:
         x, y, valid = dihedral(x, k), dihedral(y, k), dihedral(valid, k)

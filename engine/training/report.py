@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_path
+
 
 def write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 def plot_history(history: list[dict[str, float]], path: Path, title: str) -> None:

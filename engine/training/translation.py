@@ -138,6 +138,29 @@ def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], b
     return out
 
 
+def prepare_data(config: TranslationConfig):
+    """(pair, legend, split) for a configuration: training and evaluation both call
+    this, so evaluation scores exactly the blocks training held out."""
+    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
+    legend = _legend(config.legend)
+    if config.unlabelled_background:
+        if "background" not in legend:
+            raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
+        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
+    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
+                       valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
+    return pair, legend, split
+
+
+def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
+    """The training configuration a translation model card records."""
+    fields = dict(card.training.get("config", {}))
+    fields.setdefault("output_model", "")
+    fields.setdefault("report_dir", "")
+    fields.update(overrides)
+    return TranslationConfig(**{k: v for k, v in fields.items() if k in TranslationConfig.__dataclass_fields__})
+
+
 def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
@@ -149,14 +172,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
 
-    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
-    legend = _legend(config.legend)
-    if config.unlabelled_background:
-        if "background" not in legend:
-            raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
-        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
-    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
-                       valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
+    pair, legend, split = prepare_data(config)
     scaling = fit_input_scaling(pair, split)
     dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed,
                           min_valid=config.min_valid)

@@ -155,7 +155,8 @@ class RenderMapTargetAlgorithm(SatGenAlgorithm):
         import rasterio
 
         from ..engine.errors import InputError
-        from ..engine.raster import GDAL_ENV, GeoTiffWriter, atomic_path, open_raster
+        from ..engine.fileio import atomic_path
+        from ..engine.raster import GDAL_ENV, GeoTiffWriter, open_raster
 
         qgs_feedback = feedback.feedback
         legend = self.check_layers(context, qgs_feedback.pushWarning if qgs_feedback else lambda message: None)

@@ -194,6 +194,7 @@ def test_dihedral_gives_the_eight_symmetries():
 def test_augmentation_is_joint_for_every_transform(k):
     pair = _pattern_pair()
     pair.valid[3:9, 2:5] = False  # an asymmetric hole: valid must move with the pixels too
+    pair.input_valid = pair.valid.copy()  # input nodata there, so x is zeroed as well as y
     plain = pair_sample(pair, IDENTITY_SCALING, 4, 2, 32, 0)
     s = pair_sample(pair, IDENTITY_SCALING, 4, 2, 32, k)
     for c in range(3):

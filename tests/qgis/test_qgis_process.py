@@ -37,3 +37,57 @@ def test_bad_input_fails_with_a_clear_message(qgis_process_env, real_raster, tmp
     assert run.returncode != 0
     assert "BANDS" in run.stdout + run.stderr
     assert not out.exists()
+
+
+def test_without_torch_the_plugin_loads_and_says_what_to_install(qgis_process_env, real_raster, tmp_path):
+    # QGIS's own Python has no torch/safetensors: only the venv (PYTHONPATH) has them
+    env = dict(qgis_process_env, PYTHONPATH="")
+    assert qgis_process(env, "plugins", "enable", "satgen_qgis").returncode == 0
+    assert "satgen:apply_model" in qgis_process(env, "list").stdout
+    out = tmp_path / "out.tif"
+    run = qgis_process(env, "run", "satgen:translate", "--", f"INPUT={real_raster}", f"OUTPUT={out}")
+    assert run.returncode != 0
+    assert "pip install torch safetensors" in run.stdout + run.stderr
+    assert not out.exists()
+
+
+def test_packaged_zip_loads_and_runs_on_its_own(qgis_process_env, real_raster, tmp_path):
+    # the zip `make package` builds: one top folder carrying the engine, nothing else on sys.path
+    import zipfile
+
+    from helpers import ROOT
+
+    build = subprocess.run(["make", "-s", "package"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (archive,) = (ROOT / "dist").glob("satgen_qgis-*.zip")
+    with zipfile.ZipFile(archive) as z:
+        assert {name.split("/")[0] for name in z.namelist()} == {"satgen_qgis"}
+        assert "satgen_qgis/engine/pipeline.py" in z.namelist() and "satgen_qgis/metadata.txt" in z.namelist()
+        z.extractall(tmp_path / "plugins")
+    env = dict(qgis_process_env, QGIS_PLUGINPATH=str(tmp_path / "plugins"))
+    assert qgis_process(env, "plugins", "enable", "satgen_qgis").returncode == 0
+    model = make_model(tmp_path / "m.satgen", in_bands=4)
+    out = tmp_path / "out.tif"
+    run = qgis_process(env, "run", "satgen:apply_model", "--", f"INPUT={real_raster}", f"MODEL={model}",
+                       "TILE_SIZE=64", f"OUTPUT={out}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert out.exists()
+
+
+def test_translate_with_the_shipped_default_model(qgis_process_env, real_raster, tmp_path):
+    import numpy as np
+
+    from engine.translate import DEFAULT_MODEL
+    from engine.modelfile import read_card
+
+    assert qgis_process(qgis_process_env, "plugins", "enable", "satgen_qgis").returncode == 0
+    out = tmp_path / "map.tif"
+    run = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={real_raster}", f"OUTPUT={out}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    legend = np.array(list(read_card(DEFAULT_MODEL).legend.values()), np.int32)
+    with rasterio.open(out) as o, rasterio.open(real_raster) as i:
+        assert (o.crs, o.transform, o.shape, o.count, o.dtypes[0]) == (i.crs, i.transform, i.shape, 3, "uint8")
+        rgb = o.read().reshape(3, -1).T.astype(np.int32)
+    # a map: most pixels are close to one of the legend's colours
+    distance = np.abs(rgb[:, None, :] - legend[None]).max(axis=2).min(axis=1)
+    assert (distance < 30).mean() > 0.5

@@ -1,0 +1,122 @@
+"""Measured quality (`make evaluate`): held-out scores of the default models
+and their baselines, written as sections of reports/quality.json.
+
+Translation: the model runs through the real tile pipeline over the whole
+scene; scores are taken on the blocks its training held out (rebuilt from the
+configuration in its model card), against the trivial baseline (every pixel
+the most frequent target colour) and the same U-Net trained with L1 only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from . import metrics
+from .modelfile import read_card
+from .pipeline import TileOptions, apply_model
+from .preview import read_rgb, side_by_side
+from .progress import ConsoleFeedback
+from .training.report import write_json
+from .training.translation import config_from_card, prepare_data
+from .windows import TileGrid
+
+REPORT = Path("reports") / "quality.json"
+
+
+def _scores(pred: np.ndarray, target: np.ndarray, valid: np.ndarray, colors) -> dict:
+    return {
+        "acc_delta5": metrics.acc_delta(pred, target, 5, valid),
+        "acc_delta10": metrics.acc_delta(pred, target, 10, valid),
+        "miou": metrics.miou(pred, target, colors, valid)[0],
+        "psnr_db": metrics.psnr(pred, target, valid=valid),
+        "ssim": metrics.ssim(pred, target, valid=valid),
+    }
+
+
+def _tile_seam_ratio(image: np.ndarray, tile: int, overlap: int) -> float:
+    """Mean |gradient| across the lines where tiles meet (centre of each overlap)
+    over the mean |gradient| elsewhere; 1.0 means no visible seam."""
+    grid = TileGrid(image.shape[1], image.shape[2], tile, overlap)
+    rows = [r + overlap // 2 for r in grid.row_offsets[1:]]
+    cols = [c + overlap // 2 for c in grid.col_offsets[1:]]
+    return metrics.seam_ratio(image, rows, cols)
+
+
+def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int = 4) -> dict:
+    card = read_card(model)
+    config = config_from_card(card)
+    pair, legend, split = prepare_data(config)
+    valid = split.mask("val") & pair.valid
+    colors = [c for k, c in legend.items() if not (config.unlabelled_background and k == "background")]
+    r0, c0, r1, c1 = pair.window
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    out = {"data": card.training.get("data", ""), "held_out": {
+        "blocks": len(split.val_blocks), "block_px": config.block_size, "pixels_scored": int(valid.sum()),
+        "note": "scores on labelled pixels of the validation blocks the training never saw"}}
+    predictions = {}
+    for name, path in (("model", model), ("l1", baseline)):
+        output = work / f"translate_{name}.tif"
+        result = apply_model(path, config.input, output, TileOptions(batch_size=batch_size), ConsoleFeedback(),
+                             tasks=("translate",))
+        with rasterio.open(output) as src:
+            predictions[name] = src.read(window=window)
+        out[name] = _scores(predictions[name], pair.y, valid, colors)
+        out[name]["seconds"] = round(result.stats.seconds, 1)
+        if name == "model":
+            tiling = read_card(path)
+            out[name]["seam_boundary_ratio"] = _tile_seam_ratio(predictions[name], tiling.tile_size, tiling.overlap)
+    trivial = metrics.trivial_prediction(pair.y, valid)
+    out["trivial"] = _scores(trivial, pair.y, valid, colors)
+    _preview(config, pair, split, predictions, work)
+    flat = {f"translate.{k}": v for k, v in out["model"].items()}
+    flat.update({f"translate.{m}_{b}": out[b][m] for b in ("trivial", "l1") for m in ("miou", "acc_delta10",
+                                                                                      "acc_delta5", "psnr_db", "ssim")})
+    out["summary"] = flat
+    out["goals"] = {
+        "miou_beats_baselines": out["model"]["miou"] > max(out["trivial"]["miou"], out["l1"]["miou"]),
+        "acc_delta10_beats_baselines":
+            out["model"]["acc_delta10"] > max(out["trivial"]["acc_delta10"], out["l1"]["acc_delta10"]),
+        "no_seams": out["model"]["seam_boundary_ratio"] <= 1.05,
+    }
+    return out
+
+
+def _preview(config, pair, split, predictions, work: Path) -> None:
+    """reports/translate_preview.png: a held-out block, input | model | L1 | target."""
+    b = max(split.val_blocks, key=lambda blk: pair.valid[blk[0]:blk[2], blk[1]:blk[3]].mean())
+    r0, c0 = pair.window[0] + b[0], pair.window[1] + b[1]
+    window = Window(c0, r0, b[3] - b[1], b[2] - b[0])
+    bands = [config.bands[i] for i in (2, 1, 0)] if config.bands else [3, 2, 1]
+    pictures = [read_rgb(config.input, bands, 512, window)]
+    for name in ("model", "l1"):
+        pictures.append(predictions[name][:, b[0]:b[2], b[1]:b[3]].transpose(1, 2, 0).copy())
+    pictures.append(pair.y[:, b[0]:b[2], b[1]:b[3]].transpose(1, 2, 0).copy())
+    side_by_side(pictures, ["Sentinel-2 (held out)", "SatGen Pix2Pix", "L1-only baseline", "OSM target"],
+                 Path("reports") / "translate_preview.png")
+
+
+def update_report(section: str, values: dict, path: Path = REPORT) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(path.read_text()) if path.exists() else {}
+    values = dict(values, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  command="make evaluate")
+    report[section] = values
+    write_json(path, report)
+
+
+def main(args) -> int:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    section = evaluate_translation(args.translate_model, args.translate_baseline, work)
+    update_report("translate", section)
+    for key, value in section["summary"].items():
+        print(f"{key:34s} {value:.4f}")
+    print("goals:", json.dumps(section["goals"]))
+    print(f"wrote {REPORT} and reports/translate_preview.png")
+    return 0

@@ -1,0 +1,63 @@
+"""PNG previews of rasters side by side (demos, reports, README pictures).
+
+Rasters are read decimated (never whole at full size), stretched per band
+between the 2nd and 98th percentiles unless they are already 8-bit RGB maps.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from .raster import open_raster
+
+
+def read_rgb(path: str | os.PathLike, bands: list[int] | None = None, max_size: int = 800,
+             window: Window | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 picture of a raster (or of a window of it), at most max_size px wide/high."""
+    with open_raster(path) as src:
+        window = window or Window(0, 0, src.width, src.height)
+        bands = bands or ([1, 2, 3] if src.count >= 3 else [1, 1, 1])
+        factor = max(1.0, max(window.width, window.height) / max_size)
+        shape = (len(bands), max(1, round(window.height / factor)), max(1, round(window.width / factor)))
+        data = src.read(bands, window=window, out_shape=shape, resampling=Resampling.nearest, masked=True)
+        if all(src.dtypes[b - 1] == "uint8" for b in bands) and src.count <= 4:
+            rgb = data.filled(0).astype(np.uint8)
+        else:
+            rgb = np.zeros(shape, np.uint8)
+            for i, band in enumerate(data):
+                values = band.compressed()
+                lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
+                rgb[i] = np.clip((band.filled(lo) - lo) * 255.0 / max(hi - lo, 1e-6), 0, 255)
+    return rgb.transpose(1, 2, 0)
+
+
+def side_by_side(images: list[np.ndarray], labels: list[str], output: str | os.PathLike, gap: int = 6) -> Path:
+    """Save pictures in a row with a caption above each."""
+    from PIL import Image, ImageDraw
+
+    height = max(img.shape[0] for img in images)
+    width = sum(img.shape[1] for img in images) + gap * (len(images) - 1)
+    caption = 18
+    canvas = Image.new("RGB", (width, height + caption), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for img, label in zip(images, labels):
+        canvas.paste(Image.fromarray(img), (x, caption))
+        draw.text((x + 2, 3), label, fill="black")
+        x += img.shape[1] + gap
+    output = Path(output)
+    canvas.save(output)
+    return output
+
+
+def preview(inputs: list[str], labels: list[str], output: str, bands: list[int] | None = None,
+            max_size: int = 800) -> Path:
+    """Side-by-side PNG of several co-registered rasters; `bands` applies to the first."""
+    pictures = [read_rgb(path, bands if i == 0 else None, max_size) for i, path in enumerate(inputs)]
+    return side_by_side(pictures, labels, output)

@@ -1,0 +1,130 @@
+"""satgen:train_translation: train a Pix2Pix satellite -> map model on your own data.
+
+The target is a map raster, or layers rendered with their QGIS styles by
+satgen:render_map_target (run as a child algorithm), so train -> translate
+chains in the modeler through the OUTPUT_MODEL file.
+"""
+
+import math
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import DEVICES, SatGenAlgorithm
+
+
+class TrainTranslationAlgorithm(SatGenAlgorithm):
+    def name(self):
+        return "train_translation"
+
+    def displayName(self):  # noqa: N802
+        return "Train satellite-to-map model"
+
+    def shortHelpString(self):  # noqa: N802
+        return ("Trains a Pix2Pix model (U-Net generator, conditional 70x70 PatchGAN discriminator, adversarial + "
+                "100 x L1 loss, Adam 2e-4) that turns the satellite raster INPUT into the map TARGET. Give TARGET "
+                "(an RGB map raster; any CRS and resolution, it is warped onto INPUT's grid) or LAYERS, which are "
+                "rendered with their QGIS styles (or STYLE) onto INPUT's grid first.\n\n"
+                "The scene is split into square blocks; a quarter of them is held out for validation, and "
+                "training patches never cross into them. Each epoch ends with validation, a checkpoint and an "
+                "updated report in OUTPUT_REPORT (loss_curves.png, samples.png: input | prediction | target, "
+                "metrics.json); running again with the same report folder resumes. UNLABELLED_BACKGROUND: the "
+                "map's background colour means 'not mapped', e.g. for OpenStreetMap extracts; those pixels are "
+                "left out of the loss and the scores.\n\n"
+                "The model file (OUTPUT_MODEL) goes into 'Translate satellite image to map'.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("TARGET", "Map raster (RGB)", optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "LAYERS", "Or: layers to render as the map", QgsProcessing.TypeMapLayer, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "LEGEND", "Legend of TARGET (JSON from 'Render map target'; enables mIoU)", extension="json",
+            optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "UNLABELLED_BACKGROUND", "Background colour marks unmapped land (leave it out of training)",
+            defaultValue=False))
+        self.add_band_parameter()
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            "TILE_SIZE", "Training patch size in pixels (a power of two, 64-256)",
+            QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=32, maxValue=512))
+        self.addParameter(QgsProcessingParameterNumber(
+            "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
+        advanced = [
+            QgsProcessingParameterNumber("PATCHES_PER_EPOCH", "Patches per epoch", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=400, minValue=1),
+            QgsProcessingParameterNumber("WIDTH", "Generator width (ngf; 64 = the paper's)",
+                                         QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=4),
+            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)",
+                                                     options=DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
+
+    def run_engine(self, parameters, context, feedback):
+        from ..engine.training.translation import TranslationConfig, train_translation
+
+        report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
+        report.mkdir(parents=True, exist_ok=True)
+        target, legend = self.target(parameters, context, feedback, report)
+        patch = self.parameterAsInt(parameters, "TILE_SIZE", context)
+        depth = int(math.log2(patch)) if patch & (patch - 1) == 0 else 0
+        if not 5 <= depth <= 9:
+            raise QgsProcessingException(f"TILE_SIZE must be a power of two between 32 and 512, got {patch}")
+        depth = min(depth, 8)
+        config = TranslationConfig(
+            input=self.raster_path(parameters, "INPUT", context), target=target, legend=legend,
+            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
+            bands=self.parameterAsInts(parameters, "BANDS", context) or None,
+            unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            patches_per_epoch=self.parameterAsInt(parameters, "PATCHES_PER_EPOCH", context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            patch_size=patch, tile_size=max(patch, 256),  # a multiple of 2**depth, as depth <= 8
+            depth=depth, ngf=self.parameterAsInt(parameters, "WIDTH", context),
+            block_size=2 * patch, seed=self.parameterAsInt(parameters, "SEED", context),
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            min_valid=0.3 if self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context) else 0.9,
+        )
+        path = train_translation(config, feedback)
+        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
+
+    def target(self, parameters, context, feedback, report: Path):
+        """(map raster path, legend path or None): TARGET as given, or LAYERS rendered."""
+        layers = self.parameterAsLayerList(parameters, "LAYERS", context)
+        legend = self.parameterAsFile(parameters, "LEGEND", context) or None
+        if parameters.get("TARGET"):
+            if layers:
+                raise QgsProcessingException("give either TARGET or LAYERS, not both")
+            return self.raster_path(parameters, "TARGET", context), legend
+        if not layers:
+            raise QgsProcessingException("no map given: choose a map raster (TARGET) or layers to render (LAYERS)")
+        import processing
+
+        feedback.info(f"rendering {len(layers)} layer(s) onto the satellite grid")
+        rendered = processing.run("satgen:render_map_target", {
+            "INPUT": parameters["INPUT"], "LAYERS": layers, "STYLE": parameters.get("STYLE") or "",
+            "OUTPUT": str(report / "target_map.tif"), "OUTPUT_LEGEND": str(report / "target_legend.json"),
+        }, context=context, feedback=feedback.feedback, is_child_algorithm=True)
+        return rendered["OUTPUT"], rendered["OUTPUT_LEGEND"]

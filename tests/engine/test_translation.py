@@ -1,0 +1,125 @@
+"""Translation end to end in the engine: tiny Pix2Pix training on a real crop,
+resume, report, model card, and apply with the trained model."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from helpers import SAMPLES, make_model, write_raster
+from engine.errors import InputError, ModelFileError
+from engine.modelfile import load_model, read_card
+from engine.training.translation import TranslationConfig, config_from_card, prepare_data, train_translation
+from engine.translate import translate
+
+LEGEND = {"water": [140, 190, 230], "forest": [100, 165, 90], "farm": [245, 230, 160], "background": [242, 239, 233]}
+
+
+@pytest.fixture(scope="module")
+def real_pair(tmp_path_factory):
+    """A 192 x 192 px crop of the real Sentinel-2 Havel scene and a map of it drawn from
+    its own NDVI (water / forest / farm, and a band of unmapped background)."""
+    path = tmp_path_factory.mktemp("pair")
+    with rasterio.open(SAMPLES / "s2_havel_10m.tif") as src:
+        window = Window(700, 250, 192, 192)
+        x = src.read(window=window)
+        transform, crs = src.window_transform(window), src.crs
+    red, nir = x[2].astype(float), x[3].astype(float)
+    ndvi = (nir - red) / (nir + red + 1e-6)
+    classes = np.where(ndvi < 0.05, 0, np.where(ndvi > 0.3, 1, 2))
+    colors = np.array(list(LEGEND.values()), np.uint8)
+    rgb = colors[classes].transpose(2, 0, 1).copy()
+    rgb[:, :, :20] = np.array(LEGEND["background"], np.uint8)[:, None, None]  # unmapped strip
+    image = write_raster(path / "s2.tif", x, crs=crs, transform=transform, descriptions=["B02", "B03", "B04", "B08"])
+    target = write_raster(path / "map.tif", rgb, crs=crs, transform=transform)
+    legend = path / "legend.json"
+    legend.write_text(json.dumps(LEGEND))
+    return image, target, legend
+
+
+def tiny_config(real_pair, tmp_path, **kw):
+    image, target, legend = real_pair
+    fields = dict(input=str(image), target=str(target), legend=str(legend), output_model=str(tmp_path / "m.satgen"),
+                  report_dir=str(tmp_path / "report"), epochs=1, patches_per_epoch=8, batch_size=4, patch_size=32,
+                  tile_size=32, overlap=8, ngf=4, depth=5, ndf=8, block_size=64, unlabelled_background=True,
+                  min_valid=0.3, device="cpu")
+    fields.update(kw)
+    return TranslationConfig(**fields)
+
+
+def test_tiny_training_writes_model_card_and_report_and_resumes(real_pair, tmp_path):
+    config = tiny_config(real_pair, tmp_path)
+    path = train_translation(config)
+    card = read_card(path)
+    assert card.task == "translate" and card.inputs.names == ["B02", "B03", "B04", "B08"]
+    assert card.inputs.dtype == "uint16" and card.outputs.dtype == "uint8"
+    assert card.legend == LEGEND and "background" not in card.classes
+    assert {"val_acc_delta10", "val_miou", "val_psnr_db"} <= set(card.metrics)
+    assert card.training["config"]["unlabelled_background"] is True
+    report = tmp_path / "report"
+    for name in ("loss_curves.png", "samples.png", "metrics.json", "checkpoint.pt"):
+        assert (report / name).stat().st_size > 0
+    # resuming: one more epoch continues the history instead of starting over
+    train_translation(tiny_config(real_pair, tmp_path, epochs=2))
+    history = json.loads((report / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    # a checkpoint of other settings is not silently mixed in
+    with pytest.raises(InputError, match="other settings"):
+        train_translation(tiny_config(real_pair, tmp_path, epochs=3, lambda_l1=10.0))
+
+
+@pytest.fixture(scope="module")
+def trained(real_pair, tmp_path_factory):
+    config = tiny_config(real_pair, tmp_path_factory.mktemp("trained"))
+    return config, train_translation(config)
+
+
+def test_evaluation_rebuilds_the_training_split(trained):
+    config, model = trained
+    card = read_card(model)
+    _, _, split_train = prepare_data(config)
+    _, _, split_eval = prepare_data(config_from_card(card))
+    assert split_train.val_blocks == split_eval.val_blocks and split_eval.val_blocks
+
+
+def test_unlabelled_background_is_left_out_of_the_loss_but_not_the_input(real_pair, tmp_path):
+    from engine.datasets.pairs import fit_input_scaling, pair_sample
+
+    pair, _, split = prepare_data(tiny_config(real_pair, tmp_path))
+    assert not pair.valid[:, :20].any() and pair.valid[:, 20:].mean() > 0.99
+    sample = pair_sample(pair, fit_input_scaling(pair, split), 0, 0, 32)
+    # the generator sees the imagery of unmapped land (as at inference); only the loss skips it
+    assert (sample["x"][:, :, :20] != 0).mean() > 0.99
+    assert not sample["valid"][:, :20].any() and (sample["y"][:, :, :20] == 0).all()
+    with pytest.raises(InputError, match="legend"):
+        prepare_data(tiny_config(real_pair, tmp_path, legend=None))
+
+
+def test_translate_with_trained_model_keeps_georeferencing(real_pair, trained, tmp_path):
+    image, model = real_pair[0], trained[1]
+    out = translate(image, tmp_path / "map_out.tif", model).output
+    with rasterio.open(out) as o, rasterio.open(image) as i:
+        assert (o.crs, o.transform, o.shape, o.count, o.dtypes[0]) == (i.crs, i.transform, i.shape, 3, "uint8")
+        assert o.colorinterp[0].name == "red"
+    assert not load_model(model).module.training
+
+
+def test_translate_refuses_models_of_other_tasks_and_other_bands(real_pair, tmp_path):
+    image = real_pair[0]
+    with pytest.raises(ModelFileError, match="'image-to-image' model"):
+        translate(image, tmp_path / "o.tif", make_model(tmp_path / "generic.satgen", in_bands=4))
+    three = make_model(tmp_path / "three.satgen", in_bands=3, task="translate")
+    with pytest.raises(InputError, match="takes 3 band"):
+        translate(image, tmp_path / "o.tif", three)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_bad_training_settings(real_pair, tmp_path):
+    with pytest.raises(InputError, match="multiple of 32"):
+        train_translation(tiny_config(real_pair, tmp_path, patch_size=48))
+    far = write_raster(tmp_path / "far.tif", np.zeros((3, 50, 50), np.uint8), crs="EPSG:32633")
+    with pytest.raises(InputError, match="overlap"):
+        train_translation(tiny_config(real_pair, tmp_path, target=str(far)))
+    assert not (tmp_path / "m.satgen").exists()
