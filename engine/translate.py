@@ -20,8 +20,8 @@ DEFAULT_MODEL = MODELS_DIR / "translate_s2_osm.satgen"
 
 def default_model() -> Path:
     if not DEFAULT_MODEL.is_file():
-        raise ModelFileError(f"the default translation model {DEFAULT_MODEL} is missing; reinstall the plugin, "
-                             f"run `make models`, or give a model file")
+        raise ModelFileError(f"the default translation model {DEFAULT_MODEL} is missing; reinstall the SatGen "
+                             f"plugin or choose a model file (developers: `make models` rebuilds it)")
     return DEFAULT_MODEL
 
 

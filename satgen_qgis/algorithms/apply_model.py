@@ -21,7 +21,8 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
                 "cut into overlapping tiles, the tiles run through the model in batches, and the results are "
                 "blended back without seams into a GeoTIFF with the input's CRS and extent.\n\n"
                 "BANDS picks the input bands in the model's order (empty: all bands when the count matches, "
-                "else bands whose names match the model card). Nodata pixels of the input stay nodata.")
+                "else bands whose names match the model card). Nodata pixels of the input stay nodata.\n\n"
+                "Command line names: INPUT, BANDS, MODEL, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))

@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBand,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterNumber,
     QgsProviderRegistry,
@@ -20,6 +21,12 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 
 class SatGenAlgorithm(QgsProcessingAlgorithm):
+    def icon(self):
+        from ..provider import ICON
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(str(ICON))
+
     def group(self):
         return ""
 
@@ -36,16 +43,22 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             parentLayerParameterName=parent, optional=True, allowMultiple=True))
 
     def add_tile_parameters(self):
-        self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Tile size in pixels (0: the model's)", QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "OVERLAP", "Overlap between tiles in pixels (-1: the model's)", QgsProcessingParameterNumber.Integer,
-            defaultValue=-1, minValue=-1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
-        self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES, defaultValue=0))
+        """Tiling and device: sensible defaults, so they sit under Advanced Parameters."""
+        for param in (
+            QgsProcessingParameterNumber("TILE_SIZE", "Tile size in pixels (0: the model's)",
+                                         QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber("OVERLAP", "Overlap between tiles in pixels (-1: the model's)",
+                                         QgsProcessingParameterNumber.Integer, defaultValue=-1, minValue=-1),
+            QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=4, minValue=1),
+            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
+                                       defaultValue=0),
+        ):
+            self.add_advanced(param)
+
+    def add_advanced(self, param):
+        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
 
     def tile_options(self, parameters, context):
         from ..engine.pipeline import TileOptions

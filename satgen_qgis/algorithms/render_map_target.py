@@ -35,7 +35,7 @@ class RenderMapTargetAlgorithm(SatGenAlgorithm):
         return "render_map_target"
 
     def displayName(self):  # noqa: N802
-        return "Render map target on a raster's grid"
+        return "Render map target"
 
     def shortHelpString(self):  # noqa: N802
         return (

@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -34,16 +33,19 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
 
     def shortHelpString(self):  # noqa: N802
         return ("Trains a Pix2Pix model (U-Net generator, conditional 70x70 PatchGAN discriminator, adversarial + "
-                "100 x L1 loss, Adam 2e-4) that turns the satellite raster INPUT into the map TARGET. Give TARGET "
-                "(an RGB map raster; any CRS and resolution, it is warped onto INPUT's grid) or LAYERS, which are "
-                "rendered with their QGIS styles (or STYLE) onto INPUT's grid first.\n\n"
+                "100 x L1 loss, Adam 2e-4) that turns the satellite raster into a map. Give either a map raster "
+                "(RGB; any CRS and resolution, it is warped onto the satellite raster's grid) or layers to render "
+                "as the map with their QGIS styles (or with the style file given).\n\n"
                 "The scene is split into square blocks; a quarter of them is held out for validation, and "
                 "training patches never cross into them. Each epoch ends with validation, a checkpoint and an "
-                "updated report in OUTPUT_REPORT (loss_curves.png, samples.png: input | prediction | target, "
-                "metrics.json); running again with the same report folder resumes. UNLABELLED_BACKGROUND: the "
-                "map's background colour means 'not mapped', e.g. for OpenStreetMap extracts; those pixels are "
-                "left out of the loss and the scores.\n\n"
-                "The model file (OUTPUT_MODEL) goes into 'Translate satellite image to map'.")
+                "updated report in the report folder (loss_curves.png, samples.png: input | prediction | target, "
+                "metrics.json); running again with the same report folder resumes after an interruption. Tick "
+                "'Background colour marks unmapped land' when the map covers only part of the land (e.g. an "
+                "OpenStreetMap extract): those pixels are then left out of training and scores.\n\n"
+                "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
+                "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
+                "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
+                "TILE_SIZE, BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
@@ -53,7 +55,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "LEGEND", "Legend of TARGET (JSON from 'Render map target'; enables mIoU)", extension="json",
+            "LEGEND", "Legend of the map (JSON from 'Render map target'; lets the report score each class)", extension="json",
             optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "UNLABELLED_BACKGROUND", "Background colour marks unmapped land (leave it out of training)",
@@ -62,7 +64,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Training patch size in pixels (a power of two, 64-256)",
+            "TILE_SIZE", "Training patch size in pixels (a power of two, 32-512)",
             QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=32, maxValue=512))
         self.addParameter(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
@@ -73,11 +75,10 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                                          QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=4),
             QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
         ]
+        advanced.append(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)",
+                                                   options=DEVICES, defaultValue=0))
         for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)",
-                                                     options=DEVICES, defaultValue=0))
+            self.add_advanced(param)
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
@@ -107,6 +108,11 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             min_valid=0.3 if self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context) else 0.9,
         )
+        from qgis.core import QgsProcessingUtils
+
+        if config.output_model.startswith(QgsProcessingUtils.tempFolder()):
+            feedback.feedback.pushWarning("The model file is a temporary file and will be deleted when QGIS "
+                                          "closes; save it to a lasting place to keep it.")
         path = train_translation(config, feedback)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
 

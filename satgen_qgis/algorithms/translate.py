@@ -20,10 +20,12 @@ class TranslateAlgorithm(SatGenAlgorithm):
         return ("Draws a map from a satellite raster with a Pix2Pix model (U-Net generator trained with a PatchGAN "
                 "discriminator). The raster is processed in overlapping tiles blended without seams, so it can "
                 "be of any size; the result is an RGB GeoTIFF with the input's CRS and extent.\n\n"
-                "MODEL: a translation model file from 'Train satellite-to-map model'; empty uses the default "
-                "model shipped with SatGen (Sentinel-2 L1C bands B04 B03 B02 B08 at 10 m -> OpenStreetMap land "
-                "use; see its model card). BANDS: the input bands in the model's order (empty: matched by count "
-                "or band names).")
+                "Model file: one made by 'Train satellite-to-map model'; empty uses the default model shipped "
+                "with SatGen: Sentinel-2 L1C bands B02 B03 B04 B08 at 10 m -> OpenStreetMap land-use classes "
+                "(forest, water, wetland, meadow, grass, scrub, farm, residential), trained on a scene near "
+                "Brandenburg an der Havel. Input bands: the bands in the model's order (empty: matched by count or "
+                "by band names).\n\nCommand line names: INPUT, BANDS, MODEL, TILE_SIZE, OVERLAP, BATCH_SIZE, "
+                "DEVICE, OUTPUT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
