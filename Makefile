@@ -64,9 +64,18 @@ qgis-process: setup
 	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null
 	@$(QGIS_PROCESS) $(ARGS)
 
+# The main job: the default translation model on a real Sentinel-2 scene it never saw in
+# training (Virginia's Eastern Shore, 2016), through qgis_process, plus a PNG preview.
+DEMO := build/demo
 demo: setup data
-	@mkdir -p build/qgis-profile
-	$(PY) -m engine demo --qgis-process "$(QGIS_PROCESS)"
+	@mkdir -p $(DEMO) build/qgis-profile
+	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null
+	$(QGIS_PROCESS) run satgen:translate -- INPUT=data/samples/s2_virginia_10m.tif OUTPUT=$(DEMO)/virginia_map.tif
+	$(PY) -m engine preview --inputs data/samples/s2_virginia_10m.tif $(DEMO)/virginia_map.tif --bands 3,2,1 \
+		--labels "Sentinel-2 L1C 2016-01-12, Virginia (B04 B03 B02)" "SatGen map (default model)" \
+		--output $(DEMO)/virginia_preview.png
+	@echo
+	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png"
 
 # The default translation model: Sentinel-2 (Havel, 2017) -> OpenStreetMap land use rendered
 # with resources/styles/osm_landuse.qml. Unmapped land (the style's background) is left out
@@ -94,6 +103,9 @@ models: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine train translation $(TRANSLATE_DATA) $(TRANSLATE_CONFIG) --l1-only \
 		--name "Sentinel-2 -> OSM land use (L1-only baseline)" \
 		--output-model reports/baselines/translate_l1.satgen --report-dir reports/train_translate_l1
+
+evaluate: setup data $(MAPS)/havel_osm_map.tif
+	$(PY) -m engine evaluate
 
 package:
 	rm -rf build/package dist/satgen_qgis-*.zip

@@ -49,7 +49,7 @@ def cmd_apply(args) -> int:
 def cmd_translate(args) -> int:
     from .translate import translate
 
-    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback())
+    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback(), snap=args.snap)
     print(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
     return 0
 
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="satellite raster")
     p.add_argument("--output", required=True, help="output GeoTIFF (RGB map)")
     p.add_argument("--model", help="translation model file (default: the shipped model)")
+    p.add_argument("--no-snap", dest="snap", action="store_false",
+                   help="keep the model's raw colours instead of the nearest legend colour")
     _add_tile_options(p)
     p.set_defaults(func=cmd_translate)
 

@@ -19,11 +19,12 @@ from rasterio.windows import Window
 
 from . import metrics
 from .modelfile import read_card
-from .pipeline import TileOptions, apply_model
+from .pipeline import TileOptions
 from .preview import read_rgb, side_by_side
 from .progress import ConsoleFeedback
 from .training.report import write_json
 from .training.translation import config_from_card, prepare_data
+from .translate import translate
 from .windows import TileGrid
 
 REPORT = Path("reports") / "quality.json"
@@ -43,9 +44,8 @@ def _tile_seam_ratio(image: np.ndarray, tile: int, overlap: int) -> float:
     """Mean |gradient| across the lines where tiles meet (centre of each overlap)
     over the mean |gradient| elsewhere; 1.0 means no visible seam."""
     grid = TileGrid(image.shape[1], image.shape[2], tile, overlap)
-    rows = [r + overlap // 2 for r in grid.row_offsets[1:]]
-    cols = [c + overlap // 2 for c in grid.col_offsets[1:]]
-    return metrics.seam_ratio(image, rows, cols)
+    return metrics.seam_ratio(image, metrics.cut_lines(grid.row_offsets, overlap, size=grid.height),
+                              metrics.cut_lines(grid.col_offsets, overlap, size=grid.width))
 
 
 def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int = 4) -> dict:
@@ -58,25 +58,29 @@ def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int 
     window = Window(c0, r0, c1 - c0, r1 - r0)
     out = {"data": card.training.get("data", ""), "held_out": {
         "blocks": len(split.val_blocks), "block_px": config.block_size, "pixels_scored": int(valid.sum()),
-        "note": "scores on labelled pixels of the validation blocks the training never saw"}}
+        "note": "scores on labelled pixels of the validation blocks the training never saw; 'model' and 'l1' "
+                "as translate draws by default (nearest legend colour), '*_raw' the networks' raw colours"}}
     predictions = {}
     for name, path in (("model", model), ("l1", baseline)):
-        output = work / f"translate_{name}.tif"
-        result = apply_model(path, config.input, output, TileOptions(batch_size=batch_size), ConsoleFeedback(),
-                             tasks=("translate",))
-        with rasterio.open(output) as src:
-            predictions[name] = src.read(window=window)
-        out[name] = _scores(predictions[name], pair.y, valid, colors)
-        out[name]["seconds"] = round(result.stats.seconds, 1)
-        if name == "model":
-            tiling = read_card(path)
-            out[name]["seam_boundary_ratio"] = _tile_seam_ratio(predictions[name], tiling.tile_size, tiling.overlap)
+        for snap in (True, False):  # as `translate` draws by default (legend colours), and raw
+            output = work / f"translate_{name}{'' if snap else '_raw'}.tif"
+            result = translate(config.input, output, path, TileOptions(batch_size=batch_size), ConsoleFeedback(),
+                               snap=snap)
+            with rasterio.open(output) as src:
+                pred = src.read(window=window)
+            key = name if snap else f"{name}_raw"
+            predictions[key] = pred
+            out[key] = _scores(pred, pair.y, valid, colors)
+            out[key]["seconds"] = round(result.stats.seconds, 1)
+    tiling = read_card(model)
+    with rasterio.open(work / "translate_model_raw.tif") as src:  # the whole raster: the grid starts at (0, 0)
+        out["model"]["seam_boundary_ratio"] = _tile_seam_ratio(src.read(), tiling.tile_size, tiling.overlap)
     trivial = metrics.trivial_prediction(pair.y, valid)
     out["trivial"] = _scores(trivial, pair.y, valid, colors)
     _preview(config, pair, split, predictions, work)
     flat = {f"translate.{k}": v for k, v in out["model"].items()}
-    flat.update({f"translate.{m}_{b}": out[b][m] for b in ("trivial", "l1") for m in ("miou", "acc_delta10",
-                                                                                      "acc_delta5", "psnr_db", "ssim")})
+    flat.update({f"translate.{m}_{b}": out[b][m] for b in ("trivial", "l1", "model_raw", "l1_raw")
+                 for m in ("miou", "acc_delta10", "acc_delta5", "psnr_db", "ssim")})
     out["summary"] = flat
     out["goals"] = {
         "miou_beats_baselines": out["model"]["miou"] > max(out["trivial"]["miou"], out["l1"]["miou"]),

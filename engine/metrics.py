@@ -179,3 +179,33 @@ def map_metrics(pred: np.ndarray, target: np.ndarray, valid: np.ndarray | None =
     if legend is not None:
         out["miou"] = miou(pred, target, legend, valid)[0]
     return out
+
+
+def cut_lines(offsets, overlap: int, scale: int = 1, size: int | None = None) -> list[int]:
+    """Positions x where tiles meet: the middle of each overlap (x = offset + overlap // 2
+    for every tile offset but the first), where plain centre-crop stitching switches tiles."""
+    lines = [(o + overlap // 2) * scale for o in offsets[1:]]
+    return [x for x in lines if size is None or x < size]
+
+
+def seam_ratio(image: np.ndarray, row_lines, col_lines) -> float:
+    """Mean |first difference| across the given lines over the mean in all other
+    places, along both axes, all bands; 1.0: the lines look like any other pixel pair."""
+    img = image.astype(np.float64)
+    boundary_sum = interior_sum = 0.0
+    boundary_n = interior_n = 0
+    for axis, lines in ((1, row_lines), (2, col_lines)):
+        d = np.abs(np.diff(img, axis=axis))  # index i: pixels i and i + 1
+        per_line = d.sum(axis=tuple(a for a in range(3) if a != axis))
+        count = d.size // d.shape[axis]
+        at = np.zeros(d.shape[axis], bool)
+        at[[x - 1 for x in lines]] = True
+        boundary_sum += per_line[at].sum()
+        boundary_n += at.sum() * count
+        interior_sum += per_line[~at].sum()
+        interior_n += (~at).sum() * count
+    boundary, interior = boundary_sum / max(boundary_n, 1), interior_sum / max(interior_n, 1)
+    if interior == 0:  # a piecewise-constant image: any step at a line is an infinite seam
+        return math.inf if boundary else 1.0
+    return float(boundary / interior)
+

@@ -158,9 +158,14 @@ class ApplyResult:
 def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.PathLike,
                 output_path: str | os.PathLike, options: TileOptions | None = None,
                 feedback: Feedback | None = None,
-                tasks: tuple[str, ...] = ("image-to-image", "translate")) -> ApplyResult:
+                tasks: tuple[str, ...] = ("image-to-image", "translate"),
+                postprocess: Callable[[ModelCard], Callable[[np.ndarray], np.ndarray]] | None = None) -> ApplyResult:
     """Run an image-to-image model over a raster of any size; write a GeoTIFF
-    with the input's CRS and (scaled) geotransform."""
+    with the input's CRS and (scaled) geotransform.
+
+    `postprocess(card)` may return a function applied to each block of output
+    values (bands, rows, cols), in raster units, before they are cast and written.
+    """
     options = options or TileOptions()
     feedback = feedback or Feedback()
     device = resolve_device(options.device)
@@ -186,6 +191,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         in_scaling, out_scaling = card.inputs.scaling, card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)
+        finish = postprocess(card) if postprocess else None
 
         def source(r0, r1, c0, c1):
             data, valid = reader.read(r0, r1, c0, c1)
@@ -202,7 +208,8 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                                    nodata=nodata, band_names=card.outputs.names)
 
             def sink(values, valid):
-                out = cast_to_dtype(out_scaling.from_model(values), out_dtype)
+                values = out_scaling.from_model(values)
+                out = cast_to_dtype(finish(values) if finish else values, out_dtype)
                 if nodata is not None:
                     _mark_nodata(out, valid, nodata)
                 writer.write_rows(out)

@@ -1,6 +1,7 @@
 """satgen:translate: satellite raster -> map raster (Pix2Pix), default or own model."""
 
 from qgis.core import (
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -24,14 +25,17 @@ class TranslateAlgorithm(SatGenAlgorithm):
                 "with SatGen: Sentinel-2 L1C bands B02 B03 B04 B08 at 10 m -> OpenStreetMap land-use classes "
                 "(forest, water, wetland, meadow, grass, scrub, farm, residential), trained on a scene near "
                 "Brandenburg an der Havel. Input bands: the bands in the model's order (empty: matched by count or "
-                "by band names).\n\nCommand line names: INPUT, BANDS, MODEL, TILE_SIZE, OVERLAP, BATCH_SIZE, "
-                "DEVICE, OUTPUT.")
+                "by band names). Legend colours: each pixel takes the nearest colour of the model's legend, so "
+                "the classes can be told apart exactly (untick for the model's raw, blended colours).\n\n"
+                "Command line names: INPUT, BANDS, MODEL, SNAP, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
         self.add_band_parameter()
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Translation model file (empty: the default model)", extension="satgen", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "SNAP", "Draw in the legend's exact colours (crisp classes)", defaultValue=True))
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
 
@@ -41,5 +45,6 @@ class TranslateAlgorithm(SatGenAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         translate(self.raster_path(parameters, "INPUT", context), output,
                   self.parameterAsFile(parameters, "MODEL", context) or None,
-                  self.tile_options(parameters, context), feedback)
+                  self.tile_options(parameters, context), feedback,
+                  snap=self.parameterAsBool(parameters, "SNAP", context))
         return {"OUTPUT": output}
