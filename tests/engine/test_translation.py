@@ -123,3 +123,15 @@ def test_bad_training_settings(real_pair, tmp_path):
     with pytest.raises(InputError, match="overlap"):
         train_translation(tiny_config(real_pair, tmp_path, target=str(far)))
     assert not (tmp_path / "m.satgen").exists()
+
+
+def test_translate_draws_in_legend_colours_unless_raw_is_asked(real_pair, trained, tmp_path):
+    image, model = real_pair[0], trained[1]
+    snapped = translate(image, tmp_path / "snapped.tif", model).output
+    raw = translate(image, tmp_path / "raw.tif", model, snap=False).output
+    learned = {tuple(c) for k, c in LEGEND.items() if k != "background"}  # background was unlabelled
+    with rasterio.open(snapped) as s, rasterio.open(raw) as r:
+        colours = {tuple(px) for px in s.read().reshape(3, -1).T}
+        raw_colours = {tuple(px) for px in r.read().reshape(3, -1).T}
+    assert colours <= learned
+    assert not raw_colours <= learned
