@@ -73,3 +73,16 @@ def make_model(path, in_bands=3, out_bands=3, *, depth=3, ngf=4, dtype="uint16",
     return save_model(path, module, card)
 
 
+def crop_raster(source, out, row: int, col: int, height: int, width: int):
+    """Copy a window of a real raster (pixels, band names, georeferencing) to a GeoTIFF."""
+    from rasterio.windows import Window
+
+    with rasterio.open(source) as src:
+        window = Window(col, row, width, height)
+        profile = src.profile | dict(width=width, height=height, transform=src.window_transform(window),
+                                     tiled=False, blockxsize=None, blockysize=None)
+        with rasterio.open(out, "w", **{k: v for k, v in profile.items() if v is not None}) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    return Path(out)
+

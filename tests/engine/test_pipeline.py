@@ -203,6 +203,18 @@ def test_png_with_world_file_and_vrt_inputs(tmp_path):
             assert o.shape == (40, 60)
 
 
+def test_jpeg2000_input(tmp_path):
+    data = smooth_image(3, 40, 48, "uint16")
+    jp2 = tmp_path / "in.jp2"
+    with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=48, height=40, count=3, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000.0, 5800000.0, 10.0, 10.0),
+                       QUALITY=100, REVERSIBLE="YES") as dst:
+        dst.write(data)
+    out = apply_model(make_model(tmp_path / "m.satgen"), jp2, tmp_path / "out.tif").output
+    with rasterio.open(out) as o:
+        assert o.crs.to_epsg() == 32633 and o.transform == from_origin(500000.0, 5800000.0, 10.0, 10.0)
+
+
 def test_missing_input_and_missing_output_folder(tmp_path):
     model = make_model(tmp_path / "m.satgen")
     with pytest.raises(InputError, match="does not exist"):

@@ -8,10 +8,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import rasterio
-from rasterio.windows import Window
 
-from helpers import ROOT, SAMPLES
+from helpers import ROOT, SAMPLES, crop_raster
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +30,7 @@ def real_raster(tmp_path_factory) -> Path:
     src_path = SAMPLES / "s2_havel_10m.tif"
     if not src_path.exists():
         pytest.fail(f"{src_path} is missing: run `make data` (make test does it for you)")
-    out = tmp_path_factory.mktemp("real") / "havel_crop.tif"
-    with rasterio.open(src_path) as src:
-        window = Window(600, 300, 200, 160)
-        profile = src.profile | dict(width=200, height=160, transform=src.window_transform(window),
-                                     tiled=False, blockxsize=None, blockysize=None)
-        profile = {k: v for k, v in profile.items() if v is not None}
-        with rasterio.open(out, "w", **profile) as dst:
-            dst.write(src.read(window=window))
-            dst.descriptions = src.descriptions
-    return out
+    return crop_raster(src_path, tmp_path_factory.mktemp("real") / "havel_crop.tif", 300, 600, 160, 200)
 
 
 @pytest.fixture(scope="session")

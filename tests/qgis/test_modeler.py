@@ -6,10 +6,8 @@ all listed with their help."""
 from __future__ import annotations
 
 import pytest
-import rasterio
-from rasterio.windows import Window
 
-from helpers import ROOT, SAMPLES
+from helpers import ROOT, SAMPLES, crop_raster
 
 MODEL3 = ROOT / "resources" / "modeler" / "train_and_translate.model3"
 STYLE = ROOT / "resources" / "styles" / "osm_landuse.qml"
@@ -19,14 +17,7 @@ ALGORITHMS = {"apply_model", "render_map_target", "train_translation", "translat
 
 
 def crop(out, row, col, height, width):
-    with rasterio.open(SCENE) as src:
-        window = Window(col, row, width, height)
-        profile = src.profile | dict(width=width, height=height, transform=src.window_transform(window),
-                                     tiled=False, blockxsize=None, blockysize=None)
-        with rasterio.open(out, "w", **{k: v for k, v in profile.items() if v is not None}) as dst:
-            dst.write(src.read(window=window))
-            dst.descriptions = src.descriptions
-    return out
+    return crop_raster(SCENE, out, row, col, height, width)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,100 @@
+"""The bench's seam metric and its centre-crop stitcher, on synthetic images whose
+answer is known; no model, no I/O."""
+
+import numpy as np
+import pytest
+
+from engine.bench import cut_lines, psnr, seam_ratio, stitch_centre_crop
+from engine.windows import TileGrid
+
+
+def smooth(bands=3, size=480, seed=0):
+    """A smooth random field: neighbouring differences alike everywhere."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / 23.0
+    return np.stack([np.sin(x * rng.uniform(0.5, 1.5) + b) * np.cos(y * rng.uniform(0.5, 1.5) - b) * 100 + 128
+                     for b in range(bands)])
+
+
+def test_seam_ratio_is_one_on_a_smooth_image():
+    img = smooth()
+    grid = TileGrid(480, 480, 64, 16)
+    lines = cut_lines(grid.row_offsets, 16, size=480), cut_lines(grid.col_offsets, 16, size=480)
+    assert lines[1][:3] == [56, 104, 152]
+    assert seam_ratio(img, *lines) == pytest.approx(1.0, abs=0.15)
+
+
+def test_seam_ratio_finds_an_artificial_seam():
+    img = smooth()
+    grid = TileGrid(480, 480, 64, 16)
+    lines = cut_lines(grid.row_offsets, 16, size=480), cut_lines(grid.col_offsets, 16, size=480)
+    seamed = img.copy()
+    for i, x in enumerate(lines[1]):  # a step of alternating sign at every cut line
+        seamed[:, :, x:] += 4.0 if i % 2 == 0 else -4.0
+    for i, y in enumerate(lines[0]):
+        seamed[:, y:, :] += 4.0 if i % 2 == 0 else -4.0
+    assert seam_ratio(seamed, *lines) > 1.5
+    # only the lines carry the seam: elsewhere the ratio stays about 1
+    shifted = [x + 7 for x in lines[0]], [x + 7 for x in lines[1]]
+    assert seam_ratio(seamed, *shifted) == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize("size,tile,overlap,scale", [((2, 100, 137), 32, 8, 1), ((1, 64, 64), 16, 5, 1),
+                                                      ((3, 20, 9), 32, 8, 1), ((2, 45, 70), 16, 4, 2)])
+def test_centre_crop_stitching_of_a_pointwise_model_is_exact(size, tile, overlap, scale):
+    x = np.random.default_rng(1).standard_normal(size).astype(np.float32)
+
+    def predict(batch):
+        return (2 * batch + 1).repeat(scale, 2).repeat(scale, 3)
+
+    out = stitch_centre_crop(x, tile, overlap, predict, scale=scale, batch_size=3)
+    np.testing.assert_allclose(out, (2 * x + 1).repeat(scale, 1).repeat(scale, 2), atol=1e-6)
+
+
+def test_centre_crop_stitching_cuts_where_cut_lines_say():
+    """Each tile's output is a constant (its index): the output changes exactly at the lines."""
+    x = np.zeros((1, 300, 300), np.float32)
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch))
+        start = sum(calls[:-1])
+        return np.stack([np.full(b.shape, start + i, np.float32) for i, b in enumerate(batch)])
+
+    out = stitch_centre_crop(x, 64, 16, predict, batch_size=4)
+    grid = TileGrid(300, 300, 64, 16)
+    changes = np.flatnonzero(np.diff(out[0, 0])) + 1
+    assert list(changes) == cut_lines(grid.col_offsets, 16, size=300)
+    changes = np.flatnonzero(np.diff(out[0, :, 0])) + 1
+    assert list(changes) == cut_lines(grid.row_offsets, 16, size=300)
+    assert seam_ratio(out, *[cut_lines(grid.row_offsets, 16, size=300)] * 2) > 100
+
+
+def test_psnr():
+    a = np.zeros((3, 8, 8), np.uint8)
+    assert psnr(a, a) is None
+    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255))
+
+
+def test_quick_bench_writes_a_report(tmp_path):
+    """`python -m engine bench --quick`: every figure present, on real sample imagery."""
+    import json
+
+    from engine.bench import DEFAULT_INPUT
+    from engine.cli import build_parser
+    from helpers import ROOT
+
+    if not (ROOT / DEFAULT_INPUT).exists():
+        pytest.skip("sample imagery missing: run `make data`")
+    out = tmp_path / "bench.json"
+    args = build_parser().parse_args(["bench", "--quick", "--sizes", "256,512", "--input",
+                                      str(ROOT / DEFAULT_INPUT), "--out", str(out), "--work", str(tmp_path / "work")])
+    assert args.func(args) == 0
+    report = json.loads(out.read_text())
+    p = report["pipeline"]
+    assert 0 < p["efficiency"] < 2 and p["tiles"] > 0 and p["mp_per_s"] > 0
+    assert set(p["peak_rss_mb"]) == {"256", "512"} and p["peak_rss_ratio_512_256"] > 0.5
+    assert 0.5 < p["seam_boundary_ratio"] < 2 and 0.5 < p["seam_boundary_ratio_crop"] < 2
+    assert p["seam_psnr_db"] is None or p["seam_psnr_db"] > 10
+    assert report["model"]["weights"] == "random init, seed 0"
+    assert set(report["goals"]) == {"efficiency", "peak_rss_ratio", "seam_boundary_ratio", "seam_vs_crop"}

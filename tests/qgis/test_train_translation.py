@@ -1,0 +1,43 @@
+"""satgen:train_translation through processing.run: layers rendered with a QGIS
+style as the map, tiny real training, report, and the model going into translate."""
+
+import json
+
+import pytest
+
+from helpers import ROOT, SAMPLES, crop_raster
+
+
+def test_train_from_styled_layers_then_translate(satgen_provider, tmp_path):
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "train.tif", 352, 608, 192, 192)
+    result = processing.run("satgen:train_translation", {
+        "INPUT": str(scene), "LAYERS": [str(SAMPLES / "havel_osm_landuse.gpkg")],
+        "STYLE": str(ROOT / "resources" / "styles" / "osm_landuse.qml"), "UNLABELLED_BACKGROUND": True,
+        "EPOCHS": 1, "TILE_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4, "DEVICE": 1,
+        "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
+    report = tmp_path / "report"
+    assert (report / "target_map.tif").exists()  # the layers, rendered onto the scene's grid
+    legend = json.loads((report / "target_legend.json").read_text())
+    assert {"forest", "water", "background"} <= set(legend)
+    assert (report / "samples.png").exists() and json.loads((report / "metrics.json").read_text())["final"]
+
+    mapped = processing.run("satgen:translate", {"INPUT": str(scene), "MODEL": result["OUTPUT_MODEL"],
+                                                 "OUTPUT": str(tmp_path / "map.tif")})
+    layer = QgsRasterLayer(mapped["OUTPUT"], "map")
+    assert layer.isValid() and layer.extent() == QgsRasterLayer(str(scene), "s").extent()
+
+
+def test_target_or_layers_is_required_and_errors_are_clear(satgen_provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "s.tif", 352, 608, 64, 64)
+    params = {"INPUT": str(scene), "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "r")}
+    with pytest.raises(QgsProcessingException, match="no map given"):
+        processing.run("satgen:train_translation", params)
+    with pytest.raises(QgsProcessingException, match="power of two"):
+        processing.run("satgen:train_translation", dict(params, TARGET=str(scene), TILE_SIZE=48))
+    assert not (tmp_path / "m.satgen").exists()
