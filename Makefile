@@ -61,7 +61,7 @@ bench: setup data
 
 qgis-process: setup
 	@mkdir -p build/qgis-profile
-	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null
+	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	@$(QGIS_PROCESS) $(ARGS)
 
 # The main job: the default translation model on a real Sentinel-2 scene it never saw in
@@ -69,7 +69,7 @@ qgis-process: setup
 DEMO := build/demo
 demo: setup data
 	@mkdir -p $(DEMO) build/qgis-profile
-	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null
+	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	$(QGIS_PROCESS) run satgen:translate -- INPUT=data/samples/s2_virginia_10m.tif OUTPUT=$(DEMO)/virginia_map.tif
 	$(PY) -m engine preview --inputs data/samples/s2_virginia_10m.tif $(DEMO)/virginia_map.tif --bands 3,2,1 \
 		--labels "Sentinel-2 L1C 2016-01-12, Virginia (B04 B03 B02)" "SatGen map (default model)" \
@@ -90,7 +90,7 @@ TRANSLATE_CONFIG := --ngf 16 --depth 7 --patch-size 128 --tile-size 256 --overla
 
 $(MAPS)/havel_osm_map.tif: data/samples/s2_havel_10m.tif resources/styles/osm_landuse.qml | setup
 	@mkdir -p $(MAPS) build/qgis-profile
-	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null
+	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	$(QGIS_PROCESS) run satgen:render_map_target -- INPUT=data/samples/s2_havel_10m.tif \
 		LAYERS=data/samples/havel_osm_landuse.gpkg STYLE=resources/styles/osm_landuse.qml \
 		OUTPUT=$@ OUTPUT_LEGEND=$(MAPS)/havel_osm_legend.json

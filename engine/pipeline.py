@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import rasterio
@@ -33,8 +33,10 @@ from .windows import TileGrid, tile_weights
 
 # (batch, channels, tile, tile) model-space input -> (batch, channels, tile*scale, tile*scale)
 Predict = Callable[[np.ndarray], np.ndarray]
-# (channels, rows, cols) model-space output rows + their (rows, cols) validity -> written
-Sink = Callable[[np.ndarray, np.ndarray], None]
+# a (channels, rows, cols) chunk of finished model-space rows, its (rows, cols) validity, its first column
+Chunk = "tuple[np.ndarray, np.ndarray, int]"
+# (number of finished rows, their chunks left to right) -> written
+Sink = Callable[[int, "Iterator[Chunk]"], None]
 # (row0, row1, col0, col1) -> (channels, rows, cols) model-space input + validity or None
 Source = Callable[[int, int, int, int], "tuple[np.ndarray, np.ndarray | None]"]
 
@@ -57,9 +59,38 @@ class RunStats:
     seconds: float = 0.0
 
 
+CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporaries stay small
+
+
+def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) -> Iterator[Chunk]:
+    """Blended values of the first n accumulator rows, chunk by chunk: divided by the
+    weight sum; valid where a tile covered the pixel and the input was valid."""
+    for c0 in range(0, width_out, CHUNK):
+        c1 = min(width_out, c0 + CHUNK)
+        w = wsum[:n, c0:c1]
+        covered = w > 0
+        values = acc[:, :n, c0:c1] / np.where(covered, w, 1.0)
+        valid_in = valid_strip[:n // scale, c0 // scale:c1 // scale]
+        if scale > 1:
+            valid_in = valid_in.repeat(scale, axis=0).repeat(scale, axis=1)
+        yield values, covered & valid_in, c0
+
+
+def _batches(grid: TileGrid, batch_size: int):
+    """(strip index, row offset, column offsets) of every batch, in processing order."""
+    cols = grid.col_offsets
+    for ri, r in enumerate(grid.row_offsets):
+        for b0 in range(0, len(cols), batch_size):
+            yield ri, r, cols[b0:b0 + batch_size]
+
+
 def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, predict: Predict,
               sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats) -> None:
-    """Drive the grid row by row; `sink` receives every output row exactly once, top to bottom."""
+    """Drive the grid row by row; `sink` receives every output row exactly once, top to bottom.
+
+    Reading runs in this thread, between forward passes: a reader thread that overlaps
+    them was measured slower on 2 cores (it preempts torch's own threads).
+    """
     t, s = grid.tile, scale
     height_out, width_out = grid.height * s, grid.width * s
     rows, cols = grid.row_offsets, grid.col_offsets
@@ -69,51 +100,43 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
     weights: dict[tuple[bool, ...], np.ndarray] = {}
     total, done = len(grid), 0
 
-    for ri, r in enumerate(rows):
+    for ri, r, batch_cols in _batches(grid, batch_size):
+        feedback.check_cancelled()
+        x, valid = source(r, r + t, batch_cols[0], batch_cols[-1] + t)
         top, bottom = ri > 0, ri < len(rows) - 1
         in_rows = min(t, grid.height - r)  # rows of this strip inside the raster
-        for b0 in range(0, len(cols), batch_size):
-            feedback.check_cancelled()
-            batch_cols = cols[b0:b0 + batch_size]
-            c0, c1 = batch_cols[0], batch_cols[-1] + t
-            x, valid = source(r, r + t, c0, c1)
-            if valid is not None:
-                valid_strip[:, c0:c1] = valid
-            keep = [c for c in batch_cols
-                    if valid is None or valid[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
-            stats.tiles_skipped += len(batch_cols) - len(keep)
-            if keep:
-                tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep])
-                start = time.perf_counter()
-                out = predict(tiles)
-                stats.forward_seconds += time.perf_counter() - start
-                if out.shape != (len(keep), out_channels, t * s, t * s):
-                    raise ModelFileError(
-                        f"the model turned {t} px tiles into an array of shape {tuple(out.shape[1:])}, but its "
-                        f"card promises {out_channels} bands of {t * s} px (scale {s}); the model file is inconsistent")
-                stats.tiles_run += len(keep)
-                stats.batch_sizes.append(len(keep))
-                for c, y in zip(keep, out):
-                    sides = (top, bottom, c > 0, c != cols[-1])
-                    if sides not in weights:
-                        weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
-                    w = weights[sides]
-                    acc[:, :, c * s:(c + t) * s] += y * w
-                    wsum[:, c * s:(c + t) * s] += w
-            done += len(batch_cols)
-            feedback.progress(done / total)
+        c0, c1 = batch_cols[0], batch_cols[-1] + t
+        if valid is not None:
+            valid_strip[:, c0:c1] = valid
+        keep = [c for c in batch_cols
+                if valid is None or valid[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
+        stats.tiles_skipped += len(batch_cols) - len(keep)
+        if keep:
+            tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep])
+            start = time.perf_counter()
+            out = predict(tiles)
+            stats.forward_seconds += time.perf_counter() - start
+            if out.shape != (len(keep), out_channels, t * s, t * s):
+                raise ModelFileError(
+                    f"the model turned {t} px tiles into an array of shape {tuple(out.shape[1:])}, but its "
+                    f"card promises {out_channels} bands of {t * s} px (scale {s}); the model file is inconsistent")
+            stats.tiles_run += len(keep)
+            stats.batch_sizes.append(len(keep))
+            for c, y in zip(keep, out):
+                sides = (top, bottom, c > 0, c != cols[-1])
+                if sides not in weights:
+                    weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
+                w = weights[sides]
+                acc[:, :, c * s:(c + t) * s] += y * w
+                wsum[:, c * s:(c + t) * s] += w
+        done += len(batch_cols)
+        feedback.progress(done / total)
+        if batch_cols[-1] != cols[-1]:
+            continue
 
-        # rows [r, r + n) are final: no later tile reaches them
-        n = (grid.stride if bottom else in_rows) * s
-        n = min(n, height_out - r * s)
-        w_rows = wsum[:n, :width_out]
-        covered = w_rows > 0
-        values = acc[:, :n, :width_out] / np.where(covered, w_rows, 1.0)
-        valid_in = valid_strip[:n // s, :grid.width]
-        if s > 1:
-            valid_in = valid_in.repeat(s, axis=0).repeat(s, axis=1)
-        valid_rows = covered & valid_in
-        sink(values, valid_rows)
+        # the strip is done: rows [r, r + n) are final, no later tile reaches them
+        n = min((grid.stride if bottom else in_rows) * s, height_out - r * s)
+        sink(n, finished_chunks(acc, wsum, valid_strip, n, width_out, s))
         if bottom:
             shift = grid.stride * s
             acc[:, :-shift] = acc[:, shift:]
@@ -207,12 +230,14 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                                    dtype=out_dtype, crs=src.crs, transform=output_transform(src, card.scale),
                                    nodata=nodata, band_names=card.outputs.names)
 
-            def sink(values, valid):
-                values = out_scaling.from_model(values)
-                out = cast_to_dtype(finish(values) if finish else values, out_dtype)
-                if nodata is not None:
-                    _mark_nodata(out, valid, nodata)
-                writer.write_rows(out)
+            def sink(n, chunks):
+                rows = writer.next_rows(n)  # (bands, n, width) in the output dtype, written on return
+                for values, valid, c0 in chunks:
+                    values = out_scaling.from_model(values)
+                    out = cast_to_dtype(finish(values) if finish else values, out_dtype)
+                    if nodata is not None:
+                        _mark_nodata(out, valid, nodata)
+                    rows[:, :, c0:c0 + out.shape[2]] = out
 
             try:
                 run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),

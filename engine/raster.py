@@ -21,7 +21,7 @@ from .windows import reflect_indices
 BLOCK = 256
 # GDAL's block cache defaults to 5 % of RAM, which would let memory grow with the
 # raster; the pipeline itself holds what it needs, so a small cache suffices.
-GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": 1}
+GDAL_ENV = {"GDAL_CACHEMAX": 32, "GDAL_NUM_THREADS": 1}
 
 
 def open_raster(path: str | os.PathLike):
@@ -130,7 +130,7 @@ class GeoTiffWriter:
         tiled = width >= BLOCK and height >= BLOCK
         kind = np.dtype(dtype).kind
         profile = dict(driver="GTiff", width=width, height=height, count=len(band_names), dtype=dtype,
-                       crs=crs, transform=transform, nodata=nodata, compress="deflate",
+                       crs=crs, transform=transform, nodata=nodata, compress="deflate", zlevel=1,
                        predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", tiled=tiled)
         if tiled:
             profile.update(blockxsize=BLOCK, blockysize=BLOCK)
@@ -141,28 +141,39 @@ class GeoTiffWriter:
         interp = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
         if [n.lower() for n in band_names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"]):
             self.dst.colorinterp = [interp.get(n.lower(), ColorInterp.alpha) for n in band_names]
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
-        self._next_row = 0
+        # rows wait here until whole block rows can be written: one buffer, reused
+        self._buffer = np.empty((len(band_names), 0, width), dtype)
+        self._filled = 0  # rows of the buffer holding data not yet written
+        self._next_row = 0  # raster row of the buffer's first row
+
+    def next_rows(self, n: int) -> np.ndarray:
+        """A (bands, n, width) array for the next n rows, to be filled by the caller;
+        it is written (in whole block rows) on a later call or on close()."""
+        self._flush(whole_blocks=True)
+        if self._filled + n > self._buffer.shape[1]:
+            grown = np.empty((self._buffer.shape[0], self._filled + n, self._buffer.shape[2]), self._buffer.dtype)
+            grown[:, :self._filled] = self._buffer[:, :self._filled]
+            self._buffer = grown
+        rows = self._buffer[:, self._filled:self._filled + n]
+        self._filled += n
+        return rows
 
     def write_rows(self, rows: np.ndarray) -> None:
-        """Append (bands, n, width) rows below those already written."""
-        self._pending.append(rows)
-        self._pending_rows += rows.shape[1]
-        if self._pending_rows >= self.block_rows:
-            self._flush(self._pending_rows - self._pending_rows % self.block_rows)
+        """Append (bands, n, width) rows below those already given."""
+        self.next_rows(rows.shape[1])[:] = rows
 
-    def _flush(self, count: int) -> None:
-        block = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
-        self.dst.write(block[:, :count], window=Window(0, self._next_row, block.shape[2], count))
+    def _flush(self, whole_blocks: bool) -> None:
+        count = self._filled - self._filled % self.block_rows if whole_blocks else self._filled
+        if count == 0:
+            return
+        self.dst.write(self._buffer[:, :count], window=Window(0, self._next_row, self._buffer.shape[2], count))
         self._next_row += count
-        rest = block[:, count:]
-        self._pending = [rest] if rest.shape[1] else []
-        self._pending_rows = rest.shape[1]
+        rest = self._filled - count
+        self._buffer[:, :rest] = self._buffer[:, count:self._filled]
+        self._filled = rest
 
     def close(self) -> None:
-        if self._pending_rows:
-            self._flush(self._pending_rows)
+        self._flush(whole_blocks=False)
         if self._next_row != self.dst.height:
             raise RuntimeError(f"wrote {self._next_row} of {self.dst.height} rows")  # a pipeline bug, not user error
         self.dst.close()

@@ -4,7 +4,8 @@ answer is known; no model, no I/O."""
 import numpy as np
 import pytest
 
-from engine.bench import cut_lines, psnr, seam_ratio, stitch_centre_crop
+from engine.bench import stitch_centre_crop
+from engine.metrics import cut_lines, seam_ratio
 from engine.windows import TileGrid
 
 
@@ -68,12 +69,6 @@ def test_centre_crop_stitching_cuts_where_cut_lines_say():
     changes = np.flatnonzero(np.diff(out[0, :, 0])) + 1
     assert list(changes) == cut_lines(grid.row_offsets, 16, size=300)
     assert seam_ratio(out, *[cut_lines(grid.row_offsets, 16, size=300)] * 2) > 100
-
-
-def test_psnr():
-    a = np.zeros((3, 8, 8), np.uint8)
-    assert psnr(a, a) is None
-    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255))
 
 
 def test_quick_bench_writes_a_report(tmp_path):

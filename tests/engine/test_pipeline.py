@@ -26,16 +26,35 @@ def stitch(data, tile, overlap, scale=1, batch=3, predict=None):
         return data[np.ix_(range(c), reflect_indices(r0, r1, h), reflect_indices(c0, c1, w))], None
 
     predict = predict or (lambda x: x.repeat(scale, 2).repeat(scale, 3))
-    run_tiles(grid, scale, c, source, predict, lambda v, valid: rows.append(v.copy()),
-              batch, Feedback(), RunStats())
+    def sink(n, chunks):
+        rows.append(np.concatenate([v.copy() for v, _valid, _c0 in chunks], axis=2))
+        assert rows[-1].shape[1] == n
+
+    run_tiles(grid, scale, c, source, predict, sink, batch, Feedback(), RunStats())
     return np.concatenate(rows, axis=1)
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 5), (3, 64, 64), (1, 100, 37), (2, 33, 129)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 5), (3, 64, 64), (1, 100, 37), (2, 33, 129), (1, 20, 4500)])
 @pytest.mark.parametrize("tile,overlap", [(16, 0), (16, 4), (32, 8), (8, 7)])
 def test_stitching_a_pointwise_model_is_exact(shape, tile, overlap):
     data = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(stitch(data, tile, overlap), data, atol=1e-5)
+
+
+def test_writer_takes_uneven_row_groups_and_writes_whole_blocks(tmp_path):
+    from engine.raster import GeoTiffWriter
+
+    data = np.random.default_rng(5).integers(0, 255, (3, 600, 300), dtype=np.uint8)
+    writer = GeoTiffWriter(str(tmp_path / "w.tif"), width=300, height=600, dtype="uint8", crs="EPSG:32633",
+                           transform=from_origin(0, 600, 1, 1), nodata=None, band_names=["a", "b", "c"])
+    row = 0
+    for n in (37, 250, 1, 300, 12):
+        writer.next_rows(n)[:] = data[:, row:row + n]
+        row += n
+    writer.close()
+    with rasterio.open(tmp_path / "w.tif") as src:
+        assert src.block_shapes[0] == (256, 256)
+        np.testing.assert_array_equal(src.read(), data)
 
 
 def test_stitching_with_scale_two():

@@ -13,9 +13,13 @@ def qgis_process(env, *args):
     return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
+def enable_plugin(env):
+    qgis_process(env, "plugins", "enable", "satgen_qgis")  # exits 1 when it is enabled already
+    assert "* satgen_qgis" in qgis_process(env, "plugins").stdout  # '*' marks enabled plugins
+
+
 def test_plugin_loads_and_apply_model_runs(qgis_process_env, real_raster, tmp_path):
-    enabled = qgis_process(qgis_process_env, "plugins", "enable", "satgen_qgis")
-    assert enabled.returncode == 0, enabled.stderr
+    enable_plugin(qgis_process_env)
     listing = qgis_process(qgis_process_env, "list")
     assert "satgen:apply_model" in listing.stdout
 
@@ -29,7 +33,7 @@ def test_plugin_loads_and_apply_model_runs(qgis_process_env, real_raster, tmp_pa
 
 
 def test_bad_input_fails_with_a_clear_message(qgis_process_env, real_raster, tmp_path):
-    qgis_process(qgis_process_env, "plugins", "enable", "satgen_qgis")
+    enable_plugin(qgis_process_env)
     model = make_model(tmp_path / "m.satgen", in_bands=3)
     out = tmp_path / "out.tif"
     run = qgis_process(qgis_process_env, "run", "satgen:apply_model", "--",
@@ -42,7 +46,7 @@ def test_bad_input_fails_with_a_clear_message(qgis_process_env, real_raster, tmp
 def test_without_torch_the_plugin_loads_and_says_what_to_install(qgis_process_env, real_raster, tmp_path):
     # QGIS's own Python has no torch/safetensors: only the venv (PYTHONPATH) has them
     env = dict(qgis_process_env, PYTHONPATH="")
-    assert qgis_process(env, "plugins", "enable", "satgen_qgis").returncode == 0
+    enable_plugin(env)
     assert "satgen:apply_model" in qgis_process(env, "list").stdout
     out = tmp_path / "out.tif"
     run = qgis_process(env, "run", "satgen:translate", "--", f"INPUT={real_raster}", f"OUTPUT={out}")
@@ -65,7 +69,7 @@ def test_packaged_zip_loads_and_runs_on_its_own(qgis_process_env, real_raster, t
         assert "satgen_qgis/engine/pipeline.py" in z.namelist() and "satgen_qgis/metadata.txt" in z.namelist()
         z.extractall(tmp_path / "plugins")
     env = dict(qgis_process_env, QGIS_PLUGINPATH=str(tmp_path / "plugins"))
-    assert qgis_process(env, "plugins", "enable", "satgen_qgis").returncode == 0
+    enable_plugin(env)
     model = make_model(tmp_path / "m.satgen", in_bands=4)
     out = tmp_path / "out.tif"
     run = qgis_process(env, "run", "satgen:apply_model", "--", f"INPUT={real_raster}", f"MODEL={model}",
@@ -80,7 +84,7 @@ def test_translate_with_the_shipped_default_model(qgis_process_env, real_raster,
     from engine.translate import DEFAULT_MODEL
     from engine.modelfile import read_card
 
-    assert qgis_process(qgis_process_env, "plugins", "enable", "satgen_qgis").returncode == 0
+    enable_plugin(qgis_process_env)
     out = tmp_path / "map.tif"
     run = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={real_raster}", f"OUTPUT={out}")
     assert run.returncode == 0, run.stdout + run.stderr
