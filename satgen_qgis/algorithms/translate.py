@@ -35,7 +35,8 @@ class TranslateAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Translation model file (empty: the default model)", extension="satgen", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
-            "SNAP", "Draw in the legend's exact colours (crisp classes)", defaultValue=True))
+            "SNAP", "Draw in the legend's exact colours (crisp classes)", defaultValue=True,
+            optional=True))  # optional: graphical models saved before it existed stay valid
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
 

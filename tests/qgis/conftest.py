@@ -12,8 +12,9 @@ import pytest
 from helpers import ROOT, SAMPLES, crop_raster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def satgen_provider(qgis_processing):
+    """The SatGen provider in the registry (registered again if a test unloaded it)."""
     from qgis.core import QgsApplication
 
     from satgen_qgis.provider import SatGenProvider

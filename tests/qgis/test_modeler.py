@@ -20,7 +20,7 @@ def crop(out, row, col, height, width):
     return crop_raster(SCENE, out, row, col, height, width)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def example_model(satgen_provider):
     from qgis.core import QgsProcessingModelAlgorithm
 
