@@ -12,6 +12,9 @@ import pytest
 from helpers import ROOT, SAMPLES, crop_raster
 
 
+_KEEP = []  # a Python provider must stay referenced, or its Python half is collected
+
+
 @pytest.fixture
 def satgen_provider(qgis_processing):
     """The SatGen provider in the registry (registered again if a test unloaded it)."""
@@ -21,7 +24,8 @@ def satgen_provider(qgis_processing):
 
     registry = QgsApplication.processingRegistry()
     if registry.providerById("satgen") is None:
-        assert registry.addProvider(SatGenProvider())
+        _KEEP.append(SatGenProvider())
+        assert registry.addProvider(_KEEP[-1])
     return registry.providerById("satgen")
 
 
