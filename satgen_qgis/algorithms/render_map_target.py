@@ -151,6 +151,22 @@ class RenderMapTargetAlgorithm(SatGenAlgorithm):
         return legend
 
     # -- rendering ----------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        try:
+            return super().processAlgorithm(parameters, context, feedback)
+        finally:
+            self.release_clones()
+
+    def release_clones(self):
+        """Drop the layer copies, also after an error or cancel (a traceback would keep them
+        alive past QGIS's exit). They belong to the main thread, which deletes them."""
+        from qgis.PyQt import sip
+
+        for clone in self.clones:
+            sip.transferto(clone, None)
+            clone.deleteLater()
+        self.clones = []
+
     def run_engine(self, parameters, context, feedback):
         import rasterio
 

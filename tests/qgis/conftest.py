@@ -15,6 +15,23 @@ from helpers import ROOT, SAMPLES, crop_raster
 _KEEP = []  # a Python provider must stay referenced, or its Python half is collected
 
 
+@pytest.fixture(scope="session", autouse=True)
+def release_qgis_objects_before_exit(qgis_app):
+    """Python-made layers and providers must go while QGIS is alive; deleted after
+    QgsApplication.exitQgis() they crash the interpreter at exit."""
+    yield
+    import gc
+
+    from qgis.core import QgsApplication
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("satgen") is not None:
+        registry.removeProvider("satgen")
+    _KEEP.clear()
+    gc.collect()
+    QgsApplication.processEvents()  # deleteLater() of layer copies
+
+
 @pytest.fixture
 def satgen_provider(qgis_processing):
     """The SatGen provider in the registry (registered again if a test unloaded it)."""
