@@ -634,9 +634,5 @@ def _finite(value, digits: int = 2):
     return None if value is None or math.isinf(value) else round(value, digits)
 
 
-def _round(value, digits):
-    return None if value is None else round(value, digits)
-
-
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ from .pipeline import TileOptions
 from .preview import read_rgb, side_by_side
 from .progress import ConsoleFeedback
 from .training.report import write_json
-from .training.translation import config_from_card, prepare_data
+from .training.translation import config_from_card, display_bands, prepare_data
 from .translate import translate
 from .windows import TileGrid
 
@@ -96,7 +96,7 @@ def _preview(config, pair, split, predictions, work: Path) -> None:
     b = max(split.val_blocks, key=lambda blk: pair.valid[blk[0]:blk[2], blk[1]:blk[3]].mean())
     r0, c0 = pair.window[0] + b[0], pair.window[1] + b[1]
     window = Window(c0, r0, b[3] - b[1], b[2] - b[0])
-    bands = [config.bands[i] for i in (2, 1, 0)] if config.bands else [3, 2, 1]
+    bands = [pair.bands[i] for i in display_bands(pair.band_names)]  # natural colour when the names say
     pictures = [read_rgb(config.input, bands, 512, window)]
     for name in ("model", "l1"):
         pictures.append(predictions[name][:, b[0]:b[2], b[1]:b[3]].transpose(1, 2, 0).copy())

@@ -105,19 +105,17 @@ def _check_file(path: Path) -> Path:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
-    # safetensors: 8-byte little-endian header length, then the JSON header's "{"
-    looks_safetensors = len(head) == 9 and head[8:9] == b"{"
-    if not looks_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
-        raise ModelFileError(
-            f"{path.name} is a pickled PyTorch checkpoint (torch.save). SatGen does not "
-            f"load pickles, because opening one can run any code it carries; use a "
-            f"SatGen model file (safetensors with a model card), e.g. one made by `python -m engine train`"
-        )
-    head = head[:8]
-    header = int.from_bytes(head, "little") if len(head) == 8 else -1
-    if not 2 <= header <= min(_MAX_HEADER, size - 8):
-        raise ModelFileError(f"{path.name} is not a SatGen model file (not safetensors: bad header)")
-    with open(path, "rb") as f:
+        # safetensors: 8-byte little-endian header length, then the JSON header's "{"
+        looks_safetensors = len(head) == 9 and head[8:9] == b"{"
+        if not looks_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
+            raise ModelFileError(
+                f"{path.name} is a pickled PyTorch checkpoint (torch.save). SatGen does not "
+                f"load pickles, because opening one can run any code it carries; use a "
+                f"SatGen model file (safetensors with a model card), e.g. one made by `python -m engine train`"
+            )
+        header = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if not 2 <= header <= min(_MAX_HEADER, size - 8):
+            raise ModelFileError(f"{path.name} is not a SatGen model file (not safetensors: bad header)")
         f.seek(8)
         try:
             json.loads(f.read(header))

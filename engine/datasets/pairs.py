@@ -72,9 +72,6 @@ class Pair:
     def dtype(self) -> str:
         return str(self.x.dtype)
 
-    @property
-    def valid_fraction(self) -> float:
-        return float(self.valid.mean())
 
 
 # --------------------------------------------------------------------------- loading
@@ -409,14 +406,7 @@ class BlockSplit:
             out[_slices(b)] = True
         return out
 
-    def as_dict(self) -> dict:
-        """Summary for model cards and reports."""
-        return {"block": self.block, "val_fraction": self.val_fraction, "seed": self.seed,
-                "train_blocks": len(self.train_blocks), "val_blocks": len(self.val_blocks),
-                "train_pixels": sum(_area(b) for b in self.train_blocks),
-                "val_pixels": sum(_area(b) for b in self.val_blocks)}
-
-    def __repr__(self) -> str:
+def __repr__(self) -> str:
         return (f"BlockSplit({self.width} x {self.height} px, block {self.block}: "
                 f"{len(self.train_blocks)} train / {len(self.val_blocks)} val)")
 

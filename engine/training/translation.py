@@ -101,7 +101,7 @@ def _legend(path: str | None) -> dict[str, list[int]]:
     return legend
 
 
-def _display_bands(names: list[str]) -> list[int]:
+def display_bands(names: list[str]) -> list[int]:
     """Indexes of a natural-colour composite among the input bands, if there is one."""
     lower = [n.lower() for n in names]
     for triple in (("b04", "b03", "b02"), ("red", "green", "blue"), ("b4", "b3", "b2")):
@@ -227,7 +227,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
     total_steps = config.epochs * steps
     vis_idx = list(range(0, len(epoch_tiles), max(1, len(epoch_tiles) // 4)))[:4]
-    show = _display_bands(pair.band_names)
+    show = display_bands(pair.band_names)
     for epoch in range(start_epoch, config.epochs):
         generator.train()
         discriminator.train()
