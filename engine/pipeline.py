@@ -37,8 +37,9 @@ Predict = Callable[[np.ndarray], np.ndarray]
 Chunk = "tuple[np.ndarray, np.ndarray, int]"
 # (number of finished rows, their chunks left to right) -> written
 Sink = Callable[[int, "Iterator[Chunk]"], None]
-# (row0, row1, col0, col1) -> (channels, rows, cols) model-space input + validity or None
-Source = Callable[[int, int, int, int], "tuple[np.ndarray, np.ndarray | None]"]
+# (row0, row1, col0, col1) -> (channels, rows, cols) model-space input, validity or None, and
+# "needs the model" or None (all): a tile runs only where some valid pixel needs the model
+Source = Callable[[int, int, int, int], "tuple[np.ndarray, np.ndarray | None, np.ndarray | None]"]
 
 
 @dataclass
@@ -102,14 +103,15 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
 
     for ri, r, batch_cols in _batches(grid, batch_size):
         feedback.check_cancelled()
-        x, valid = source(r, r + t, batch_cols[0], batch_cols[-1] + t)
+        x, valid, needs = source(r, r + t, batch_cols[0], batch_cols[-1] + t)
         top, bottom = ri > 0, ri < len(rows) - 1
         in_rows = min(t, grid.height - r)  # rows of this strip inside the raster
         c0, c1 = batch_cols[0], batch_cols[-1] + t
         if valid is not None:
             valid_strip[:, c0:c1] = valid
+        wanted = valid if needs is None else needs if valid is None else valid & needs
         keep = [c for c in batch_cols
-                if valid is None or valid[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
+                if wanted is None or wanted[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
         stats.tiles_skipped += len(batch_cols) - len(keep)
         if keep:
             tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep])
@@ -221,7 +223,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
             x = in_scaling.to_model(data, clip=card.inputs.clip)
             if valid is not None:
                 x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
-            return x, valid
+            return x, valid, None
 
         feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
                       f"(overlap {overlap}), batch {options.batch_size}, device {device}")

@@ -23,7 +23,7 @@ def stitch(data, tile, overlap, scale=1, batch=3, predict=None):
 
     def source(r0, r1, c0, c1):
         from engine.windows import reflect_indices
-        return data[np.ix_(range(c), reflect_indices(r0, r1, h), reflect_indices(c0, c1, w))], None
+        return data[np.ix_(range(c), reflect_indices(r0, r1, h), reflect_indices(c0, c1, w))], None, None
 
     predict = predict or (lambda x: x.repeat(scale, 2).repeat(scale, 3))
     def sink(n, chunks):
