@@ -63,6 +63,15 @@ def cmd_train_translation(args) -> int:
     return 0
 
 
+def cmd_train_inpainting(args) -> int:
+    from .training.inpainting import InpaintingConfig, train_inpainting
+
+    fields = {k: v for k, v in vars(args).items() if k in InpaintingConfig.__dataclass_fields__ and v is not None}
+    path = train_inpainting(InpaintingConfig(**fields), ConsoleFeedback())
+    print(f"wrote model {path}; report in {args.report_dir}")
+    return 0
+
+
 def cmd_preview(args) -> int:
     from .preview import preview
 
@@ -139,6 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the legend's background colour marks unmapped land: leave it out of loss and scores")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_translation)
+
+    p = train.add_parser("inpainting", help="cloud inpainting, trained on clear imagery with cloud-shaped masks")
+    p.add_argument("--inputs", nargs="+", required=True, help="clear raster(s), same bands and dtype")
+    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
+    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
+    p.add_argument("--bands", type=_bands, help="1-based bands (default: all)")
+    p.add_argument("--real-masks", nargs="+", help="cloud masks (non-zero = cloud) lending real shapes")
+    p.add_argument("--exclude-masks", nargs="+", help="per input: a mask of pixels that are not clear (non-zero)")
+    for name, kind in (("epochs", int), ("patches-per-epoch", int), ("batch-size", int), ("patch-size", int),
+                       ("tile-size", int), ("overlap", int), ("ngf", int), ("depth", int), ("ndf", int),
+                       ("coverage-min", float), ("coverage-max", float), ("real-share", float),
+                       ("lambda-hole", float), ("lambda-valid", float), ("jitter", float), ("lr", float),
+                       ("block-size", int), ("val-fraction", float), ("seed", int)):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
+                   help="no discriminator (L1 losses only)")
+    for name in ("name", "attribution", "licence", "data-description"):
+        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train_inpainting)
 
     p = sub.add_parser("preview", help="PNG of rasters side by side")
     p.add_argument("--inputs", nargs="+", required=True, help="co-registered rasters")
