@@ -54,6 +54,23 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_inpaint(args) -> int:
+    from .inpaint import MaskOptions, inpaint
+
+    masks = MaskOptions(mask=args.mask, mask_layer=args.mask_layer, qa=args.qa, qa_band=args.qa_band,
+                        qa_expression=args.qa_expression, detect=args.detect, dilate=args.dilate)
+    if args.qa_expression and not (args.qa or args.qa_band):
+        masks.qa_band = 1
+    result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), ConsoleFeedback(),
+                     output_mask=args.output_mask, normalize=args.normalize)
+    st = result.stats
+    print(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
+          f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s"
+          + (f"; mask {result.mask}" if result.mask else "")
+          + ("; BEST EFFORT: mostly cloud" if result.best_effort else ""))
+    return 0
+
+
 def cmd_train_translation(args) -> int:
     from .training.translation import TranslationConfig, train_translation
 
@@ -70,6 +87,40 @@ def cmd_train_inpainting(args) -> int:
     path = train_inpainting(InpaintingConfig(**fields), ConsoleFeedback())
     print(f"wrote model {path}; report in {args.report_dir}")
     return 0
+
+
+def _class_names(text: str) -> dict[str, str]:
+    try:
+        return dict(part.split("=", 1) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"class names must be code=name pairs separated by commas, e.g. "
+                                         f"1=developed,5=forest; got {text!r}") from None
+
+
+def cmd_train_synthesis(args) -> int:
+    from .synthesis.training import SynthesisConfig, train_synthesis
+
+    fields = {k: v for k, v in vars(args).items() if k in SynthesisConfig.__dataclass_fields__ and v is not None}
+    path = train_synthesis(SynthesisConfig(**fields), ConsoleFeedback())
+    print(f"wrote model {path}; report in {args.report_dir}")
+    return 0
+
+
+def cmd_synthesize(args) -> int:
+    from .synthesis.synthesize import synthesize
+
+    result = synthesize(args.output_folder, args.model, args.classes, args.count, args.seed, args.guidance,
+                        args.steps, args.format, args.output_preview, args.device, feedback=ConsoleFeedback())
+    total = sum(len(f) for f in result.files.values())
+    print(f"wrote {total} patch(es) of {len(result.files)} class(es) to {result.folder} (manifest "
+          f"{result.manifest})" + (f"; preview {result.preview}" if result.preview else ""))
+    return 0
+
+
+def cmd_evaluate_synthesis(args) -> int:
+    from . import evaluate
+
+    return evaluate.main_synthesis(args)
 
 
 def cmd_preview(args) -> int:
@@ -127,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tile_options(p)
     p.set_defaults(func=cmd_translate)
 
+    p = sub.add_parser("inpaint", help="fill the cloudy pixels of a raster (default or given model)")
+    p.add_argument("--input", required=True, help="cloudy raster")
+    p.add_argument("--output", required=True, help="output GeoTIFF (selected bands, input's dtype)")
+    p.add_argument("--output-mask", help="GeoTIFF of the cloud mask used (1 cloud, 0 clear, 255 nodata)")
+    p.add_argument("--model", help="inpainting model file (default: the shipped model)")
+    p.add_argument("--mask", help="cloud mask: raster (non-zero = cloud) or polygons (GeoPackage, GeoJSON)")
+    p.add_argument("--mask-layer", help="layer of a multi-layer GeoPackage mask")
+    p.add_argument("--qa", help="raster holding the QA band (default: the input, with --qa-band)")
+    p.add_argument("--qa-band", type=int, help="1-based band of the QA raster (default 1)")
+    p.add_argument("--qa-expression", help="which QA values are cloud, e.g. 'bits(14, 15) == 3'")
+    p.add_argument("--detect", action="store_true", help="detect clouds with the spectral test")
+    p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
+    p.add_argument("--normalize", choices=("model", "scene"), default="model",
+                   help="stretch bands as in training (model) or by this scene's clear pixels (scene)")
+    _add_tile_options(p)
+    p.set_defaults(func=cmd_inpaint)
+
     train = sub.add_parser("train", help="train a model on your own data").add_subparsers(dest="task", required=True)
     p = train.add_parser("translation", help="Pix2Pix satellite -> map")
     p.add_argument("--input", required=True, help="satellite raster")
@@ -168,6 +236,50 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_train_inpainting)
+
+    p = train.add_parser("synthesis", help="class-conditional patch synthesis (cdcgan baseline or diffusion)")
+    p.add_argument("--arch", choices=["diffusion", "cdcgan"], default="diffusion")
+    p.add_argument("--dataset", help="class folders: DATASET/<class>/<images>")
+    p.add_argument("--input", help="or: a raster ...")
+    p.add_argument("--labels", help="... with a class raster or a polygon layer (GPKG, GeoJSON)")
+    p.add_argument("--field", help="class attribute of the polygon layer")
+    p.add_argument("--class-names", type=_class_names, help="class raster codes to names, e.g. 1=developed,5=forest")
+    p.add_argument("--bands", type=_bands, help="1-based raster bands (default: all)")
+    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
+    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
+    for name, kind in (("patch-size", int), ("threshold", float), ("stride", int), ("block-size", int),
+                       ("val-fraction", float), ("min-patches", int), ("max-per-class", int), ("epochs", int),
+                       ("patches-per-epoch", int), ("batch-size", int), ("lr", float), ("nz", int), ("ngf", int),
+                       ("ndf", int), ("base", int), ("depth", int), ("blocks", int), ("label-dropout", float),
+                       ("ema", float), ("guidance", float), ("steps", int), ("seed", int)):
+        p.add_argument(f"--{name}", type=kind)
+    for name in ("name", "attribution", "licence", "data-description"):
+        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train_synthesis)
+
+    p = sub.add_parser("synthesize", help="generate labelled patches of chosen classes (a class-folder data set)")
+    p.add_argument("--output-folder", required=True, help="folder for <class>/ sub-folders and manifest.csv")
+    p.add_argument("--model", help="synthesis model file (default: the shipped model)")
+    p.add_argument("--classes", default="", help="class names separated by commas (default: all)")
+    p.add_argument("--count", type=int, default=16, help="patches per class (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same patches (default 0)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (1: none; default: the model's)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    p.add_argument("--format", choices=["tif", "png"], default="tif",
+                   help="tif: band values as trained; png: 8-bit natural colour")
+    p.add_argument("--output-preview", help="mosaic of the patches: .tif (a layer) or .png")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("evaluate-synthesis", help="FID/KID, CAS and augmentation gain of synthesis models; "
+                       "writes the synthesize section of reports/quality.json")
+    p.add_argument("--model", default="resources/models/synthesize_s2_osm.satgen")
+    p.add_argument("--baseline", default="reports/baselines/synthesize_cdcgan.satgen")
+    p.add_argument("--n", type=int, default=100, help="synthetic patches per class (default 100)")
+    p.add_argument("--repeats", type=int, default=3, help="classifier trainings averaged per score (default 3)")
+    p.add_argument("--report", default="reports/quality.json")
+    p.set_defaults(func=cmd_evaluate_synthesis)
 
     p = sub.add_parser("preview", help="PNG of rasters side by side")
     p.add_argument("--inputs", nargs="+", required=True, help="co-registered rasters")

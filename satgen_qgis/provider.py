@@ -6,7 +6,9 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.apply_model import ApplyModelAlgorithm
+from .algorithms.inpaint_clouds import InpaintCloudsAlgorithm
 from .algorithms.render_map_target import RenderMapTargetAlgorithm
+from .algorithms.train_inpainting import TrainInpaintingAlgorithm
 from .algorithms.train_translation import TrainTranslationAlgorithm
 from .algorithms.translate import TranslateAlgorithm
 
@@ -28,7 +30,7 @@ class SatGenProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm(),
-                    TrainTranslationAlgorithm()):
+                    TrainTranslationAlgorithm(), InpaintCloudsAlgorithm(), TrainInpaintingAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802

@@ -78,6 +78,14 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             raise QgsProcessingException(f"{name}: no raster layer given")
+        return self.raster_file(layer, name)
+
+    def raster_paths(self, parameters, name, context) -> list:
+        """The files behind a multiple-raster-layers parameter."""
+        return [self.raster_file(layer, name) for layer in self.parameterAsLayerList(parameters, name, context)]
+
+    @staticmethod
+    def raster_file(layer, name: str) -> str:
         if layer.providerType() != "gdal":
             raise QgsProcessingException(
                 f"{name}: layer '{layer.name()}' is not a file raster ({layer.providerType()}); "

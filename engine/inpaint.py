@@ -1,0 +1,263 @@
+"""Cloud inpainting over a raster of any size: cloudy pixels filled with plausible
+ground by a mask-aware model, every other pixel written back exactly as read.
+
+Data flow: a cloud mask on the input's grid (a mask layer, a QA band with a bit
+expression, or detection; optionally dilated; see masks.py) -> one streaming
+pre-pass counting cloud cover (and, with normalize="scene", sampling clear pixels
+for a percentile stretch fitted on this scene) -> the shared tile pipeline, which
+runs only tiles holding cloud and blends them -> a sink that takes the input's
+own pixels wherever the mask is clear or the input is nodata, and the model's
+values (cast to the input's dtype) only under the mask. The mask used is written
+as a second GeoTIFF (1 cloud, 0 clear, 255 nodata).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from .card import ModelCard
+from .datasets.clouds import model_input
+from .device import resolve_device
+from .errors import InputError
+from .fileio import atomic_path
+from .masks import Grid, QAExpression, open_mask
+from .modelfile import LoadedModel, load_model
+from .pipeline import RunStats, TileOptions, check_tile_size, run_tiles, torch_predictor, _check_not_same_file
+from .progress import Feedback
+from .raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, open_raster, select_bands
+from .scaling import BandScaling, cast_to_dtype, fit_percentiles
+from .windows import TileGrid, reflect_indices
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "inpaint_s2.satgen"
+NORMALIZE = ("model", "scene")
+MASK_NODATA = 255
+SCENE_SAMPLES = 200_000
+# above this share of cloud among valid pixels, the fill is a best effort and said so
+BEST_EFFORT = 0.8
+NO_MASK = ("no cloud mask given: give a mask layer (raster or polygons), a QA band with an expression such as "
+           "'bits(14, 15) == 3', or turn on detection")
+
+
+@dataclass
+class MaskOptions:
+    mask: str | None = None  # raster (non-zero = cloud) or polygon file (GeoPackage, GeoJSON)
+    mask_layer: str | None = None  # layer of a multi-layer GeoPackage
+    qa: str | None = None  # raster holding the QA band; None with qa_band: a band of the input
+    qa_band: int | None = None
+    qa_expression: str | None = None
+    detect: bool = False
+    dilate: int = 0
+
+
+@dataclass
+class InpaintResult:
+    output: Path
+    mask: Path | None
+    stats: RunStats
+    cloud_fraction: float
+    best_effort: bool
+    width: int
+    height: int
+
+
+def default_model() -> Path:
+    if not DEFAULT_MODEL.is_file():
+        raise InputError(f"the default inpainting model {DEFAULT_MODEL} is missing; reinstall the plugin or give "
+                         f"a model file (MODEL / --model)")
+    return DEFAULT_MODEL
+
+
+class PaddedMask:
+    """A mask source read with reflection past the raster's edges, like the bands."""
+
+    def __init__(self, source, height: int, width: int):
+        self.source, self.height, self.width = source, height, width
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        rows = reflect_indices(r0, r1, self.height)
+        cols = reflect_indices(c0, c1, self.width)
+        lo_r, lo_c = int(rows.min()), int(cols.min())
+        block = self.source.read(lo_r, int(rows.max()) + 1, lo_c, int(cols.max()) + 1)
+        if rows[0] == lo_r and cols[0] == lo_c and block.shape == (rows.size, cols.size):
+            return block
+        return block[np.ix_(rows - lo_r, cols - lo_c)]
+
+
+def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
+    """Streaming pass in block rows: (cloud pixels, valid pixels, clear samples or None)."""
+    n_cloud = n_valid = 0
+    step = max(1, src.width * src.height // SCENE_SAMPLES)
+    samples = []
+    for r0 in range(0, src.height, BLOCK):
+        feedback.check_cancelled()
+        r1 = min(src.height, r0 + BLOCK)
+        c = cloud.read(r0, r1, 0, src.width)
+        valid = None
+        if reader.has_invalid or sample:
+            data, valid = reader.read(r0, r1, 0, src.width)
+        valid = np.ones(c.shape, bool) if valid is None else valid
+        n_cloud += int((c & valid).sum())
+        n_valid += int(valid.sum())
+        if sample:
+            idx = np.flatnonzero(valid & ~c)
+            idx = idx[(idx + r0 * src.width) % step == 0]  # every step-th pixel of the scene
+            samples.append(data.reshape(data.shape[0], -1)[:, idx])
+    clear = np.concatenate(samples, axis=1) if sample else None
+    return n_cloud, n_valid, clear
+
+
+def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
+            model: LoadedModel | str | os.PathLike | None = None, masks: MaskOptions | None = None,
+            options: TileOptions | None = None, feedback: Feedback | None = None,
+            output_mask: str | os.PathLike | None = None, normalize: str = "model") -> InpaintResult:
+    """Fill the cloudy pixels of `input_path`; write a GeoTIFF with the input's grid,
+    dtype and nodata, equal to the input bit for bit outside the mask."""
+    masks = masks or MaskOptions()
+    options = options or TileOptions()
+    feedback = feedback or Feedback()
+    if normalize not in NORMALIZE:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if options.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {options.batch_size}")
+    if masks.dilate < 0:
+        raise InputError(f"dilation must be 0 or more pixels, got {masks.dilate}")
+    if not (masks.mask or masks.qa_expression or masks.detect):
+        raise InputError(NO_MASK)
+    if masks.qa_expression:
+        QAExpression(masks.qa_expression)  # a typo fails here, before any work
+    device = resolve_device(options.device)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model or default_model(), device=device, tasks=("inpaint",))
+    else:
+        model.module.to(device)
+    card: ModelCard = model.card
+    tile = options.tile_size or card.tile_size
+    overlap = card.overlap if options.overlap is None else options.overlap
+    check_tile_size(model.module, tile)
+    _check_not_same_file(input_path, output_path)
+    if output_mask is not None:
+        _check_not_same_file(input_path, output_mask)
+        if os.path.abspath(output_mask) == os.path.abspath(output_path):
+            raise InputError("the output raster and the output mask must be different files")
+
+    started = time.perf_counter()
+    stats = RunStats()
+    with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src:
+        bands = select_bands(src, options.bands, card.inputs.names)
+        dtypes = {src.dtypes[b - 1] for b in bands}
+        if len(dtypes) > 1:
+            raise InputError(f"the selected bands mix data types ({', '.join(sorted(dtypes))}); select bands of one type")
+        dtype = dtypes.pop()
+        if normalize == "model" and card.inputs.dtype and dtype != card.inputs.dtype:
+            raise InputError(f"the model was trained on {card.inputs.dtype} bands but the selected bands are {dtype}; "
+                             f"use normalize='scene' (NORMALIZE=scene) to stretch this scene by its own clear "
+                             f"pixels, or retrain on imagery of this kind")
+        reader = BlockReader(src, bands)
+        grid = TileGrid(src.height, src.width, tile, overlap)
+        with open_mask(Grid.of(src), mask_path=masks.mask, mask_layer=masks.mask_layer, qa_path=masks.qa,
+                       qa_band=masks.qa_band, qa_expression=masks.qa_expression, detect=masks.detect,
+                       input_path=str(input_path), dilate=masks.dilate) as mask_source:
+            cloud = PaddedMask(mask_source, src.height, src.width)
+            n_cloud, n_valid, clear = _survey(src, reader, cloud, feedback, sample=normalize == "scene")
+            if n_valid == 0:
+                raise InputError(f"{input_path} holds no valid pixel (all nodata) in bands {bands}; nothing to fill")
+            fraction = n_cloud / n_valid
+            feedback.info(f"{src.width} x {src.height} px, bands {bands}: cloud cover {fraction:.1%} of valid pixels")
+            if n_cloud == n_valid:
+                raise InputError("every valid pixel is under the cloud mask, so there is no clear ground to fill "
+                                 "from; check the mask (e.g. the QA expression or the dilation) or use a scene "
+                                 "with clear areas")
+            best_effort = fraction > BEST_EFFORT
+            if best_effort:
+                feedback.info(f"warning: {fraction:.0%} of the scene is cloud; the fill is a best effort with "
+                              f"little clear context, check it before use")
+            scaling = card.inputs.scaling
+            if normalize == "scene":
+                scaling = fit_percentiles(clear.astype(np.float64))
+                feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
+            result = _run(src, reader, cloud, grid, card, model, device, scaling, bands, dtype, output_path,
+                          output_mask, options.batch_size, feedback, stats, fraction, best_effort)
+    stats.seconds = time.perf_counter() - started
+    feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
+    return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
+                         best_effort, src.width, src.height)
+
+
+def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
+         output_mask, batch_size, feedback, stats, fraction, best_effort) -> None:
+    clip = card.inputs.clip
+    names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names)]
+
+    def source(r0, r1, c0, c1):
+        data, valid = reader.read(r0, r1, c0, c1)
+        c = cloud.read(r0, r1, c0, c1)
+        holes = c if valid is None else c | ~valid  # nodata is unknown to the model too
+        x = model_input(scaling.to_model(data, clip=clip), holes)
+        return x, valid, c
+
+    tags = {"SATGEN_CLOUD_FRACTION": f"{fraction:.6f}", "SATGEN_BEST_EFFORT": str(best_effort).lower(),
+            "SATGEN_MODEL": card.name}
+    with atomic_path(output_path) as tmp, _maybe_atomic(output_mask) as tmp_mask:
+        writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
+                               transform=src.transform, nodata=src.nodata, band_names=names)
+        mask_writer = None
+        if tmp_mask:
+            mask_writer = GeoTiffWriter(tmp_mask, width=src.width, height=src.height, dtype="uint8", crs=src.crs,
+                                        transform=src.transform, nodata=MASK_NODATA, band_names=["cloud"])
+        row = [0]
+
+        def sink(n, chunks):
+            r = row[0]
+            out_rows = writer.next_rows(n)
+            mask_rows = mask_writer.next_rows(n) if mask_writer else None
+            for values, covered, c0 in chunks:
+                c1 = c0 + values.shape[2]
+                raw, valid = reader.read(r, r + n, c0, c1)
+                c = cloud.read(r, r + n, c0, c1)
+                fill = c & covered if valid is None else c & covered & valid
+                out = raw  # the input's own pixels wherever nothing is filled: bit-exact
+                if fill.any():
+                    filled = cast_to_dtype(scaling.from_model(values[:, fill]), dtype)
+                    out[:, fill] = filled
+                out_rows[:, :, c0:c1] = out
+                if mask_rows is not None:
+                    m = c.astype(np.uint8)
+                    if valid is not None:
+                        m[~valid] = MASK_NODATA
+                    mask_rows[0, :, c0:c1] = m
+            row[0] += n
+
+        try:
+            for w in (writer, mask_writer):
+                if w:
+                    w.dst.update_tags(**tags)
+            run_tiles(grid, 1, card.outputs.count, source, torch_predictor(model.module, device), sink,
+                      batch_size, feedback, stats)
+            writer.close()
+            if mask_writer:
+                mask_writer.close()
+        except BaseException:
+            writer.abort()
+            if mask_writer:
+                mask_writer.abort()
+            raise
+
+
+class _maybe_atomic:
+    """atomic_path(path) when a path is given, else a context yielding None."""
+
+    def __init__(self, path):
+        self.path = path
+        self._ctx = atomic_path(path) if path else None
+
+    def __enter__(self):
+        return self._ctx.__enter__() if self._ctx else None
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc) if self._ctx else False

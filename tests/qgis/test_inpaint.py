@@ -1,0 +1,100 @@
+"""satgen:train_inpainting -> satgen:inpaint_clouds through processing.run (tiny real
+training on a real crop, a polygon mask layer in another CRS), and inpaint_clouds
+through the real qgis_process command line with a QA band expression."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import rasterio
+
+from helpers import SAMPLES, crop_raster, write_raster
+from test_qgis_process import QGIS_PROCESS, enable_plugin
+
+
+@pytest.fixture(scope="module")
+def tiny_inpainter(tmp_path_factory):
+    import processing  # noqa: F401 (the qgis_processing fixture of the first test initialises it)
+
+    return tmp_path_factory.mktemp("inpainter")
+
+
+def _train(tmp_path, scene):
+    import processing
+
+    return processing.run("satgen:train_inpainting", {
+        "INPUT": [str(scene)], "EPOCHS": 1, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4,
+        "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
+
+
+def test_train_then_inpaint_with_a_polygon_mask_in_another_crs(satgen_provider, tmp_path):
+    import processing
+    from qgis.core import QgsRasterLayer
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "scene.tif", 352, 608, 128, 128)
+    trained = _train(tmp_path, scene)
+    assert (tmp_path / "report" / "samples.png").exists()
+
+    with rasterio.open(scene) as src:
+        from rasterio.warp import transform_geom
+
+        left, bottom, right, top = src.bounds
+        square = {"type": "Polygon", "coordinates": [[(left + 300, top - 300), (left + 700, top - 300),
+                                                      (left + 700, top - 700), (left + 300, top - 700),
+                                                      (left + 300, top - 300)]]}
+        geo = transform_geom(src.crs, "EPSG:4326", square)
+        original = src.read()
+    mask = tmp_path / "clouds.geojson"
+    import json
+
+    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"kind": "cloud"}, "geometry": geo}]}))
+    result = processing.run("satgen:inpaint_clouds", {
+        "INPUT": str(scene), "MASK": str(mask), "DILATE": 1, "MODEL": trained["OUTPUT_MODEL"],
+        "OUTPUT": str(tmp_path / "filled.tif"), "OUTPUT_MASK": str(tmp_path / "mask.tif")})
+    layer = QgsRasterLayer(result["OUTPUT"], "filled")
+    assert layer.isValid() and layer.extent() == QgsRasterLayer(str(scene), "s").extent()
+    with rasterio.open(result["OUTPUT"]) as out, rasterio.open(result["OUTPUT_MASK"]) as m:
+        filled, cloud = out.read(), m.read(1) == 1
+    # the 40 x 40 px square (10 m pixels), reprojected from WGS84, grown by 1 px
+    assert 40 * 40 <= cloud.sum() <= 44 * 44 and cloud[30:70, 30:70].all()
+    assert np.array_equal(filled[:, ~cloud], original[:, ~cloud])
+
+
+def test_mask_errors_are_clear_and_leave_nothing(satgen_provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "scene.tif", 352, 608, 64, 64)
+    params = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "o.tif"), "OUTPUT_MASK": str(tmp_path / "m.tif")}
+    with pytest.raises(QgsProcessingException, match="mask layer"):
+        processing.run("satgen:inpaint_clouds", params)
+    with pytest.raises(QgsProcessingException, match="QA_BAND"):
+        processing.run("satgen:inpaint_clouds", dict(params, QA_EXPRESSION="bits(14, 15) == 3"))
+    with pytest.raises(QgsProcessingException, match="bits"):
+        processing.run("satgen:inpaint_clouds", dict(params, QA_BAND=str(scene), QA_EXPRESSION="bits(14, 15 == 3"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_qgis_process_inpaints_with_a_qa_band(qgis_process_env, tmp_path):
+    """The default model through the real qgis_process, mask from a Landsat-style BQA band."""
+    enable_plugin(qgis_process_env)
+    scene = crop_raster(SAMPLES / "s2_virginia_10m.tif", tmp_path / "scene.tif", 800, 800, 256, 256)
+    qa = np.zeros((1, 256, 256), np.uint16)
+    qa[0, 100:160, 40:200] = 3 << 14
+    with rasterio.open(scene) as src:
+        qa_path = write_raster(tmp_path / "bqa.tif", qa, crs=src.crs, transform=src.transform)
+        original = src.read()
+    out = tmp_path / "filled.tif"
+    run = subprocess.run([QGIS_PROCESS, "run", "satgen:inpaint_clouds", "--", f"INPUT={scene}",
+                          f"QA_BAND={qa_path}", "QA_EXPRESSION=bits(14, 15) == 3", f"OUTPUT={out}",
+                          f"OUTPUT_MASK={tmp_path / 'mask.tif'}"],
+                         env=qgis_process_env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    with rasterio.open(out) as o:
+        filled = o.read()
+        assert o.crs is not None and o.dtypes[0] == "uint16"
+    cloud = np.zeros((256, 256), bool)
+    cloud[100:160, 40:200] = True
+    assert np.array_equal(filled[:, ~cloud], original[:, ~cloud])
+    assert not np.array_equal(filled[:, cloud], original[:, cloud])
