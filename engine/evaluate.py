@@ -124,3 +124,22 @@ def main(args) -> int:
     print("goals:", json.dumps(section["goals"]))
     print(f"wrote {REPORT} and reports/translate_preview.png")
     return 0
+
+
+def evaluate_synthesis_section(model: str, baseline: str, n: int = 100, repeats: int = 2,
+                               report: Path = REPORT) -> dict:
+    """The `synthesize` section of quality.json on its own (see engine.synthesis.evaluation)."""
+    from .synthesis.evaluation import evaluate_synthesis
+
+    section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=ConsoleFeedback())
+    update_report("synthesize", section, report)
+    return section
+
+
+def main_synthesis(args) -> int:
+    section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report))
+    for key, value in section["summary"].items():
+        print(f"{key:40s} {value:.4f}")
+    print("goals:", json.dumps(section["goals"]))
+    print(f"wrote the synthesize section of {args.report}")
+    return 0

@@ -13,12 +13,16 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelFileError
+from .cdcgan import CDCGANGenerator
+from .class_unet import ClassUNet
 from .patchgan import PatchGAN
 from .unet import UNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet,
     "patchgan": PatchGAN,
+    "cdcgan": CDCGANGenerator,  # synthesize: conditional DCGAN generator (baseline)
+    "class_unet": ClassUNet,  # synthesize: class-conditional EDM denoiser
 }
 
 

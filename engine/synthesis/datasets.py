@@ -1,0 +1,390 @@
+"""Labelled patch data sets for class-conditional synthesis.
+
+Two layouts, one result (`PatchSet`: patches, labels, class names, a held-out flag):
+
+- class folders, as EuroSAT / UC Merced / AID ship them::
+
+      root/
+        Forest/  img1.jpg img2.tif ...
+        River/   ...
+
+  any size (centre-cropped to a square, then resized to the patch size), any
+  band count as long as all images agree. Unreadable files are skipped and
+  listed. Held-out images: a seeded share of each class's files.
+- a raster plus a class raster (integer codes) or a polygon layer (GPKG or
+  GeoJSON, class in a field): windows on a half-patch grid whose dominant class
+  covers at least `threshold` of the window. The scene is cut into square
+  blocks (engine.datasets.pairs.BlockSplit); windows crossing a block edge are
+  dropped, so no training window touches a held-out one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.warp import reproject
+
+from ..datasets.pairs import BlockSplit
+from ..errors import InputError
+from ..raster import GDAL_ENV, BlockReader, open_raster
+from ..scaling import BandScaling, fit_percentiles
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".jp2", ".gif")
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp")
+
+
+@dataclass
+class PatchSet:
+    x: np.ndarray  # (N, C, P, P) float32 raster values
+    labels: np.ndarray  # (N,) int64 index into classes
+    classes: list[str]
+    band_names: list[str]
+    dtype: str  # dtype of the source values (what synthesized GeoTIFFs are written in)
+    held_out: np.ndarray  # (N,) bool
+    sources: list[str]  # per patch: file, or "row,col" of the window's top-left pixel
+    skipped: list[str] = field(default_factory=list)  # "file: reason"
+    description: str = ""
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.x.shape[-1])
+
+    def part(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, labels) of the 'train' or 'val' (held-out) patches."""
+        keep = self.held_out if which == "val" else ~self.held_out
+        return self.x[keep], self.labels[keep]
+
+    def counts(self, which: str = "train") -> dict[str, int]:
+        _, labels = self.part(which)
+        return {c: int((labels == i).sum()) for i, c in enumerate(self.classes)}
+
+    def fit_scaling(self, lower: float = 0.5, upper: float = 99.5, max_samples: int = 400_000,
+                    seed: int = 0) -> BandScaling:
+        """Per-band percentile stretch on the training patches (model space [-1, 1])."""
+        x, _ = self.part("train")
+        flat = x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+        if flat.shape[1] > max_samples:
+            idx = np.random.default_rng(seed).choice(flat.shape[1], max_samples, replace=False)
+            flat = flat[:, idx]
+        return fit_percentiles(flat.astype(np.float64), lower, upper)
+
+
+def _summary(patches: PatchSet) -> str:
+    train, val = patches.counts("train"), patches.counts("val")
+    return ", ".join(f"{c} {train[c]}+{val[c]}" for c in patches.classes)
+
+
+def _drop_empty(patches: PatchSet, warn, min_patches: int = 1) -> PatchSet:
+    """Classes with fewer than `min_patches` training patches cannot be learned: drop them, say so."""
+    train = patches.counts("train")
+    empty = [c for c, n in train.items() if n < max(1, min_patches)]
+    if not empty:
+        return patches
+    warn(f"class(es) {', '.join(f'{c} ({train[c]})' for c in empty)} have fewer than {max(1, min_patches)} "
+         f"training patch(es) and are left out")
+    keep_classes = [c for c in patches.classes if c not in empty]
+    if not keep_classes:
+        raise InputError("no class has a training patch; give more labelled data (or a lower threshold)")
+    remap = np.array([keep_classes.index(c) if c in keep_classes else -1 for c in patches.classes])
+    new = remap[patches.labels]
+    keep = new >= 0
+    return PatchSet(patches.x[keep], new[keep], keep_classes, patches.band_names, patches.dtype,
+                    patches.held_out[keep], [s for s, k in zip(patches.sources, keep) if k], patches.skipped,
+                    patches.description)
+
+
+# --------------------------------------------------------------------------- class folders
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) -> (C, size, size) float32: centre crop to a square, then area/bilinear resize."""
+    c, h, w = image.shape
+    s = min(h, w)
+    r0, c0 = (h - s) // 2, (w - s) // 2
+    image = image[:, r0:r0 + s, c0:c0 + s].astype(np.float32)
+    if s == size:
+        return np.ascontiguousarray(image)
+    t = torch.from_numpy(np.ascontiguousarray(image))[None]
+    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=s > size)
+    return out[0].numpy()
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+            data = src.read()
+            names = [(d or "").strip() for d in src.descriptions]
+            interp = [ci.name for ci in src.colorinterp]
+            if src.count in (2, 4) and interp[-1] == "alpha":  # RGBA / grey+alpha PNGs: drop alpha
+                data, names = data[:-1], names[:-1]
+            elif src.count == 1 and interp[0] == "palette":
+                cmap = src.colormap(1)
+                lut = np.array([cmap.get(i, (0, 0, 0, 0))[:3] for i in range(256)], np.uint8)
+                data, names = lut[data[0]].transpose(2, 0, 1), ["red", "green", "blue"]
+            return data, str(data.dtype), names
+
+
+def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fraction: float = 0.2, seed: int = 0,
+                       max_per_class: int | None = None, warn=print) -> PatchSet:
+    """Patches from `root/<class>/<image>` folders (see the module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"data set folder {root} does not exist; give a folder with one sub-folder per class")
+    _check_split(patch_size, val_fraction)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{root} has no class sub-folders; lay the images out as {root}/<class name>/<image>")
+    images, labels, sources, skipped, dtypes, band_names = [], [], [], [], {}, None
+    classes, counts = [], {}
+    rng = np.random.default_rng(seed)
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if max_per_class and len(files) > max_per_class:
+            files = sorted(rng.choice(files, max_per_class, replace=False).tolist())
+        index = len(classes)
+        count = 0
+        for f in files:
+            try:
+                data, dtype, names = _read_image(f)
+            except Exception as exc:  # any file GDAL cannot decode is skipped, not fatal
+                skipped.append(f"{f}: {str(exc).splitlines()[0][:200]}")
+                continue
+            if images and data.shape[0] != images[0].shape[0]:
+                raise InputError(
+                    f"images of mixed band counts: {sources[0]} has {images[0].shape[0]} band(s), {f} has "
+                    f"{data.shape[0]}; a data set needs one band layout (convert or remove the odd images)")
+            images.append(resize_square(data, patch_size))
+            labels.append(index)
+            sources.append(str(f))
+            dtypes[dtype] = dtypes.get(dtype, 0) + 1
+            band_names = band_names or names
+            count += 1
+        if count == 0:
+            warn(f"class folder {folder.name} holds no readable image and is left out")
+            continue
+        classes.append(folder.name)
+        counts[folder.name] = count
+    for line in skipped:
+        warn(f"skipped unreadable file {line}")
+    if not classes:
+        raise InputError(f"no readable image in the class folders of {root} (images: {', '.join(IMAGE_SUFFIXES)})")
+    labels_arr = np.asarray(labels, np.int64)
+    held_out = np.zeros(len(labels_arr), bool)
+    for i in range(len(classes)):  # per class: a seeded share of its files, at least one when it has two
+        idx = np.flatnonzero(labels_arr == i)
+        n_val = int(round(val_fraction * len(idx))) if len(idx) > 1 else 0
+        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        held_out[rng.permutation(idx)[:n_val]] = True
+    dtype = next(iter(dtypes)) if len(dtypes) == 1 else "float32"
+    names = band_names if band_names and all(band_names) else [f"B{i + 1}" for i in range(images[0].shape[0])]
+    patches = PatchSet(np.stack(images), labels_arr, classes, names, dtype, held_out, sources, skipped,
+                       f"class folders {root.name}: {len(labels_arr)} images")
+    return _drop_empty(patches, warn)
+
+
+def _check_split(patch_size: int, val_fraction: float) -> None:
+    if not 8 <= patch_size <= 512:
+        raise InputError(f"patch size must be between 8 and 512 px, got {patch_size}")
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"validation fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+
+
+# --------------------------------------------------------------------------- raster + labels
+
+def read_polygons(path: str | os.PathLike, field_name: str, layer: str | None = None):
+    """[(shapely geometry, class value as str)], CRS (rasterio CRS or None) of a polygon layer."""
+    try:  # the shared vector reader, where this SatGen has it
+        from .. import vector  # type: ignore[attr-defined]
+
+        feats = vector.read_features(path, layer, where_field=field_name)
+        return _from_shared_reader(feats, field_name, path)
+    except ImportError:
+        pass
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gpkg":
+        return _read_gpkg(path, field_name, layer)
+    if suffix in (".geojson", ".json"):
+        return _read_geojson(path, field_name)
+    raise InputError(f"cannot read {path.name} as polygons; give a GeoPackage (.gpkg) or GeoJSON layer, "
+                     f"or a class raster")
+
+
+def _from_shared_reader(feats, field_name: str, path):
+    rows = []
+    for geom, props in zip(feats.geometries, feats.attributes):
+        if field_name not in props:
+            raise InputError(f"{Path(path).name} has no field {field_name!r}; its fields: {', '.join(props)}")
+        if props[field_name] is not None and geom is not None:
+            rows.append((geom, str(props[field_name])))
+    return rows, feats.crs
+
+
+def _read_gpkg(path: Path, field_name: str, layer: str | None):
+    from rasterio.crs import CRS
+    from shapely import wkb
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        tables = con.execute("SELECT table_name, column_name, srs_id FROM gpkg_geometry_columns").fetchall()
+    except sqlite3.Error as exc:
+        raise InputError(f"cannot read {path.name} as a GeoPackage ({exc})") from None
+    if layer:
+        tables = [t for t in tables if t[0] == layer]
+    if not tables:
+        raise InputError(f"{path.name} has no polygon layer{f' named {layer!r}' if layer else ''}")
+    table, column, srs = tables[0]
+    fields = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
+    if field_name not in fields:
+        raise InputError(f"layer {table} has no field {field_name!r}; its fields: {', '.join(fields)}")
+    org = con.execute("SELECT organization, organization_coordsys_id FROM gpkg_spatial_ref_sys WHERE srs_id=?",
+                      (srs,)).fetchone()
+    crs = CRS.from_epsg(org[1]) if org and org[0].upper() == "EPSG" and org[1] > 0 else None
+    rows = []
+    for blob, value in con.execute(f'SELECT "{column}", "{field_name}" FROM "{table}"'):
+        if blob is None or value is None:
+            continue
+        flags = blob[3]
+        envelope = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}.get((flags >> 1) & 7, 0)
+        rows.append((wkb.loads(bytes(blob[8 + envelope:])), str(value)))
+    con.close()
+    return rows, crs
+
+
+def _read_geojson(path: Path, field_name: str):
+    from rasterio.crs import CRS
+    from shapely.geometry import shape
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path.name} as GeoJSON ({exc})") from None
+    crs_name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+    rows = []
+    for f in data.get("features", []):
+        props = f.get("properties") or {}
+        if field_name not in props:
+            raise InputError(f"{path.name} has no field {field_name!r}; its fields: {', '.join(props)}")
+        if f.get("geometry") and props[field_name] is not None:
+            rows.append((shape(f["geometry"]), str(props[field_name])))
+    return rows, CRS.from_user_input(crs_name) if crs_name else CRS.from_epsg(4326)
+
+
+def _class_grid_from_raster(path, src, class_names: dict[str, str] | None):
+    """(H, W) int32 class index on src's grid (-1: none), class names."""
+    with open_raster(path) as lab:
+        codes = np.full((src.height, src.width), np.nan, np.float64)
+        reproject(rasterio.band(lab, 1), codes, dst_transform=src.transform, dst_crs=src.crs,
+                  dst_nodata=np.nan, resampling=Resampling.nearest)
+        if lab.nodata is not None:
+            codes[codes == lab.nodata] = np.nan
+    found = np.unique(codes[np.isfinite(codes)])
+    if class_names:
+        values = [v for v in found if _code(v) in class_names]
+        names = [class_names[_code(v)] for v in values]
+    else:
+        values, names = list(found), [_code(v) for v in found]
+    if not values:
+        raise InputError(f"{Path(path).name} holds no class code over the raster"
+                         + (f" among {', '.join(class_names)}" if class_names else ""))
+    grid = np.full(codes.shape, -1, np.int32)
+    for i, v in enumerate(values):
+        grid[codes == v] = i
+    return grid, names
+
+
+def _code(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _class_grid_from_polygons(path, field_name, layer, src):
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping
+
+    if not field_name:
+        raise InputError("a polygon label layer needs FIELD / --field: the attribute that holds the class")
+    rows, crs = read_polygons(path, field_name, layer)
+    if not rows:
+        raise InputError(f"{Path(path).name} holds no polygon with a value in {field_name!r}")
+    names = sorted({v for _, v in rows})
+    shapes = []
+    for geom, value in rows:
+        g = mapping(geom)
+        if crs is not None and src.crs is not None and crs != src.crs:
+            g = transform_geom(crs, src.crs, g)
+        shapes.append((g, names.index(value)))
+    grid = rasterize(shapes, out_shape=(src.height, src.width), transform=src.transform, fill=-1, dtype="int32")
+    return grid, names
+
+
+def load_raster_patches(raster: str | os.PathLike, labels: str | os.PathLike, field_name: str | None = None,
+                        patch_size: int = 32, threshold: float = 0.7, block_size: int | None = None,
+                        val_fraction: float = 0.25, seed: int = 0, bands: list[int] | None = None,
+                        class_names: dict[str, str] | None = None, layer: str | None = None,
+                        stride: int | None = None, min_patches: int = 1, warn=print) -> PatchSet:
+    """Labelled windows of `raster` from a class raster or polygon layer (module docstring)."""
+    _check_split(patch_size, val_fraction)
+    if not 0.0 < threshold <= 1.0:
+        raise InputError(f"dominant-class threshold must be in (0, 1], got {threshold}")
+    stride = stride or max(1, patch_size // 2)
+    block_size = block_size or 4 * patch_size
+    if block_size < patch_size:
+        raise InputError(f"block size {block_size} must be at least the patch size {patch_size}")
+    with rasterio.Env(**GDAL_ENV), open_raster(raster) as src:
+        band_idx = bands or list(range(1, src.count + 1))
+        bad = [b for b in band_idx if not 1 <= b <= src.count]
+        if bad:
+            raise InputError(f"band(s) {bad} do not exist: {Path(raster).name} has bands 1..{src.count}")
+        data, valid = BlockReader(src, band_idx).read(0, src.height, 0, src.width)
+        names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
+        dtype = src.dtypes[band_idx[0] - 1]
+        if Path(labels).suffix.lower() in VECTOR_SUFFIXES:
+            grid, classes = _class_grid_from_polygons(labels, field_name, layer, src)
+        else:
+            grid, classes = _class_grid_from_raster(labels, src, class_names)
+    valid = np.ones(grid.shape, bool) if valid is None else valid
+    h, w = grid.shape
+    if h < patch_size or w < patch_size:
+        raise InputError(f"{Path(raster).name} is {w} x {h} px, smaller than one {patch_size} px patch")
+    labelled = (grid >= 0) & valid
+    split = BlockSplit(h, w, block_size, val_fraction, seed, valid=labelled, min_block_valid=0.02)
+    k = len(classes)
+    xs, ys, held, sources = [], [], [], []
+    for which, blocks in (("train", split.train_blocks), ("val", split.val_blocks)):
+        for r0b, c0b, r1b, c1b in blocks:
+            for r in range(r0b, r1b - patch_size + 1, stride):
+                for c in range(c0b, c1b - patch_size + 1, stride):
+                    if not valid[r:r + patch_size, c:c + patch_size].all():
+                        continue
+                    window = grid[r:r + patch_size, c:c + patch_size]
+                    hist = np.bincount(window[window >= 0], minlength=k)
+                    top = int(hist.argmax())
+                    if hist[top] < threshold * patch_size * patch_size:
+                        continue
+                    xs.append(data[:, r:r + patch_size, c:c + patch_size].astype(np.float32))
+                    ys.append(top)
+                    held.append(which == "val")
+                    sources.append(f"{r},{c}")
+    if not xs:
+        raise InputError(f"no {patch_size} px window of {Path(raster).name} has one class covering "
+                         f"{threshold:.0%} of it; lower the threshold or the patch size")
+    patches = PatchSet(np.stack(xs), np.asarray(ys, np.int64), classes, names, dtype, np.asarray(held),
+                       sources, [], f"{Path(raster).name} + {Path(labels).name}: {patch_size} px windows, "
+                       f"dominant class >= {threshold:.0%}, block split {block_size} px")
+    return _drop_empty(patches, warn, min_patches)
+
+
+def describe(patches: PatchSet) -> str:
+    return f"{patches.description}; per class train+held-out: {_summary(patches)}"

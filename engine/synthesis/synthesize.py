@@ -1,0 +1,239 @@
+"""`synthesize`: N labelled patches of chosen classes from a synthesis model file.
+
+Output, a labelled data set as class-folder tools read it::
+
+    OUTPUT_FOLDER/
+      <class>/<class>_s<seed>_<index>.tif|png
+      manifest.csv   file, class, index, seed, model, architecture, guidance, steps
+
+plus an optional preview mosaic (one row per class; GeoTIFF loads as a layer,
+.png for viewing). GeoTIFF patches hold values in the band units and dtype the
+model was trained on; PNG patches are 8-bit natural-colour views.
+
+Same seed, same patches: patch i of class c starts from noise drawn from a
+generator seeded with (seed, c), one patch after another, so asking for more
+patches only appends new ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..card import ModelCard
+from ..device import resolve_device
+from ..errors import InputError, ModelFileError
+from ..fileio import atomic_path
+from ..modelfile import LoadedModel, load_model
+from ..progress import Feedback
+from ..scaling import cast_to_dtype
+from .diffusion import heun_sample
+
+MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "models"
+DEFAULT_MODEL = MODELS_DIR / "synthesize_s2_osm.satgen"
+FORMATS = ("tif", "png")
+DEFAULT_GUIDANCE, DEFAULT_STEPS = 1.5, 18
+
+
+def default_model() -> Path:
+    if not DEFAULT_MODEL.is_file():
+        raise ModelFileError(f"the default synthesis model {DEFAULT_MODEL} is missing; reinstall the SatGen plugin "
+                             f"or choose a model file (developers: `make models` rebuilds it)")
+    return DEFAULT_MODEL
+
+
+def load_synthesis_model(path: str | os.PathLike | None, device="cpu") -> LoadedModel:
+    return load_model(path or default_model(), device=device, tasks=("synthesize",))
+
+
+def sampler_defaults(card: ModelCard) -> tuple[float, int]:
+    sampler = card.training.get("sampler", {})
+    return float(sampler.get("guidance", DEFAULT_GUIDANCE)), int(sampler.get("steps", DEFAULT_STEPS))
+
+
+def resolve_classes(card: ModelCard, classes) -> list[int]:
+    """Class names (a list, or text separated by commas; empty: all) -> indexes into card.classes."""
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    if not classes:
+        return list(range(len(card.classes)))
+    lower = {c.lower(): i for i, c in enumerate(card.classes)}
+    unknown = [c for c in classes if str(c).lower() not in lower]
+    if unknown:
+        raise InputError(f"the model knows no class {', '.join(repr(c) for c in unknown)}; its classes are: "
+                         f"{', '.join(card.classes)}")
+    return [lower[str(c).lower()] for c in classes]
+
+
+def _noise(card: ModelCard, class_index: int, count: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, class_index])
+                                          .generate_state(1)[0]))
+    if card.architecture == "cdcgan":
+        shape = (int(card.params.get("nz", 100)),)
+    else:
+        shape = (card.outputs.count, card.tile_size, card.tile_size)
+    return torch.stack([torch.randn(shape, generator=g) for _ in range(count)]) if count else torch.zeros((0,) + shape)
+
+
+def generate(loaded: LoadedModel, class_index: int, count: int, seed: int = 0, guidance: float | None = None,
+             steps: int | None = None, batch_size: int = 32, feedback: Feedback | None = None,
+             progress_span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """(count, C, P, P) float32 patches in model space [-1, 1] for one class."""
+    feedback = feedback or Feedback()
+    card, net = loaded.card, loaded.module
+    default_g, default_s = sampler_defaults(card)
+    guidance = default_g if guidance is None else float(guidance)
+    steps = default_s if steps is None else int(steps)
+    if count < 1:
+        raise InputError(f"COUNT must be at least 1, got {count}")
+    if steps < 1:
+        raise InputError(f"STEPS must be at least 1, got {steps}")
+    if guidance < 0:
+        raise InputError(f"GUIDANCE must be 0 or more (1: plain conditional sampling), got {guidance}")
+    device = next(net.parameters()).device
+    noise = _noise(card, class_index, count, seed)
+    out = []
+    lo, hi = progress_span
+    for start in range(0, count, batch_size):
+        feedback.check_cancelled()
+        z = noise[start:start + batch_size].to(device)
+        labels = torch.full((z.shape[0],), class_index, dtype=torch.long, device=device)
+        with torch.inference_mode():
+            if card.architecture == "cdcgan":
+                x = net(z, labels)
+            else:
+                x = heun_sample(net, z, labels, steps=steps, guidance=guidance)
+        out.append(x.clamp(-1, 1).float().cpu().numpy())
+        feedback.progress(lo + (hi - lo) * min(count, start + batch_size) / count)
+    return np.concatenate(out)
+
+
+def to_values(card: ModelCard, x: np.ndarray) -> np.ndarray:
+    """Model-space patches (N, C, P, P) -> band values in the card's dtype."""
+    values = card.outputs.scaling.from_model(np.moveaxis(x, 1, 0))
+    return np.moveaxis(cast_to_dtype(values, card.outputs.dtype or "float32"), 0, 1)
+
+
+def display_bands(names: list[str]) -> list[int]:
+    from ..training.translation import display_bands as pick
+
+    return pick(names)
+
+
+def to_rgb8(card: ModelCard, x: np.ndarray) -> np.ndarray:
+    """Model-space patches (N, C, P, P) -> (N, 3, P, P) uint8 natural-colour views."""
+    rgb = x[:, display_bands(card.outputs.names)]
+    return np.clip(np.rint((rgb + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _write_tif(path: Path, data: np.ndarray, names: list[str]) -> None:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                           dtype=data.dtype, compress="deflate") as dst:
+            dst.write(data)
+            for i, n in enumerate(names, start=1):
+                dst.set_band_description(i, n)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb.transpose(1, 2, 0)).save(tmp, format="PNG")
+
+
+def mosaic(rows: list[np.ndarray], gap: int = 2, fill: int = 255) -> np.ndarray:
+    """Rows of (n, 3, P, P) uint8 patches -> one (3, H, W) uint8 image."""
+    p = rows[0].shape[-1]
+    cols = max(len(r) for r in rows)
+    out = np.full((3, len(rows) * (p + gap) - gap, cols * (p + gap) - gap), fill, np.uint8)
+    for i, row in enumerate(rows):
+        for j, patch in enumerate(row):
+            out[:, i * (p + gap):i * (p + gap) + p, j * (p + gap):j * (p + gap) + p] = patch
+    return out
+
+
+def write_preview(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """The mosaic as PNG (by suffix) or as an RGB GeoTIFF that loads as a layer."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        _write_png(path, image)
+    else:
+        _write_tif(path, image, ["red", "green", "blue"])
+    return path
+
+
+@dataclass
+class SynthesisResult:
+    folder: Path
+    manifest: Path
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    preview: Path | None = None
+
+
+def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None = None, classes=None,
+               count: int = 16, seed: int = 0, guidance: float | None = None, steps: int | None = None,
+               fmt: str = "tif", output_preview: str | os.PathLike | None = None, device: str = "auto",
+               batch_size: int = 32, feedback: Feedback | None = None) -> SynthesisResult:
+    """Write `count` patches of each class in `classes` (empty: all) as a labelled data set."""
+    feedback = feedback or Feedback()
+    if count < 1:
+        raise InputError(f"COUNT must be at least 1, got {count}")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown patch format {fmt!r}; use {' or '.join(FORMATS)}")
+    loaded = load_synthesis_model(model, resolve_device(device))
+    card = loaded.card
+    indexes = resolve_classes(card, classes)
+    default_g, default_s = sampler_defaults(card)
+    guidance = default_g if guidance is None else guidance
+    steps = default_s if steps is None else steps
+    folder = Path(output_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = SynthesisResult(folder=folder, manifest=folder / "manifest.csv")
+    rows, previews = [], []
+    diffusion = card.architecture != "cdcgan"
+    for k, ci in enumerate(indexes):
+        name = card.classes[ci]
+        span = (k / len(indexes), (k + 1) / len(indexes))
+        x = generate(loaded, ci, count, seed, guidance, steps, batch_size, feedback, span)
+        sub = folder / _safe(name)
+        sub.mkdir(exist_ok=True)
+        values, rgb = to_values(card, x), to_rgb8(card, x)
+        files = []
+        for i in range(count):
+            path = sub / f"{_safe(name)}_s{seed}_{i:04d}.{fmt}"
+            if fmt == "tif":
+                _write_tif(path, values[i], card.outputs.names)
+            else:
+                _write_png(path, rgb[i])
+            files.append(path)
+            rows.append({"file": str(path.relative_to(folder)), "class": name, "class_index": ci, "index": i,
+                         "seed": seed, "model": str(loaded.path.name), "architecture": card.architecture,
+                         "guidance": guidance if diffusion else "", "steps": steps if diffusion else "",
+                         "patch_size": card.tile_size, "bands": " ".join(card.outputs.names)})
+        result.files[name] = files
+        previews.append(rgb)
+        feedback.info(f"{name}: {count} patch(es) in {sub}")
+    with atomic_path(result.manifest) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if output_preview:
+        result.preview = write_preview(output_preview, mosaic(previews))
+    feedback.progress(1.0)
+    return result
+
+
+def _safe(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return keep or "class"

@@ -1,0 +1,176 @@
+"""Class-conditional synthesis: data sets on tiny generated layouts, tiny training of
+each architecture, SEED determinism, output data set, metrics on known cases."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+from engine.errors import InputError
+from engine.modelfile import read_card
+from engine.synthesis.datasets import load_class_folders, load_raster_patches
+from engine.synthesis.scores import fid, kid
+from engine.synthesis.synthesize import synthesize
+from engine.synthesis.training import SynthesisConfig, train_synthesis
+from helpers import write_raster
+
+
+def _png(path, rgb):
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """root/{bright (3 png + 1 broken), dark (2 three-band tif), empty/}."""
+    root = tmp_path / "ds"
+    rng = np.random.default_rng(0)
+    (root / "bright").mkdir(parents=True)
+    (root / "dark").mkdir()
+    (root / "empty").mkdir()
+    for i in range(3):
+        _png(root / "bright" / f"b{i}.png", 200 + rng.integers(0, 50, (20, 24, 3)))
+    (root / "bright" / "broken.png").write_bytes(b"not a png at all")
+    for i in range(2):
+        write_raster(root / "dark" / f"d{i}.tif", rng.integers(0, 40, (3, 16, 16)).astype(np.uint8))
+    return root
+
+
+def test_class_folders_skip_unreadable_and_empty(folders):
+    warnings = []
+    ps = load_class_folders(folders, patch_size=16, val_fraction=0.3, warn=warnings.append)
+    assert ps.classes == ["bright", "dark"]
+    assert ps.x.shape == (5, 3, 16, 16)
+    assert len(ps.skipped) == 1 and "broken.png" in ps.skipped[0]
+    assert any("broken.png" in w for w in warnings) and any("empty" in w for w in warnings)
+    assert ps.held_out.sum() >= 1 and (~ps.held_out).sum() >= 2
+    assert ps.x[ps.labels == 0].mean() > 150 > ps.x[ps.labels == 1].mean()
+
+
+def test_class_folders_bad_input(tmp_path, folders):
+    write_raster(folders / "dark" / "five.tif", np.zeros((5, 16, 16), np.uint8))
+    with pytest.raises(InputError, match="mixed band counts"):
+        load_class_folders(folders, patch_size=16, warn=lambda m: None)
+    (tmp_path / "none" / "a").mkdir(parents=True)
+    with pytest.raises(InputError, match="no readable image"):
+        load_class_folders(tmp_path / "none", warn=lambda m: None)
+    with pytest.raises(InputError, match="does not exist"):
+        load_class_folders(tmp_path / "missing")
+
+
+def _scene(tmp_path):
+    """64 x 64 px, 2 bands: left half dark (class 1), right half bright (class 2)."""
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 100, (2, 64, 64)).astype(np.uint16)
+    img[:, :, 32:] += 1000
+    classes = np.ones((1, 64, 64), np.float32)
+    classes[:, :, 32:] = 2
+    classes[:, :4, :4] = -9999
+    raster = write_raster(tmp_path / "img.tif", img, descriptions=["red", "nir"])
+    labels = write_raster(tmp_path / "classes.tif", classes, nodata=-9999)
+    return raster, labels
+
+
+def test_raster_with_class_raster_and_block_split(tmp_path):
+    raster, labels = _scene(tmp_path)
+    ps = load_raster_patches(raster, labels, patch_size=8, threshold=0.9, block_size=16, val_fraction=0.25,
+                             class_names={"1": "dark", "2": "bright"})
+    assert ps.classes == ["dark", "bright"] and ps.band_names == ["red", "nir"] and ps.dtype == "uint16"
+    assert ps.held_out.any() and (~ps.held_out).any()
+    bright = ps.x[ps.labels == 1]
+    assert bright.min() >= 1000 and ps.x[ps.labels == 0].max() < 100
+    # no window crosses a block edge: training and held-out windows never overlap
+    rc = np.array([[int(v) for v in s.split(",")] for s in ps.sources])
+    assert ((rc // 16) == ((rc + 7) // 16)).all()
+
+
+def test_raster_with_polygons(tmp_path):
+    raster, _ = _scene(tmp_path)
+    x0, y0 = 500000.0, 5800000.0  # write_raster's origin, 10 m pixels
+    def box(c0, c1):
+        return {"type": "Polygon", "coordinates": [[[x0 + c0 * 10, y0], [x0 + c1 * 10, y0], [x0 + c1 * 10, y0 - 640],
+                                                    [x0 + c0 * 10, y0 - 640], [x0 + c0 * 10, y0]]]}
+    gj = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+          "features": [{"type": "Feature", "properties": {"lc": "field"}, "geometry": box(0, 32)},
+                       {"type": "Feature", "properties": {"lc": "town"}, "geometry": box(32, 64)}]}
+    path = tmp_path / "lc.geojson"
+    path.write_text(json.dumps(gj))
+    ps = load_raster_patches(raster, path, "lc", patch_size=8, threshold=0.9, block_size=16)
+    assert ps.classes == ["field", "town"]
+    assert ps.x[ps.labels == 1].min() >= 1000
+    with pytest.raises(InputError, match="no field 'missing'"):
+        load_raster_patches(raster, path, "missing", patch_size=8)
+    with pytest.raises(InputError, match="threshold"):
+        load_raster_patches(raster, path, "lc", patch_size=8, threshold=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("syn")
+    raster, labels = _scene(tmp)
+    out = {}
+    for arch, extra in (("cdcgan", dict(ngf=8, ndf=8, nz=16)), ("diffusion", dict(base=8, depth=2, steps=3))):
+        config = SynthesisConfig(output_model=str(tmp / f"{arch}.satgen"), report_dir=str(tmp / arch), arch=arch,
+                                 input=str(raster), labels=str(labels), patch_size=16, threshold=0.9,
+                                 block_size=32, stride=8, epochs=1, patches_per_epoch=16, batch_size=8,
+                                 class_names={"1": "dark", "2": "bright"}, device="cpu", **extra)
+        out[arch] = (train_synthesis(config), config)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["cdcgan", "diffusion"])
+def test_tiny_training_writes_model_and_report(tiny_models, arch):
+    path, config = tiny_models[arch]
+    card = read_card(path)
+    assert card.task == "synthesize" and card.classes == ["dark", "bright"] and card.tile_size == 16
+    assert card.outputs.names == ["red", "nir"] and card.outputs.dtype == "uint16"
+    for name in ("loss_curves.png", "samples.png", "metrics.json", "checkpoint.pt"):
+        assert (tmp := __import__("pathlib").Path(config.report_dir) / name).exists(), tmp
+    # resume: a second epoch continues from the checkpoint
+    config.epochs = 2
+    train_synthesis(config)
+    history = json.loads((__import__("pathlib").Path(config.report_dir) / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+@pytest.mark.parametrize("arch", ["cdcgan", "diffusion"])
+def test_synthesize_dataset_seed_and_bad_input(tiny_models, tmp_path, arch):
+    model = tiny_models[arch][0]
+    a = synthesize(tmp_path / "a", model, "bright", count=3, seed=7, steps=2,
+                   output_preview=tmp_path / "preview.tif", device="cpu")
+    b = synthesize(tmp_path / "b", model, ["Bright"], count=3, seed=7, steps=2, device="cpu")
+    c = synthesize(tmp_path / "c", model, "bright", count=3, seed=8, steps=2, device="cpu")
+    def read(p):
+        with rasterio.open(p) as src:
+            return src.read()
+    first = [read(p) for p in a.files["bright"]]
+    assert all(np.array_equal(x, read(p)) for x, p in zip(first, b.files["bright"]))
+    assert not np.array_equal(first[0], read(c.files["bright"][0]))
+    assert first[0].shape == (2, 16, 16) and first[0].dtype == np.uint16
+    rows = list(csv.DictReader(open(a.manifest)))
+    assert [r["class"] for r in rows] == ["bright"] * 3 and rows[0]["seed"] == "7"
+    assert (tmp_path / "a" / rows[0]["file"]).exists()
+    with rasterio.open(a.preview) as src:
+        assert src.count == 3 and src.width == 3 * 16 + 2 * 2
+    png = synthesize(tmp_path / "png", model, "", count=1, fmt="png", device="cpu")
+    assert set(png.files) == {"dark", "bright"} and png.files["dark"][0].suffix == ".png"
+    with pytest.raises(InputError, match="dark, bright"):
+        synthesize(tmp_path / "x", model, "forest", count=1)
+    with pytest.raises(InputError, match="COUNT"):
+        synthesize(tmp_path / "x", model, "dark", count=0)
+
+
+def test_fid_kid_known_cases():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 16))
+    b = rng.standard_normal((400, 16))
+    far = rng.standard_normal((400, 16)) + 1.0
+    assert fid(a, a) == pytest.approx(0, abs=1e-6)
+    # KID is unbiased: about 0 (either sign) for samples of one distribution, clearly positive otherwise
+    assert kid(a, far) > 0.5 and abs(kid(a, a)) < 0.1 * kid(a, far) and abs(kid(a, b)) < 0.1 * kid(a, far)
+    assert fid(a, far) > 10 * max(fid(a, b), 0.1)
