@@ -6,9 +6,12 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.apply_model import ApplyModelAlgorithm
+from .algorithms.evaluate_synthesis import EvaluateSynthesisAlgorithm
 from .algorithms.inpaint_clouds import InpaintCloudsAlgorithm
 from .algorithms.render_map_target import RenderMapTargetAlgorithm
+from .algorithms.synthesize import SynthesizeAlgorithm
 from .algorithms.train_inpainting import TrainInpaintingAlgorithm
+from .algorithms.train_synthesis import TrainSynthesisAlgorithm
 from .algorithms.train_translation import TrainTranslationAlgorithm
 from .algorithms.translate import TranslateAlgorithm
 
@@ -30,7 +33,8 @@ class SatGenProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802
         for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm(),
-                    TrainTranslationAlgorithm(), InpaintCloudsAlgorithm(), TrainInpaintingAlgorithm()):
+                    TrainTranslationAlgorithm(), InpaintCloudsAlgorithm(), TrainInpaintingAlgorithm(),
+                    SynthesizeAlgorithm(), TrainSynthesisAlgorithm(), EvaluateSynthesisAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802

@@ -1,0 +1,105 @@
+"""satgen:train_synthesis: train a class-conditional patch synthesis model (diffusion or the cDCGAN baseline)."""
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProviderRegistry,
+)
+
+from .base import DEVICES, SatGenAlgorithm
+
+ARCHS = ["diffusion", "cdcgan"]
+
+
+class TrainSynthesisAlgorithm(SatGenAlgorithm):
+    def name(self):
+        return "train_synthesis"
+
+    def displayName(self):  # noqa: N802
+        return "Train patch synthesis model"
+
+    def shortHelpString(self):  # noqa: N802
+        return ("Trains a class-conditional model that generates image patches of each class, for 'Synthesize "
+                "labelled patches'. Data: a folder with one sub-folder of images per class (EuroSAT, UC Merced, AID "
+                "layout; any size and band count, unreadable files are skipped and listed), or a raster with a "
+                "class raster or a polygon layer whose FIELD holds the class: windows whose dominant class covers "
+                "THRESHOLD of the patch, split into training and held-out blocks of the scene.\n\n"
+                "Architectures: 'diffusion', a class-conditional U-Net (EDM) with classifier-free guidance, and "
+                "'cdcgan', the conditional DCGAN baseline. Each epoch writes a checkpoint and the report "
+                "(loss_curves.png, samples.png with a row per class, metrics.json); running again with the same "
+                "report folder resumes. Slow on a CPU; a CUDA GPU is used when present.\n\n"
+                "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
+                "SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            "DATASET", "Class folders (one sub-folder of images per class)",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Or: a raster ...", optional=True))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            "LABELS", "... with a class raster or a polygon layer", optional=True))
+        self.addParameter(QgsProcessingParameterString("FIELD", "Class field of the polygon layer", optional=True))
+        self.addParameter(QgsProcessingParameterEnum("ARCH", "Architecture", options=ARCHS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "PATCH_SIZE", "Patch size in pixels (16-128)", QgsProcessingParameterNumber.Integer, defaultValue=32,
+            minValue=16, maxValue=128))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+        for param in (
+            QgsProcessingParameterNumber("THRESHOLD", "Share of a patch its dominant class must cover",
+                                         QgsProcessingParameterNumber.Double, defaultValue=0.6, minValue=0.01,
+                                         maxValue=1.0),
+            QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=32, minValue=1),
+            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
+            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
+                                       defaultValue=0),
+        ):
+            self.add_advanced(param)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
+
+    def labels_path(self, parameters, context):
+        layer = self.parameterAsLayer(parameters, "LABELS", context)
+        if layer is None:
+            return None
+        parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+        path = parts.get("path")
+        if not path:
+            raise QgsProcessingException(f"LABELS: layer '{layer.name()}' is not a file; save it as GeoPackage or "
+                                         f"GeoTIFF first")
+        return path, parts.get("layerName") or None
+
+    def run_engine(self, parameters, context, feedback):
+        from ..engine.synthesis.training import SynthesisConfig, train_synthesis
+
+        report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
+        report.mkdir(parents=True, exist_ok=True)
+        labels = self.labels_path(parameters, context)
+        dataset = self.parameterAsFile(parameters, "DATASET", context) or None
+        if not dataset and not (parameters.get("INPUT") and labels):
+            raise QgsProcessingException("no training data: give class folders (DATASET), or a raster (INPUT) with "
+                                         "a class raster or polygon layer (LABELS)")
+        config = SynthesisConfig(
+            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
+            arch=ARCHS[self.parameterAsEnum(parameters, "ARCH", context)], dataset=dataset,
+            input=self.raster_path(parameters, "INPUT", context) if parameters.get("INPUT") else None,
+            labels=labels[0] if labels else None, field=self.parameterAsString(parameters, "FIELD", context) or None,
+            patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
+            threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
+            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
+            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
+            seed=self.parameterAsInt(parameters, "SEED", context),
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
+        path = train_synthesis(config, feedback)
+        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
