@@ -139,7 +139,7 @@ def evaluate_synthesis_section(model: str, baseline: str, n: int = 100, repeats:
 def main_synthesis(args) -> int:
     section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report))
     for key, value in section["summary"].items():
-        print(f"{key:40s} {value:.4f}")
+        print(f"{key:40s} {value if value is None else round(value, 4)}")
     print("goals:", json.dumps(section["goals"]))
     print(f"wrote the synthesize section of {args.report}")
     return 0

@@ -75,7 +75,7 @@ def _distances(feat_syn, y_syn, feat_ref, y_ref, classes) -> dict:
             "kid_per_class": per_kid, "fid_per_class": per_fid}
 
 
-def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: int = 300,
+def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: int = 250, batch_size: int = 32,
                        feedback: Feedback | None = None) -> dict:
     feedback = feedback or Feedback()
     card = load_model(model, tasks=("synthesize",)).card
@@ -99,7 +99,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         synthetic[name] = _synthetic(path, classes, n, scaling, feedback)
 
     def judge(x, y, seed):
-        net = train_classifier(x, y, k, steps=steps, seed=seed, feedback=feedback)
+        net = train_classifier(x, y, k, steps=steps, batch_size=batch_size, seed=seed, feedback=feedback)
         return net, accuracies(predict(net, x_val)[0], y_val, classes)
 
     runs = {"real": [], "cas_model": [], "cas_cdcgan": [], "real_plus_model": [], "real_plus_cdcgan": []}
@@ -132,8 +132,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
                      "the real training patches against them, the level a generator reproducing the training data "
                      "would reach",
         "accuracy_note": "acc_* and cas_* are balanced accuracies (mean recall over classes) on the real held-out "
-                         f"patches, mean of {repeats} classifier trainings ({steps} steps each); plain accuracy in "
-                         "'classifiers'",
+                         f"patches, mean of {repeats} classifier trainings ({steps} steps of {batch_size}, "
+                         "class-balanced); plain accuracy in 'classifiers'",
         "models": {"model": synthetic["model"][2], "cdcgan": synthetic["cdcgan"][2]},
         "distances": dist,
         "classifiers": scores,
@@ -166,4 +166,15 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "cas_beats_cdcgan": s["synthesize.cas_model"] > s["synthesize.cas_cdcgan"],
         "real_plus_synthetic_not_worse": s["synthesize.acc_real_plus_synthetic"] >= s["synthesize.acc_real"],
     }
-    return out
+    return _clean(out)
+
+
+def _clean(value):
+    """NaN (a score without enough samples) -> None, so the report stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -174,3 +174,20 @@ def test_fid_kid_known_cases():
     # KID is unbiased: about 0 (either sign) for samples of one distribution, clearly positive otherwise
     assert kid(a, far) > 0.5 and abs(kid(a, a)) < 0.1 * kid(a, far) and abs(kid(a, b)) < 0.1 * kid(a, far)
     assert fid(a, far) > 10 * max(fid(a, b), 0.1)
+
+
+def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
+    from engine.evaluate import update_report
+    from engine.synthesis.evaluation import evaluate_synthesis
+
+    section = evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], n=4, repeats=1, steps=3,
+                                 batch_size=8)
+    for key in ("kid_model", "kid_cdcgan", "cas_model", "cas_cdcgan", "acc_real", "acc_real_plus_synthetic"):
+        assert f"synthesize.{key}" in section["summary"]
+    assert set(section["per_class"]) == {"dark", "bright"} and section["n_synthetic_per_class"] == 4
+    assert "not ImageNet" in section["feature_space"]
+    report = tmp_path / "quality.json"
+    report.write_text(json.dumps({"translate": {"kept": 1}}))
+    update_report("synthesize", section, report)
+    written = json.loads(report.read_text())
+    assert written["translate"] == {"kept": 1} and written["synthesize"]["goals"] == section["goals"]
