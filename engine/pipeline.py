@@ -27,7 +27,7 @@ from .errors import InputError, ModelFileError
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
 from .fileio import atomic_path
-from .raster import GDAL_ENV, BlockReader, GeoTiffWriter, open_raster, output_nodata, select_bands
+from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, open_raster, output_nodata, select_bands
 from .scaling import cast_to_dtype
 from .windows import TileGrid, tile_weights
 
@@ -100,6 +100,8 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
     valid_strip = np.ones((t, grid.padded_width), bool)
     weights: dict[tuple[bool, ...], np.ndarray] = {}
     total, done = len(grid), 0
+    # reused from batch to batch: fresh arrays this size would each cost page faults
+    batch = scratch = None
 
     for ri, r, batch_cols in _batches(grid, batch_size):
         feedback.check_cancelled()
@@ -114,7 +116,9 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
                 if wanted is None or wanted[:in_rows, c - c0:c - c0 + min(t, grid.width - c)].any()]
         stats.tiles_skipped += len(batch_cols) - len(keep)
         if keep:
-            tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep])
+            if batch is None or batch.shape[1:] != (x.shape[0], t, t) or batch.dtype != x.dtype:
+                batch = np.empty((batch_size, x.shape[0], t, t), x.dtype)
+            tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep], out=batch[:len(keep)])
             start = time.perf_counter()
             out = predict(tiles)
             stats.forward_seconds += time.perf_counter() - start
@@ -129,7 +133,9 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
                 if sides not in weights:
                     weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
                 w = weights[sides]
-                acc[:, :, c * s:(c + t) * s] += y * w
+                if scratch is None:
+                    scratch = np.empty(acc.shape[:1] + w.shape, np.float32)
+                acc[:, :, c * s:(c + t) * s] += np.multiply(y, w, out=scratch)
                 wsum[:, c * s:(c + t) * s] += w
         done += len(batch_cols)
         feedback.progress(done / total)
@@ -212,7 +218,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         bands = select_bands(src, options.bands, card.inputs.names)
         _check_dtype(src, bands, card)
         grid = TileGrid(src.height, src.width, tile, overlap)
-        reader = BlockReader(src, bands)
+        reader = RollingReader(src, bands, max_rows=tile)  # each block of the input read once
         in_scaling, out_scaling = card.inputs.scaling, card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)

@@ -1,0 +1,137 @@
+"""Raster reading: the RollingReader the pipeline uses returns exactly what BlockReader
+returns, for every window the pipeline asks and for windows in any order; the writer's
+compression falls back when GDAL lacks ZSTD."""
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from helpers import smooth_image, write_raster
+from engine.raster import BlockReader, GeoTiffWriter, RollingReader
+from engine.windows import TileGrid
+
+
+def write_blocked(path, data, *, nodata=None, block=None, mask=False):
+    """A GeoTIFF tiled in `block` px blocks, or striped (block=None: GDAL's default strips);
+    `mask`: with a GDAL dataset mask (no nodata value) hiding a few pixels."""
+    bands, rows, cols = data.shape
+    profile = dict(driver="GTiff", width=cols, height=rows, count=bands, dtype=data.dtype,
+                   crs="EPSG:32633", transform=from_origin(500000.0, 5800000.0, 10.0, 10.0), nodata=nodata,
+                   compress="deflate")
+    if block:
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if mask:
+            hidden = np.full((rows, cols), 255, np.uint8)
+            hidden[rows // 3:rows // 3 + 5, 2:9] = 0
+            dst.write_mask(hidden)
+    return path
+
+
+def pipeline_windows(grid: TileGrid, batch: int):
+    """The windows run_tiles asks its source for, in its order."""
+    cols = grid.col_offsets
+    for r in grid.row_offsets:
+        for b0 in range(0, len(cols), batch):
+            yield r, r + grid.tile, cols[b0], cols[min(len(cols), b0 + batch) - 1] + grid.tile
+
+
+def assert_same(a, b):
+    (da, va), (db, vb) = a, b
+    assert da.dtype == db.dtype
+    np.testing.assert_array_equal(da, db)
+    assert (va is None) == (vb is None)
+    if va is not None:
+        np.testing.assert_array_equal(va, vb)
+
+
+@pytest.mark.parametrize("shape,block,tile,overlap,batch", [
+    ((3, 200, 150), 32, 48, 8, 2),      # block rows smaller than a tile
+    ((2, 181, 97), 64, 32, 5, 3),       # blocks taller than a tile
+    ((1, 300, 70), None, 40, 12, 4),    # striped file
+    ((2, 20, 33), 16, 64, 8, 2),        # raster smaller than one tile: reflected both ways
+    ((1, 1, 1), None, 16, 4, 1),
+    ((3, 97, 260), 16, 16, 15, 5),      # overlap of almost a tile
+])
+@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask"])
+def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, shape, block, tile, overlap, batch,
+                                                                  kind):
+    dtype = "float32" if kind == "nan" else "uint16"
+    data = smooth_image(*shape, dtype=dtype)
+    nodata = {"nodata": 0, "nan": float("nan")}.get(kind)
+    if kind == "nodata":
+        data[:, shape[1] // 2:shape[1] // 2 + 3, :4] = 0
+        data[0, -1, -1] = 0
+    if kind == "nan":
+        data[-1, :2, -3:] = np.nan
+        data[0, -1, 0] = np.inf
+    path = write_blocked(tmp_path / "in.tif", data, nodata=nodata, block=block, mask=kind == "mask")
+    bands = list(range(1, shape[0] + 1))
+    grid = TileGrid(shape[1], shape[2], tile, overlap)
+    with rasterio.open(path) as src:
+        plain, rolling = BlockReader(src, bands), RollingReader(src, bands, max_rows=tile)
+        if kind != "plain":
+            assert plain.has_invalid
+        for window in pipeline_windows(grid, batch):
+            assert_same(rolling.read(*window), plain.read(*window))
+        # and any window, in any order, up and down
+        rng = np.random.default_rng(0)
+        for _ in range(60):
+            r0 = int(rng.integers(-tile, shape[1] + tile))
+            c0 = int(rng.integers(-tile, shape[2] + tile))
+            window = r0, r0 + int(rng.integers(1, tile + 1)), c0, c0 + int(rng.integers(1, 3 * tile))
+            assert_same(rolling.read(*window), plain.read(*window))
+
+
+def test_rolling_reader_reads_each_block_row_once(tmp_path):
+    data = smooth_image(2, 300, 90)
+    path = write_blocked(tmp_path / "in.tif", data, block=32)
+    grid = TileGrid(300, 90, 48, 16)
+    with rasterio.open(path) as src:
+        reader = RollingReader(src, [1, 2], max_rows=48)
+        windows = []
+        real_read = src.read
+
+        def spy(*args, **kwargs):
+            windows.append(kwargs["window"])
+            return real_read(*args, **kwargs)
+
+        src.read = spy
+        for window in pipeline_windows(grid, 2):
+            out, valid = reader.read(*window)
+            assert not out.flags.writeable and valid is None
+    rows = [(int(w.row_off), int(w.row_off + w.height)) for w in windows]
+    assert rows[0][0] == 0 and rows[-1][1] == 300
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))  # consecutive: no row twice
+    assert all(r1 % 32 == 0 for _r0, r1 in rows[:-1])  # whole block rows
+    assert all(w.col_off == 0 and w.width == 90 for w in windows)
+    assert reader.capacity == 48 + 31
+
+
+def test_rolling_reader_reads_a_window_taller_than_it_holds_directly(tmp_path):
+    path = write_blocked(tmp_path / "in.tif", smooth_image(1, 100, 10), block=16)
+    with rasterio.open(path) as src:
+        rolling, plain = RollingReader(src, [1], max_rows=8), BlockReader(src, [1])
+        assert rolling.capacity == 8 + 15
+        for window in [(0, 8, 0, 10), (0, 60, -3, 12), (90, 98, 0, 10), (50, 150, 0, 10), (96, 104, 0, 10)]:
+            assert_same(rolling.read(*window), plain.read(*window))
+
+
+def test_writer_compression_and_fallback(tmp_path, monkeypatch):
+    import engine.raster as raster
+
+    def write(name):
+        writer = GeoTiffWriter(str(tmp_path / name), width=300, height=260, dtype="uint8", crs="EPSG:32633",
+                               transform=from_origin(500000.0, 5800000.0, 10.0, 10.0), nodata=None,
+                               band_names=["a"])
+        writer.write_rows(np.arange(300 * 260, dtype=np.uint8).reshape(1, 260, 300))
+        writer.close()
+        with rasterio.open(tmp_path / name) as dst:
+            assert dst.read(1).tobytes() == np.arange(300 * 260, dtype=np.uint8).tobytes()
+            return dst.compression.name.lower(), dst.block_shapes[0]
+
+    assert write("default.tif") == (raster.output_compression()["compress"], (256, 256))
+    monkeypatch.setattr(raster, "_zstd", lambda: False)
+    assert write("fallback.tif") == ("deflate", (256, 256))
