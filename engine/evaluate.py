@@ -117,13 +117,24 @@ def update_report(section: str, values: dict, path: Path = REPORT) -> None:
 def main(args) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    section = evaluate_translation(args.translate_model, args.translate_baseline, work)
-    update_report("translate", section)
-    for key, value in section["summary"].items():
-        print(f"{key:34s} {value:.4f}")
-    print("goals:", json.dumps(section["goals"]))
-    print(f"wrote {REPORT} and reports/translate_preview.png")
+    if "translate" in args.only:
+        section = evaluate_translation(args.translate_model, args.translate_baseline, work)
+        update_report("translate", section)
+        _print(section, "reports/translate_preview.png")
+    if "inpaint" in args.only:
+        from .evaluate_inpaint import evaluate_inpainting
+
+        section = evaluate_inpainting(args.inpaint_model, work / "inpaint")
+        update_report("inpaint", section)
+        _print(section, "reports/inpaint_preview.png")
     return 0
+
+
+def _print(section: dict, preview: str) -> None:
+    for key, value in section["summary"].items():
+        print(f"{key:40s} {value:.4f}")
+    print("goals:", json.dumps(section["goals"]))
+    print(f"wrote {REPORT} and {preview}")
 
 
 def evaluate_synthesis_section(model: str, baseline: str, n: int = 100, repeats: int = 2,

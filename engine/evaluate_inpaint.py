@@ -104,7 +104,7 @@ def _write(path, data, profile):
 
 def _run_case(model, image, cloud, profile, work: Path, name: str, batch_size: int, feedback) -> tuple[np.ndarray, bool]:
     src = _write(work / f"{name}.tif", image, profile)
-    mask = _write(work / f"{name}_mask.tif", cloud[None].astype(np.uint8), profile)
+    mask = _write(work / f"{name}_mask.tif", cloud[None].astype(np.uint8), dict(profile, nodata=None))
     out = work / f"{name}_filled.tif"
     inpaint(src, out, model, MaskOptions(mask=mask), TileOptions(batch_size=batch_size), feedback)
     with rasterio.open(out) as dst:

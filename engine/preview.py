@@ -60,3 +60,31 @@ def preview(inputs: list[str], labels: list[str], output: str, bands: list[int] 
     """Side-by-side PNG of several co-registered rasters; `bands` applies to the first."""
     pictures = [read_rgb(path, bands if i == 0 else None, max_size) for i, path in enumerate(inputs)]
     return side_by_side(pictures, labels, output)
+
+
+def _read_decimated(src, bands: list[int], max_size: int) -> np.ma.MaskedArray:
+    factor = max(1.0, max(src.width, src.height) / max_size)
+    shape = (len(bands), max(1, round(src.height / factor)), max(1, round(src.width / factor)))
+    return src.read(bands, out_shape=shape, resampling=Resampling.nearest, masked=True)
+
+
+def inpaint_preview(cloudy: str | os.PathLike, filled: str | os.PathLike, mask: str | os.PathLike,
+                    output: str | os.PathLike, cloudy_bands: list[int], filled_bands: list[int],
+                    labels: list[str] | None = None, max_size: int = 600) -> Path:
+    """cloudy | mask | filled, both images stretched alike (2-98 % of the clear pixels)."""
+    with open_raster(cloudy) as a, open_raster(filled) as b, open_raster(mask) as m:
+        x = _read_decimated(a, cloudy_bands, max_size)
+        y = _read_decimated(b, filled_bands, max_size)
+        cloud = _read_decimated(m, [1], max_size)[0]
+    clear = (cloud.filled(255) == 0)
+    pictures = []
+    for data in (x, y):
+        rgb = np.zeros(data.shape, np.uint8)
+        for i, band in enumerate(data):
+            values = band[clear & ~np.ma.getmaskarray(band)]
+            lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
+            rgb[i] = np.clip((band.filled(lo).astype(np.float64) - lo) * 255.0 / max(hi - lo, 1e-6), 0, 255)
+        pictures.append(rgb.transpose(1, 2, 0))
+    shown = np.where(cloud.filled(255)[..., None] == 1, 255, np.where(clear[..., None], 0, 128)).astype(np.uint8)
+    pictures.insert(1, np.repeat(shown, 3, axis=2))
+    return side_by_side(pictures, labels or ["cloudy", "cloud mask used", "filled"], output)

@@ -15,12 +15,14 @@ from torch import nn
 from ..errors import ModelFileError
 from .cdcgan import CDCGANGenerator
 from .class_unet import ClassUNet
+from .inpaint_unet import InpaintUNet
 from .patchgan import PatchGAN
 from .unet import UNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet,
     "patchgan": PatchGAN,
+    "inpaint_unet": InpaintUNet,
     "cdcgan": CDCGANGenerator,  # synthesize: conditional DCGAN generator (baseline)
     "class_unet": ClassUNet,  # synthesize: class-conditional EDM denoiser
 }

@@ -29,7 +29,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
-from ..models.unet import UNet
+from ..models.inpaint_unet import InpaintUNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback
 from .checkpoint import linear_decay, load_checkpoint, save_checkpoint
@@ -54,7 +54,7 @@ class InpaintingConfig:
     patch_size: int = 128
     tile_size: int = 256
     overlap: int = 32
-    ngf: int = 32
+    ngf: int = 16
     depth: int = 7
     ndf: int = 32
     lambda_hole: float = 100.0
@@ -149,7 +149,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     bands = scenes[0].band_names
     n = len(bands)
     g_params = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth)
-    generator = UNet(**g_params).to(device)
+    generator = InpaintUNet(**g_params).to(device)
     discriminator = PatchGAN(2 * n + 1, ndf=config.ndf).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
@@ -174,12 +174,12 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
 
     card = ModelCard(
-        task="inpaint", architecture="unet", params=g_params,
+        task="inpaint", architecture="inpaint_unet", params=g_params,
         inputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype, clip=CLIP),
         outputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype),
         tile_size=config.tile_size, overlap=config.overlap, scale=1, name=config.name,
-        description=(f"U-Net (ngf {config.ngf}, depth {config.depth}) filling cloud-masked pixels of "
-                     f"{n}-band {scenes[0].dtype} imagery; input: bands with cloudy pixels zeroed + the mask"
+        description=(f"push-pull fill + U-Net correction (ngf {config.ngf}, depth {config.depth}) for cloud-masked "
+                     f"pixels of {n}-band {scenes[0].dtype} imagery; input: bands with cloudy pixels zeroed + the mask"
                      + (", trained with a conditional PatchGAN" if config.adversarial else ", L1 only")),
         training={"data": config.data_description or ", ".join(Path(p).name for p in config.inputs),
                   "attribution": config.attribution, "licence": config.licence,
