@@ -98,3 +98,35 @@ def test_qgis_process_inpaints_with_a_qa_band(qgis_process_env, tmp_path):
     cloud[100:160, 40:200] = True
     assert np.array_equal(filled[:, ~cloud], original[:, ~cloud])
     assert not np.array_equal(filled[:, cloud], original[:, cloud])
+
+
+def test_example_graphical_model_trains_then_inpaints(satgen_provider, tmp_path):
+    """resources/modeler/train_and_inpaint.model3: train_inpainting -> inpaint_clouds, run for real."""
+    import processing
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    from helpers import ROOT
+    from test_modeler import set_child_values
+
+    shipped = QgsProcessingModelAlgorithm()
+    assert shipped.fromFile(str(ROOT / "resources" / "modeler" / "train_and_inpaint.model3"))
+    ok, issues = shipped.validate()
+    assert ok, issues
+    assert shipped.dependsOnChildAlgorithms("inpaint") == {"train"}
+    model = shipped.create()
+    set_child_values(model, "train", PATCH_SIZE=32, BATCH_SIZE=2, PATCHES_PER_EPOCH=4, WIDTH=4, DEVICE=1)
+    clear = crop_raster(SAMPLES / "s2_virginia_10m.tif", tmp_path / "clear.tif", 600, 600, 128, 128)
+    cloudy = crop_raster(SAMPLES / "s2_virginia_10m.tif", tmp_path / "cloudy.tif", 900, 900, 96, 96)
+    with rasterio.open(cloudy) as src:
+        cloud = np.zeros((1, 96, 96), np.uint8)
+        cloud[0, 20:50, 30:70] = 1
+        mask = write_raster(tmp_path / "mask.tif", cloud, crs=src.crs, transform=src.transform)
+        original = src.read()
+    result = processing.run(model, {
+        "clear_rasters": [str(clear)], "epochs": 1, "cloudy_raster": str(cloudy), "cloud_mask": str(mask),
+        "detect": False, "train:model_file": str(tmp_path / "m.satgen"), "train:training_report": str(tmp_path / "r"),
+        "inpaint:filled_raster": str(tmp_path / "filled.tif"), "inpaint:cloud_mask_used": str(tmp_path / "used.tif")})
+    with rasterio.open(result["inpaint:filled_raster"]) as out:
+        filled = out.read()
+    assert np.array_equal(filled[:, cloud[0] == 0], original[:, cloud[0] == 0])
+    assert (tmp_path / "r" / "metrics.json").exists()
