@@ -228,7 +228,9 @@ def evaluate_inpainting(model: str, work: Path) -> dict:
     feedback = ConsoleFeedback()
     held, picture, card = evaluate_heldout(model, work, feedback=Feedback())
     series = evaluate_series(work, feedback)
-    out = {"held_out": held, "landsat_series": series}
+    from .masks import detection_accuracy
+
+    out = {"held_out": held, "landsat_series": series, "detection": detection_accuracy()}
     summary = {f"inpaint.{k}": held[k] for k in held if k.endswith(("_model", "_fillnodata", "_meanfill"))}
     summary = {k.replace("_model", ""): v for k, v in summary.items()}
     summary["inpaint.outside_identical"] = held["outside_identical"]
@@ -236,6 +238,9 @@ def evaluate_inpainting(model: str, work: Path) -> dict:
     if "cases" in series:
         summary["inpaint.series_psnr_mask_db"] = series["psnr_mask_db_model"]
         summary["inpaint.series_psnr_mask_db_fillnodata"] = series["psnr_mask_db_fillnodata"]
+    for name, scores in out["detection"]["datasets"].items():
+        summary[f"inpaint.detection_accuracy_{name}"] = scores["overall_accuracy"]
+        summary[f"inpaint.detection_iou_{name}"] = scores["iou"]
     out["summary"] = summary
     out["goals"] = {
         "psnr_3db_above_fillnodata": held["psnr_mask_db_model"] >= held["psnr_mask_db_fillnodata"] + 3.0,

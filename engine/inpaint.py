@@ -13,6 +13,7 @@ as a second GeoTIFF (1 cloud, 0 clear, 255 nodata).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -181,8 +182,8 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             if normalize == "scene":
                 scaling = fit_percentiles(clear.astype(np.float64))
                 feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
-            result = _run(src, reader, cloud, grid, card, model, device, scaling, bands, dtype, output_path,
-                          output_mask, options.batch_size, feedback, stats, fraction, best_effort)
+            _run(src, reader, cloud, grid, card, model, device, scaling, bands, dtype, output_path,
+                 output_mask, options.batch_size, feedback, stats, fraction, best_effort)
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
     return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
@@ -203,7 +204,8 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
 
     tags = {"SATGEN_CLOUD_FRACTION": f"{fraction:.6f}", "SATGEN_BEST_EFFORT": str(best_effort).lower(),
             "SATGEN_MODEL": card.name}
-    with atomic_path(output_path) as tmp, _maybe_atomic(output_mask) as tmp_mask:
+    with atomic_path(output_path) as tmp, \
+            (atomic_path(output_mask) if output_mask else contextlib.nullcontext()) as tmp_mask:
         writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
                                transform=src.transform, nodata=src.nodata, band_names=names)
         mask_writer = None
@@ -247,17 +249,3 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             if mask_writer:
                 mask_writer.abort()
             raise
-
-
-class _maybe_atomic:
-    """atomic_path(path) when a path is given, else a context yielding None."""
-
-    def __init__(self, path):
-        self.path = path
-        self._ctx = atomic_path(path) if path else None
-
-    def __enter__(self):
-        return self._ctx.__enter__() if self._ctx else None
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc) if self._ctx else False

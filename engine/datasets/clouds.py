@@ -12,7 +12,6 @@ clear pixels under the mask.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 

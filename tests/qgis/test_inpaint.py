@@ -12,13 +12,6 @@ from helpers import SAMPLES, crop_raster, write_raster
 from test_qgis_process import QGIS_PROCESS, enable_plugin
 
 
-@pytest.fixture(scope="module")
-def tiny_inpainter(tmp_path_factory):
-    import processing  # noqa: F401 (the qgis_processing fixture of the first test initialises it)
-
-    return tmp_path_factory.mktemp("inpainter")
-
-
 def _train(tmp_path, scene):
     import processing
 
