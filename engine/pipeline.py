@@ -10,6 +10,7 @@ with the raster's width only, never with its height or area.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -214,11 +215,13 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
 
     started = time.perf_counter()
     stats = RunStats()
-    with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src:
+    with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src, contextlib.ExitStack() as stack:
         bands = select_bands(src, options.bands, card.inputs.names)
         _check_dtype(src, bands, card)
         grid = TileGrid(src.height, src.width, tile, overlap)
-        reader = RollingReader(src, bands, max_rows=tile)  # each block of the input read once
+        # each block of the input read once, each block row decoded by two threads
+        twin = stack.enter_context(open_raster(input_path))
+        reader = stack.enter_context(contextlib.closing(RollingReader(src, bands, max_rows=tile, twin=twin)))
         in_scaling, out_scaling = card.inputs.scaling, card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)

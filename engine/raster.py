@@ -128,9 +128,21 @@ class RollingReader(BlockReader):
     buffer, valid until the next read.
     """
 
-    def __init__(self, src, bands: list[int], max_rows: int):
+    min_split = 65536  # pixels: smaller reads are not worth a handoff to the other thread
+
+    def __init__(self, src, bands: list[int], max_rows: int, twin=None):
+        """`twin`: the same raster opened a second time (the caller closes it), to decode
+        the right half of each block row on a second thread while this one decodes the
+        left: GDAL releases the GIL, and the tile pipeline reads between forward passes,
+        when torch's threads wait. Call close() when done."""
         super().__init__(src, bands)
-        block = src.block_shapes[bands[0] - 1][0]
+        block_rows, block_cols = src.block_shapes[bands[0] - 1]
+        # the column where the twin's half starts: whole blocks on either side
+        half = -(-src.width // 2 // block_cols) * block_cols if 1 <= block_cols < src.width else 0
+        self._twin = twin if twin is not None and 0 < half < src.width else None
+        self._half = half
+        self._pool = None
+        block = block_rows
         # whole block rows, unless blocks are much taller than a window (e.g. a single strip)
         self.block = block if 1 <= block <= max(256, max_rows) else 1
         self.capacity = min(src.height, max(1, max_rows) + self.block - 1)
@@ -158,6 +170,26 @@ class RollingReader(BlockReader):
             valid.flags.writeable = False
         return data, valid
 
+    def _read(self, window: Window, out: np.ndarray) -> None:
+        if self._twin is None or window.height * self.src.width < self.min_split:
+            self.src.read(self.bands, window=window, out=out)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="satgen-read")
+        h = self._half
+        right = self._pool.submit(self._twin.read, self.bands, out=out[:, :, h:],
+                                  window=Window(h, window.row_off, self.src.width - h, window.height))
+        try:
+            self.src.read(self.bands, window=Window(0, window.row_off, h, window.height), out=out[:, :, :h])
+        finally:
+            right.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
     def _hold(self, lo: int, hi: int) -> None:
         """Have raster rows [lo, hi) in the buffer."""
         if self._row0 <= lo and hi <= self._row1:
@@ -174,7 +206,7 @@ class RollingReader(BlockReader):
             keep, start = 0, lo
         window = Window(0, start, self.src.width, end - start)
         out = self._data[:, keep:keep + end - start]
-        self.src.read(self.bands, window=window, out=out)
+        self._read(window, out)
         if self._valid is not None:
             valid = self._validity(out, window)
             self._valid[keep:keep + end - start] = True if valid is None else valid

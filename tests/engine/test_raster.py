@@ -55,9 +55,9 @@ def assert_same(a, b):
     ((1, 1, 1), None, 16, 4, 1),
     ((3, 97, 260), 16, 16, 15, 5),      # overlap of almost a tile
 ])
-@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask"])
-def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, shape, block, tile, overlap, batch,
-                                                                  kind):
+@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask", "twin"])
+def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, monkeypatch, shape, block, tile, overlap,
+                                                                  batch, kind):
     dtype = "float32" if kind == "nan" else "uint16"
     data = smooth_image(*shape, dtype=dtype)
     nodata = {"nodata": 0, "nan": float("nan")}.get(kind)
@@ -70,10 +70,14 @@ def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, shape
     path = write_blocked(tmp_path / "in.tif", data, nodata=nodata, block=block, mask=kind == "mask")
     bands = list(range(1, shape[0] + 1))
     grid = TileGrid(shape[1], shape[2], tile, overlap)
-    with rasterio.open(path) as src:
-        plain, rolling = BlockReader(src, bands), RollingReader(src, bands, max_rows=tile)
-        if kind != "plain":
+    monkeypatch.setattr(RollingReader, "min_split", 0)  # every read split between the threads
+    with rasterio.open(path) as src, rasterio.open(path) as twin:
+        plain = BlockReader(src, bands)
+        rolling = RollingReader(src, bands, max_rows=tile, twin=twin if kind == "twin" else None)
+        if kind not in ("plain", "twin"):
             assert plain.has_invalid
+        if kind == "twin":
+            assert (rolling._twin is not None) == (block is not None and block < shape[2])
         for window in pipeline_windows(grid, batch):
             assert_same(rolling.read(*window), plain.read(*window))
         # and any window, in any order, up and down
@@ -83,6 +87,7 @@ def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, shape
             c0 = int(rng.integers(-tile, shape[2] + tile))
             window = r0, r0 + int(rng.integers(1, tile + 1)), c0, c0 + int(rng.integers(1, 3 * tile))
             assert_same(rolling.read(*window), plain.read(*window))
+        rolling.close()
 
 
 def test_rolling_reader_reads_each_block_row_once(tmp_path):
