@@ -245,10 +245,11 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 rows = writer.next_rows(n)  # (bands, n, width) in the output dtype, written on return
                 for values, valid, c0 in chunks:
                     values = out_scaling.from_model(values)
-                    out = cast_to_dtype(finish(values) if finish else values, out_dtype)
+                    if finish:
+                        values = finish(values)
+                    out = cast_to_dtype(values, out_dtype, out=rows[:, :, c0:c0 + values.shape[2]])
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
-                    rows[:, :, c0:c0 + out.shape[2]] = out
 
             try:
                 run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),

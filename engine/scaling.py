@@ -55,13 +55,19 @@ def fit_percentiles(samples: np.ndarray, lower: float = 2.0, upper: float = 98.0
     return BandScaling(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
 
 
-def cast_to_dtype(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Round and clip float values into an integer dtype's range; floats pass."""
+def cast_to_dtype(values: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Round and clip float values into an integer dtype's range; floats pass.
+
+    `out`: an array of `dtype` and the shape of `values` to write into (and return)
+    instead of a new one."""
     dt = np.dtype(dtype)
     if dt.kind in "ui":
         info = np.iinfo(dt)
-        return _clip(np.rint(values), info.min, info.max).astype(dt)
-    return values.astype(dt)
+        values = _clip(np.rint(values), info.min, info.max)
+    if out is None:
+        return values.astype(dt)
+    np.copyto(out, values, casting="unsafe")  # what astype does
+    return out
 
 
 def _clip(values: np.ndarray, low, high) -> np.ndarray:
