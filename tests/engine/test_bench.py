@@ -93,3 +93,25 @@ def test_quick_bench_writes_a_report(tmp_path):
     assert p["seam_psnr_db"] is None or p["seam_psnr_db"] > 10
     assert report["model"]["weights"] == "random init, seed 0"
     assert set(report["goals"]) == {"efficiency", "peak_rss_ratio", "seam_boundary_ratio", "seam_vs_crop"}
+
+
+def test_bench_only_efficiency_writes_its_own_report(tmp_path):
+    """`python -m engine bench --only efficiency`: the efficiency runs and the profile, nothing else."""
+    import json
+
+    from engine.bench import DEFAULT_INPUT
+    from engine.cli import build_parser
+    from helpers import ROOT
+
+    if not (ROOT / DEFAULT_INPUT).exists():
+        pytest.skip("sample imagery missing: run `make data`")
+    work = tmp_path / "work"
+    args = build_parser().parse_args(["bench", "--quick", "--only", "efficiency", "--repeats", "2", "--input",
+                                      str(ROOT / DEFAULT_INPUT), "--work", str(work)])
+    assert args.func(args) == 0
+    report = json.loads((work / "bench_efficiency.json").read_text())
+    eff = report["details"]["efficiency"]
+    assert 0 < report["pipeline"]["efficiency"] < 2 and eff["repeats"] == 2 and len(eff["runs_forward_seconds"]) == 2
+    assert "other_processes_cpu" in eff and "read (RollingReader.read)" in report["details"]["profile"]["wall_seconds"]
+    assert set(report["goals"]) == {"efficiency"} and "rss_runs" not in report["details"]
+    assert not list(work.glob("canvas_*")) and not list(work.glob("seam_*"))  # no memory or seam runs
