@@ -196,12 +196,14 @@ def measure_efficiency(loaded, input_path: str, work: Path, options, repeats: in
 PROFILED = {  # (module file, function) -> label, in report order
     ("pipeline.py", "apply_model"): "total",
     ("pipeline.py", "predict"): "forward (torch_predictor)",
-    ("raster.py", "read"): "read (RollingReader.read)",
-    ("scaling.py", "to_model"): "normalize (to_model)",
-    ("pipeline.py", "run_tiles"): "blend + bookkeeping (run_tiles self time)",
+    ("pipeline.py", "source"): "source: read + normalize",
+    ("raster.py", "read"): "  read (RollingReader.read)",
+    ("scaling.py", "to_model"): "  normalize (to_model, main thread's half)",
+    ("pipeline.py", "run_tiles"): "stacking + bookkeeping (run_tiles self time)",
+    ("pipeline.py", "blend"): "blend (run_tiles, main thread's half)",
     ("pipeline.py", "sink"): "sink: denormalize + cast + write",
-    ("scaling.py", "from_model"): "  denormalize (from_model)",
-    ("scaling.py", "cast_to_dtype"): "  cast (cast_to_dtype)",
+    ("scaling.py", "from_model"): "  denormalize (from_model, main thread's half)",
+    ("scaling.py", "cast_to_dtype"): "  cast (cast_to_dtype, main thread's half)",
     ("raster.py", "_flush"): "  write (GeoTiffWriter, whole block rows)",
     ("raster.py", "close"): "writer close",
 }
@@ -211,7 +213,9 @@ def profile_pipeline(loaded, input_path: str, work: Path, options) -> dict:
     """Where apply_model spends its time, by cProfile: once in wall-clock seconds, once in
     CPU seconds of the main thread (which other processes cannot inflate; the forward
     pass's second torch thread is not in it). The pipeline makes few Python calls per
-    tile, so the profiler's own overhead is small."""
+    tile, so the profiler's own overhead is small. Only the main thread is profiled:
+    of the work done in halves with a helper thread (normalize, blend, denormalize + cast,
+    decoding the input) the wall-clock figures show what the main thread waited for."""
     import cProfile
     import pstats
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -62,6 +63,25 @@ class RunStats:
 
 
 CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporaries stay small
+
+_helper: ThreadPoolExecutor | None = None
+
+
+def in_halves(work: Callable[[int, int], None], n: int) -> None:
+    """work(0, n//2) here and work(n//2, n) on a helper thread, at once; returns when both
+    are done. For numpy work on disjoint rows between forward passes, when torch's threads
+    wait: numpy releases the GIL, so the second core helps. Small n: all here."""
+    global _helper
+    if n < 32:
+        work(0, n)
+        return
+    if _helper is None:
+        _helper = ThreadPoolExecutor(1, thread_name_prefix="satgen-helper")
+    half = _helper.submit(work, n // 2, n)
+    try:
+        work(0, n // 2)
+    finally:
+        half.result()
 
 
 def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) -> Iterator[Chunk]:
@@ -129,15 +149,21 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
                     f"card promises {out_channels} bands of {t * s} px (scale {s}); the model file is inconsistent")
             stats.tiles_run += len(keep)
             stats.batch_sizes.append(len(keep))
+            tiles = []
             for c, y in zip(keep, out):
                 sides = (top, bottom, c > 0, c != cols[-1])
                 if sides not in weights:
                     weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
-                w = weights[sides]
-                if scratch is None:
-                    scratch = np.empty(acc.shape[:1] + w.shape, np.float32)
-                acc[:, :, c * s:(c + t) * s] += np.multiply(y, w, out=scratch)
-                wsum[:, c * s:(c + t) * s] += w
+                tiles.append((slice(c * s, (c + t) * s), y, weights[sides]))
+            if scratch is None:
+                scratch = np.empty(acc.shape[:1] + (t * s, t * s), np.float32)
+
+            def blend(lo, hi, tiles=tiles):  # rows lo:hi of every tile, tiles in order: same sums
+                for cs, y, w in tiles:
+                    acc[:, lo:hi, cs] += np.multiply(y[:, lo:hi], w[lo:hi], out=scratch[:, lo:hi])
+                    wsum[lo:hi, cs] += w[lo:hi]
+
+            in_halves(blend, t * s)
         done += len(batch_cols)
         feedback.progress(done / total)
         if batch_cols[-1] != cols[-1]:
@@ -229,7 +255,9 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
 
         def source(r0, r1, c0, c1):
             data, valid = reader.read(r0, r1, c0, c1)
-            x = in_scaling.to_model(data, clip=card.inputs.clip)
+            x = np.empty(data.shape, np.float32)
+            in_halves(lambda lo, hi: in_scaling.to_model(data[:, lo:hi], clip=card.inputs.clip, out=x[:, lo:hi]),
+                      data.shape[1])
             if valid is not None:
                 x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
             return x, valid, None
@@ -244,10 +272,13 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
             def sink(n, chunks):
                 rows = writer.next_rows(n)  # (bands, n, width) in the output dtype, written on return
                 for values, valid, c0 in chunks:
-                    values = out_scaling.from_model(values)
+                    out = rows[:, :, c0:c0 + values.shape[2]]
                     if finish:
-                        values = finish(values)
-                    out = cast_to_dtype(values, out_dtype, out=rows[:, :, c0:c0 + values.shape[2]])
+                        values = finish(out_scaling.from_model(values))
+                        cast_to_dtype(values, out_dtype, out=out)
+                    else:  # plain scaling and casting: row by row, so in halves
+                        in_halves(lambda lo, hi: cast_to_dtype(out_scaling.from_model(values[:, lo:hi]), out_dtype,
+                                                               out=out[:, lo:hi]), n)
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 

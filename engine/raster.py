@@ -198,9 +198,13 @@ class RollingReader(BlockReader):
         if self._row0 <= lo < self._row1:  # keep the rows still wanted, move them to the top
             keep = self._row1 - lo
             shift = lo - self._row0
-            self._data[:, :keep] = self._data[:, shift:shift + keep]
-            if self._valid is not None:
-                self._valid[:keep] = self._valid[shift:shift + keep]
+            # up in pieces no taller than the shift: numpy would copy overlapping rows through
+            # a temporary as large as the rows kept
+            for k in range(0, keep, max(1, shift)) if shift else ():
+                n = min(shift, keep - k)
+                self._data[:, k:k + n] = self._data[:, shift + k:shift + k + n]
+                if self._valid is not None:
+                    self._valid[k:k + n] = self._valid[shift + k:shift + k + n]
             start = self._row1
         else:
             keep, start = 0, lo

@@ -24,11 +24,15 @@ class BandScaling:
         span = np.asarray(self.high, dtype=np.float32).reshape(shape) - low
         return low, span
 
-    def to_model(self, values: np.ndarray, clip: float | None = None) -> np.ndarray:
-        """(bands, ...) raster values -> float32 in about [-1, 1]."""
+    def to_model(self, values: np.ndarray, clip: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, ...) raster values -> float32 in about [-1, 1]; into `out` (float32, the
+        shape of `values`) when given."""
         low, span = self._coefficients(values.ndim)
         # in place on one new array: (values - low) * (2 / span) - 1, the same float32 operations
-        out = values.astype(np.float32)
+        if out is None:
+            out = values.astype(np.float32)
+        else:
+            np.copyto(out, values, casting="unsafe")  # what astype does
         out -= low
         out *= 2.0 / span
         out -= 1.0
