@@ -8,11 +8,13 @@ during saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..fileio import atomic_path
 
 
@@ -39,3 +41,34 @@ def linear_decay(total_epochs: int, decay_epochs: int):
         return max(0.0, 1.0 - (epoch - constant + 1) / (decay_epochs + 1))
 
     return factor
+
+
+def fingerprint_of(config, not_training: tuple[str, ...]) -> dict[str, Any]:
+    """The settings that change what is learned, as plain JSON values: a run resumes
+    only from a checkpoint with the same fingerprint."""
+    from dataclasses import asdict
+
+    return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in not_training}))
+
+
+def resume(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], feedback) -> tuple[int, list]:
+    """Load `parts` (name -> module, optimiser or scheduler) from the checkpoint at
+    `path` when there is one; returns (epochs done, history)."""
+    state = load_checkpoint(path)
+    if state is None:
+        return 0, []
+    if state["config"] != fingerprint:
+        raise InputError(f"{path} belongs to a run with other settings; delete it to start afresh "
+                         f"or use another report folder")
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    torch.set_rng_state(state["rng"])
+    epoch = int(state["epoch"])
+    feedback.info(f"resuming from {path} after epoch {epoch}")
+    return epoch, json.loads(state["history"])
+
+
+def checkpoint(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], epoch: int, history: list) -> None:
+    """Save `parts` with the epoch count, history, RNG state and fingerprint."""
+    save_checkpoint(path, {**{name: part.state_dict() for name, part in parts.items()}, "epoch": epoch,
+                           "history": json.dumps(history), "rng": torch.get_rng_state(), "config": fingerprint})

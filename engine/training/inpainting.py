@@ -14,9 +14,8 @@ a checkpoint every epoch (re-running the same command resumes) and a report
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from ..models.patchgan import PatchGAN
 from ..models.inpaint_unet import InpaintUNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback
-from .checkpoint import linear_decay, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint, fingerprint_of, linear_decay, resume
 from .report import plot_history, save_grid, to_display, write_json
 from .translation import display_bands
 
@@ -157,21 +156,10 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(config.epochs, decay))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(config.epochs, decay))
 
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    fingerprint = json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in _NOT_TRAINING}))
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        if state["config"] != fingerprint:
-            raise InputError(f"{ckpt_path} belongs to a run with other settings; delete it to start afresh "
-                             f"or use another report folder")
-        for name, obj in (("generator", generator), ("discriminator", discriminator), ("opt_g", opt_g),
-                          ("opt_d", opt_d), ("sched_g", sched_g), ("sched_d", sched_d)):
-            obj.load_state_dict(state[name])
-        history = json.loads(state["history"])
-        start_epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"])
-        feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
+    fingerprint = fingerprint_of(config, _NOT_TRAINING)
+    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
+             "sched_g": sched_g, "sched_d": sched_d}
+    start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
 
     card = ModelCard(
         task="inpaint", architecture="inpaint_unet", params=g_params,
@@ -233,12 +221,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
                  **evaluate_inpainter(generator, items, device), "seconds": time.perf_counter() - started}
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-        save_checkpoint(ckpt_path, {
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-            "epoch": epoch + 1, "history": json.dumps(history), "rng": torch.get_rng_state(), "config": fingerprint,
-        })
+        checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
         _write_report(report, history, generator, items, vis, show, device, card.name)
 
     card.metrics = evaluate_inpainter(generator, items, device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback
-from .checkpoint import linear_decay, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint, fingerprint_of, linear_decay, resume
 from .report import plot_history, save_grid, to_display, write_json
 
 
@@ -190,24 +190,10 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(config.epochs, decay))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(config.epochs, decay))
 
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    fingerprint = {k: v for k, v in asdict(config).items() if k not in _NOT_TRAINING}
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        if state["config"] != json.loads(json.dumps(fingerprint)):
-            raise InputError(f"{ckpt_path} belongs to a run with other settings; delete it to start afresh "
-                             f"or use another report folder")
-        generator.load_state_dict(state["generator"])
-        discriminator.load_state_dict(state["discriminator"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sched_g.load_state_dict(state["sched_g"])
-        sched_d.load_state_dict(state["sched_d"])
-        history = json.loads(state["history"])
-        start_epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"])
-        feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
+    fingerprint = fingerprint_of(config, _NOT_TRAINING)
+    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
+             "sched_g": sched_g, "sched_d": sched_d}
+    start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
 
     card = ModelCard(
         task="translate", architecture="unet", params=g_params,
@@ -271,13 +257,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
                  **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-        save_checkpoint(ckpt_path, {
-            "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-            "epoch": epoch + 1, "history": json.dumps(history), "rng": torch.get_rng_state(),
-            "config": json.loads(json.dumps(fingerprint)),
-        })
+        checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
         _write_report(report, history, generator, epoch_tiles, vis_idx, show, device, card.name)
 
     card.metrics = evaluate_generator(generator, tiles, device, legend)

@@ -56,6 +56,19 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         ):
             self.add_advanced(param)
 
+    def add_training_parameters(self, patches_per_epoch: int, width: int, width_help: str = "Generator width (ngf)"):
+        """Patches per epoch, network width, seed and device: under Advanced Parameters."""
+        for param in (
+            QgsProcessingParameterNumber("PATCHES_PER_EPOCH", "Patches per epoch", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=patches_per_epoch, minValue=1),
+            QgsProcessingParameterNumber("WIDTH", width_help, QgsProcessingParameterNumber.Integer,
+                                         defaultValue=width, minValue=4),
+            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
+            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
+                                       defaultValue=0),
+        ):
+            self.add_advanced(param)
+
     def add_advanced(self, param):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)

@@ -7,7 +7,6 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
@@ -56,16 +55,7 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
             QgsProcessingParameterNumber.Integer, defaultValue=128, minValue=32, maxValue=512))
         self.addParameter(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1))
-        for param in (
-            QgsProcessingParameterNumber("PATCHES_PER_EPOCH", "Patches per epoch",
-                                         QgsProcessingParameterNumber.Integer, defaultValue=800, minValue=1),
-            QgsProcessingParameterNumber("WIDTH", "Generator width (ngf)", QgsProcessingParameterNumber.Integer,
-                                         defaultValue=32, minValue=4),
-            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
-            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                       defaultValue=0),
-        ):
-            self.add_advanced(param)
+        self.add_training_parameters(800, 16)
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))

@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
@@ -68,17 +67,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=32, maxValue=512))
         self.addParameter(QgsProcessingParameterNumber(
             "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
-        advanced = [
-            QgsProcessingParameterNumber("PATCHES_PER_EPOCH", "Patches per epoch", QgsProcessingParameterNumber.Integer,
-                                         defaultValue=400, minValue=1),
-            QgsProcessingParameterNumber("WIDTH", "Generator width (ngf; 64 = the paper's)",
-                                         QgsProcessingParameterNumber.Integer, defaultValue=32, minValue=4),
-            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
-        ]
-        advanced.append(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)",
-                                                   options=DEVICES, defaultValue=0))
-        for param in advanced:
-            self.add_advanced(param)
+        self.add_training_parameters(400, 32, "Generator width (ngf; 64 = the paper's)")
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
