@@ -121,7 +121,9 @@ class RollingReader(BlockReader):
     Keeps the rows the last window needed, the whole raster wide, and reads further down
     in whole block rows of the file: every block is read and decompressed once, however
     much tiles overlap and however many reads a row of tiles takes (a BlockReader reads
-    each window's blocks anew). Memory: (max_rows + block height) rows, width wide.
+    each window's blocks anew). Memory: (max_rows + block height) rows, width wide; on
+    rasters so wide that the block height would cost more than look_ahead_bytes, max_rows
+    rows, read as needed.
 
     Returns exactly what BlockReader.read does, for windows in any order (one taller than
     max_rows is read as a BlockReader would); but the arrays may be read-only views of the
@@ -129,6 +131,8 @@ class RollingReader(BlockReader):
     """
 
     min_split = 65536  # pixels: smaller reads are not worth a handoff to the other thread
+    look_ahead_bytes = 16 << 20  # at most this much memory for rows read ahead to finish a block row
+    piece_cols = 2048  # columns per read: GDAL's temporary for a read grows with its width
 
     def __init__(self, src, bands: list[int], max_rows: int, twin=None):
         """`twin`: the same raster opened a second time (the caller closes it), to decode
@@ -141,10 +145,14 @@ class RollingReader(BlockReader):
         half = -(-src.width // 2 // block_cols) * block_cols if 1 <= block_cols < src.width else 0
         self._twin = twin if twin is not None and 0 < half < src.width else None
         self._half = half
+        self._block_cols = max(1, min(block_cols, src.width))
         self._pool = None
         block = block_rows
-        # whole block rows, unless blocks are much taller than a window (e.g. a single strip)
-        self.block = block if 1 <= block <= max(256, max_rows) else 1
+        # whole block rows, unless blocks are much taller than a window (e.g. a single strip) or
+        # the rows read ahead would take more than look_ahead_bytes: on wide rasters memory comes
+        # first (GDAL's block cache may still spare the second decoding of a block row)
+        ahead = (block - 1) * src.width * len(bands) * np.dtype(src.dtypes[bands[0] - 1]).itemsize
+        self.block = block if 1 <= block <= max(256, max_rows) and ahead <= self.look_ahead_bytes else 1
         self.capacity = min(src.height, max(1, max_rows) + self.block - 1)
         width = src.width
         self._data = np.empty((len(bands), self.capacity, width), src.dtypes[bands[0] - 1])
@@ -159,7 +167,7 @@ class RollingReader(BlockReader):
         cols = reflect_indices(col0, col1, self.src.width)
         self._hold(lo, hi)
         data, valid = self._data, self._valid
-        for axis, idx, start in ((1, rows, self._row0), (2, cols, 0)):
+        for axis, idx, start in ((2, cols, 0), (1, rows, self._row0)):  # columns first: narrow before copying
             idx = idx - start
             # reflected indices step by +-1, so these are consecutive exactly when they span their count
             sel = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] == idx.size - 1 else idx
@@ -171,19 +179,27 @@ class RollingReader(BlockReader):
         return data, valid
 
     def _read(self, window: Window, out: np.ndarray) -> None:
+        """Read `window` (whole raster width) into `out`: in pieces of whole blocks at most
+        piece_cols wide, since GDAL reads pixel-interleaved files through a temporary as large
+        as the request; the right half's pieces through the twin, on the helper thread."""
         if self._twin is None or window.height * self.src.width < self.min_split:
-            self.src.read(self.bands, window=window, out=out)
+            self._read_columns(self.src, window, out, 0, self.src.width)
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="satgen-read")
         h = self._half
-        right = self._pool.submit(self._twin.read, self.bands, out=out[:, :, h:],
-                                  window=Window(h, window.row_off, self.src.width - h, window.height))
+        right = self._pool.submit(self._read_columns, self._twin, window, out, h, self.src.width)
         try:
-            self.src.read(self.bands, window=Window(0, window.row_off, h, window.height), out=out[:, :, :h])
+            self._read_columns(self.src, window, out, 0, h)
         finally:
             right.result()
+
+    def _read_columns(self, src, window: Window, out: np.ndarray, c0: int, c1: int) -> None:
+        step = max(self._block_cols, self.piece_cols // self._block_cols * self._block_cols)
+        for c in range(c0, c1, step):
+            e = min(c1, c + step)
+            src.read(self.bands, window=Window(c, window.row_off, e - c, window.height), out=out[:, :, c:e])
 
     def close(self) -> None:
         if self._pool is not None:

@@ -55,7 +55,7 @@ def assert_same(a, b):
     ((1, 1, 1), None, 16, 4, 1),
     ((3, 97, 260), 16, 16, 15, 5),      # overlap of almost a tile
 ])
-@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask", "twin"])
+@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask", "twin", "wide"])
 def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, monkeypatch, shape, block, tile, overlap,
                                                                   batch, kind):
     dtype = "float32" if kind == "nan" else "uint16"
@@ -71,10 +71,14 @@ def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, monke
     bands = list(range(1, shape[0] + 1))
     grid = TileGrid(shape[1], shape[2], tile, overlap)
     monkeypatch.setattr(RollingReader, "min_split", 0)  # every read split between the threads
+    if kind == "wide":  # as if too wide to read ahead to the end of a block row
+        monkeypatch.setattr(RollingReader, "look_ahead_bytes", 0)
     with rasterio.open(path) as src, rasterio.open(path) as twin:
         plain = BlockReader(src, bands)
         rolling = RollingReader(src, bands, max_rows=tile, twin=twin if kind == "twin" else None)
-        if kind not in ("plain", "twin"):
+        if kind == "wide":
+            assert rolling.block == 1 and rolling.capacity == min(shape[1], tile)
+        if kind not in ("plain", "twin", "wide"):
             assert plain.has_invalid
         if kind == "twin":
             assert (rolling._twin is not None) == (block is not None and block < shape[2])
