@@ -221,6 +221,8 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
             ema.load_state_dict(state["ema"])
         history = json.loads(state["history"])
         start_epoch = int(state["epoch"])
+        if "rng" in state:  # the noise of the diffusion loss continues where it stopped
+            torch.set_rng_state(state["rng"])
         feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
 
     per_epoch = config.patches_per_epoch or len(labels)
@@ -256,9 +258,8 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
         if not is_gan and val_data is not None:
             row["val_denoise"] = _val_denoise(ema, val_data, torch.from_numpy(y_val), device)
         history.append(row)
-        sampler = net if is_gan else ema
         state = {"config": fingerprint, "net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
-                 "history": json.dumps(history)}
+                 "history": json.dumps(history), "rng": torch.get_rng_state()}
         if is_gan:
             state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
         else:
@@ -316,8 +317,6 @@ def _val_denoise(net, x: torch.Tensor, y: torch.Tensor, device, levels=(0.05, 0.
 
 def _sample_grid(loaded: LoadedModel, patches: PatchSet, to_model, path: Path, device, per_class: int = 8) -> None:
     """samples.png: a row per class, a real training patch then `per_class` samples (seed 0)."""
-    from ..training.report import to_display  # noqa: F401  (same display conventions)
-
     x_train, y_train = patches.part("train")
     rows = []
     for ci in range(len(patches.classes)):
