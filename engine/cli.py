@@ -164,6 +164,9 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+SECTIONS = ("translate", "inpaint", "synthesize")  # of reports/quality.json
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="SatGen engine: generative models "
                                      "for georeferenced satellite rasters.")
@@ -318,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--translate-model", default="resources/models/translate_s2_osm.satgen")
     p.add_argument("--translate-baseline", default="reports/baselines/translate_l1.satgen")
     p.add_argument("--inpaint-model", default="resources/models/inpaint_s2.satgen")
-    p.add_argument("--only", nargs="+", choices=("translate", "inpaint"), default=("translate", "inpaint"),
-                   help="sections to measure (default: all)")
+    p.add_argument("--synthesize-model", default="resources/models/synthesize_s2_osm.satgen")
+    p.add_argument("--synthesize-baseline", default="reports/baselines/synthesize_cdcgan.satgen")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to measure (default: all)")
     p.add_argument("--work", default="build/evaluate", help="folder for the full-scene outputs")
     p.set_defaults(func=cmd_evaluate)
 

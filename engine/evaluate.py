@@ -127,12 +127,15 @@ def main(args) -> int:
         section = evaluate_inpainting(args.inpaint_model, work / "inpaint")
         update_report("inpaint", section)
         _print(section, "reports/inpaint_preview.png")
+    if "synthesize" in args.only:
+        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=3)
+        _print(section, "reports/train_synthesize/samples.png")
     return 0
 
 
 def _print(section: dict, preview: str) -> None:
     for key, value in section["summary"].items():
-        print(f"{key:40s} {value:.4f}")
+        print(f"{key:40s} {value if value is None or isinstance(value, str) else round(float(value), 4)}")
     print("goals:", json.dumps(section["goals"]))
     print(f"wrote {REPORT} and {preview}")
 
