@@ -84,8 +84,8 @@ demo: setup data
 	rm -rf $(DEMO)/synthesize
 	$(QGIS_PROCESS) run satgen:synthesize -- COUNT=8 SEED=0 OUTPUT_FOLDER=$(DEMO)/synthesize \
 		OUTPUT_PREVIEW=$(DEMO)/synthesize_preview.tif
-	$(PY) -m engine preview --inputs $(DEMO)/synthesize_preview.tif --bands 3,2,1 --max-size 1200 \
-		--labels "SatGen synthetic Sentinel-2 patches, 8 per class (rows: farm, forest, meadow, residential, water)" \
+	$(PY) -m engine preview --inputs $(DEMO)/synthesize_preview.tif --max-size 800 \
+		--labels "Synthetic Sentinel-2 patches, 8 per class; rows: farm, forest, meadow, residential, water" \
 		--output $(DEMO)/synthesize_preview.png
 	@echo
 	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png;"

@@ -57,8 +57,11 @@ def side_by_side(images: list[np.ndarray], labels: list[str], output: str | os.P
 
 def preview(inputs: list[str], labels: list[str], output: str, bands: list[int] | None = None,
             max_size: int = 800) -> Path:
-    """Side-by-side PNG of several co-registered rasters; `bands` applies to the first."""
+    """Side-by-side PNG of several co-registered rasters; `bands` applies to the first.
+    Pictures smaller than max_size are enlarged by whole pixels (patch mosaics)."""
     pictures = [read_rgb(path, bands if i == 0 else None, max_size) for i, path in enumerate(inputs)]
+    pictures = [p.repeat(k, 0).repeat(k, 1) if (k := max(1, max_size // max(p.shape[:2]))) > 1 else p
+                for p in pictures]
     return side_by_side(pictures, labels, output)
 
 
