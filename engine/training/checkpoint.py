@@ -72,3 +72,15 @@ def checkpoint(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], e
     """Save `parts` with the epoch count, history, RNG state and fingerprint."""
     save_checkpoint(path, {**{name: part.state_dict() for name, part in parts.items()}, "epoch": epoch,
                            "history": json.dumps(history), "rng": torch.get_rng_state(), "config": fingerprint})
+
+
+def pix2pix_parts(generator, discriminator, config) -> dict[str, Any]:
+    """Adam optimisers (config.lr, betas (config.beta1, 0.999)) and the pix2pix schedule
+    (constant, then linear decay over config.decay_epochs, default half the epochs) for a
+    generator and its discriminator: everything a checkpoint must restore."""
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    decay = config.decay_epochs if config.decay_epochs is not None else config.epochs // 2
+    return {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
+            "sched_g": torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(config.epochs, decay)),
+            "sched_d": torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(config.epochs, decay))}

@@ -28,7 +28,7 @@ from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback
-from .checkpoint import checkpoint, fingerprint_of, linear_decay, resume
+from .checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
 from .report import plot_history, save_grid, to_display, write_json
 
 
@@ -184,15 +184,9 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
     generator = UNet(**g_params).to(device)
     discriminator = PatchGAN(in_ch + 3, ndf=config.ndf).to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
-    decay = config.decay_epochs if config.decay_epochs is not None else config.epochs // 2
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, linear_decay(config.epochs, decay))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, linear_decay(config.epochs, decay))
-
+    parts = pix2pix_parts(generator, discriminator, config)
+    opt_g, opt_d, sched_g, sched_d = (parts[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d"))
     fingerprint = fingerprint_of(config, _NOT_TRAINING)
-    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d,
-             "sched_g": sched_g, "sched_d": sched_d}
     start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
 
     card = ModelCard(
