@@ -31,7 +31,7 @@ from .masks import Grid, QAExpression, open_mask
 from .modelfile import LoadedModel, load_model
 from .pipeline import RunStats, TileOptions, check_tile_size, run_tiles, torch_predictor, _check_not_same_file
 from .progress import Feedback
-from .raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, open_raster, select_bands
+from .raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, RollingReader, open_raster, select_bands
 from .scaling import BandScaling, cast_to_dtype, fit_percentiles
 from .windows import TileGrid, reflect_indices
 
@@ -88,6 +88,21 @@ class PaddedMask:
         if rows[0] == lo_r and cols[0] == lo_c and block.shape == (rows.size, cols.size):
             return block
         return block[np.ix_(rows - lo_r, cols - lo_c)]
+
+
+class StripMask:
+    """The mask of the current strip of tiles, read once, the padded raster wide: the
+    tiles of a strip and the sink's finished rows (which lie in that strip) slice it,
+    so a mask (a warp, a QA test, detection, a dilation) is computed once per strip."""
+
+    def __init__(self, mask: PaddedMask, width: int):
+        self.mask, self.width = mask, width
+        self.r0, self.rows = 0, np.zeros((0, width), bool)
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if not (self.r0 <= r0 and r1 <= self.r0 + self.rows.shape[0]):
+            self.r0, self.rows = r0, self.mask.read(r0, r1, 0, self.width)
+        return self.rows[r0 - self.r0:r1 - self.r0, c0:c1]
 
 
 def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
@@ -182,8 +197,11 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             if normalize == "scene":
                 scaling = fit_percentiles(clear.astype(np.float64))
                 feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
-            _run(src, reader, cloud, grid, card, model, device, scaling, bands, dtype, output_path,
-                 output_mask, options.batch_size, feedback, stats, fraction, best_effort)
+            # the tile pass: each input block read once, each strip's mask computed once
+            with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling:
+                _run(src, rolling, StripMask(cloud, grid.padded_width), grid, card, model, device, scaling,
+                     bands, dtype, output_path, output_mask, options.batch_size, feedback, stats, fraction,
+                     best_effort)
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
     return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
@@ -220,14 +238,13 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             mask_rows = mask_writer.next_rows(n) if mask_writer else None
             for values, covered, c0 in chunks:
                 c1 = c0 + values.shape[2]
-                raw, valid = reader.read(r, r + n, c0, c1)
+                raw, valid = reader.read(r, r + n, c0, c1)  # rows of the strip just read: no I/O
                 c = cloud.read(r, r + n, c0, c1)
                 fill = c & covered if valid is None else c & covered & valid
-                out = raw  # the input's own pixels wherever nothing is filled: bit-exact
+                out = out_rows[:, :, c0:c1]
+                out[...] = raw  # the input's own pixels wherever nothing is filled: bit-exact
                 if fill.any():
-                    filled = cast_to_dtype(scaling.from_model(values[:, fill]), dtype)
-                    out[:, fill] = filled
-                out_rows[:, :, c0:c1] = out
+                    out[:, fill] = cast_to_dtype(scaling.from_model(values[:, fill]), dtype)
                 if mask_rows is not None:
                     m = c.astype(np.uint8)
                     if valid is not None:
