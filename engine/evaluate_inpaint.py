@@ -196,8 +196,7 @@ def evaluate_series(work: Path, feedback: Feedback | None = None, epochs: int = 
                               epochs=epochs, patches_per_epoch=400, batch_size=8, patch_size=32, tile_size=64,
                               overlap=16, ngf=16, depth=5, ndf=16, block_size=32, val_fraction=0.2, seed=0,
                               name="Landsat TM b3 b4 b5 inpainting (evaluation)")
-    if not model.exists():
-        train_inpainting(config, feedback)
+    train_inpainting(config, feedback)  # resumes from its checkpoint: a no-op when done, refused if settings changed
     card = read_card(model)
     low, high = card.inputs.low, card.inputs.high
     rows = []

@@ -27,7 +27,7 @@ from .datasets.clouds import model_input
 from .device import resolve_device
 from .errors import InputError
 from .fileio import atomic_path
-from .masks import Grid, QAExpression, open_mask
+from .masks import NO_MASK, Grid, QAExpression, open_mask
 from .modelfile import LoadedModel, load_model
 from .pipeline import RunStats, TileOptions, check_tile_size, run_tiles, torch_predictor, _check_not_same_file
 from .progress import Feedback
@@ -41,9 +41,6 @@ MASK_NODATA = 255
 SCENE_SAMPLES = 200_000
 # above this share of cloud among valid pixels, the fill is a best effort and said so
 BEST_EFFORT = 0.8
-NO_MASK = ("no cloud mask given: give a mask layer (raster or polygons), a QA band with an expression such as "
-           "'bits(14, 15) == 3', or turn on detection")
-
 
 @dataclass
 class MaskOptions:

@@ -90,6 +90,10 @@ from .vector import is_vector_path, rasterize_features, read_features
 
 # --- grid --------------------------------------------------------------------------------------------------------
 
+NO_MASK = ("no cloud mask given: give a mask layer (raster or polygons), a QA band with an expression such as "
+           "'bits(14, 15) == 3', or turn on detection")
+
+
 @dataclass(frozen=True)
 class Grid:
     """The input raster's pixel grid, on which every mask is delivered."""
@@ -293,7 +297,7 @@ class CombinedMask(MaskSource):
 
     def __init__(self, sources: Sequence[MaskSource], grid: Grid, dilate: int = 0):
         if not sources:
-            raise InputError("give a mask layer, a QA band with an expression, or turn on detection")
+            raise InputError(NO_MASK)
         if dilate < 0 or int(dilate) != dilate:
             raise InputError(f"mask dilation must be a whole number of pixels, 0 or more; got {dilate}")
         self.sources, self.grid, self.dilate = list(sources), grid, int(dilate)
