@@ -48,7 +48,7 @@ class TranslationConfig:
     overlap: int = 32
     ngf: int = 64  # 64 + depth 8 = the paper's unet_256
     depth: int = 8
-    ndf: int = 64
+    ndf: int | None = None  # discriminator width; None: ngf, as the paper pairs 64 with 64
     lambda_l1: float = 100.0
     adversarial: bool = True  # False: the L1-only baseline
     gan_mode: str = "vanilla"
@@ -183,7 +183,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     in_ch = pair.x.shape[0]
     g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
     generator = UNet(**g_params).to(device)
-    discriminator = PatchGAN(in_ch + 3, ndf=config.ndf).to(device)
+    discriminator = PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf).to(device)
     parts = pix2pix_parts(generator, discriminator, config)
     opt_g, opt_d, sched_g, sched_d = (parts[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d"))
     fingerprint = fingerprint_of(config, _NOT_TRAINING)
