@@ -25,7 +25,7 @@ help:
 	@echo "make data     fetch the real sample imagery into data/samples"
 	@echo "make bench    measure the tile pipeline (reports/bench.json)"
 	@echo "make package  build the installable plugin zip into dist/"
-	@echo "make models   retrain the default models from the real sample data (CPU: about an hour)"
+	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
 
@@ -125,7 +125,7 @@ $(MAPS)/l8_cloudmask_top.tif: data/samples/l8_pensacola_cloudmask.tif
 # cDCGAN baseline on the same data and budget. One torch thread: faster on a shared 2-core CPU.
 SYNTH := --input data/samples/s2_havel_10m.tif --labels data/samples/havel_osm_landuse.gpkg --field fclass \
 	--patch-size 32 --threshold 0.6 --stride 8 --block-size 128 --min-patches 20 --seed 5 \
-	--patches-per-epoch 1024 --batch-size 32 --epochs 120 \
+	--patches-per-epoch 1024 --batch-size 32 --epochs 300 \
 	--attribution "Contains modified Copernicus Sentinel data 2017; map data (c) OpenStreetMap contributors, ODbL"
 
 models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif

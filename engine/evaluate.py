@@ -128,7 +128,7 @@ def main(args) -> int:
         update_report("inpaint", section)
         _print(section, "reports/inpaint_preview.png")
     if "synthesize" in args.only:
-        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=3)
+        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=5)
         _print(section, "reports/train_synthesize/samples.png")
     return 0
 

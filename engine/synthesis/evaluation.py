@@ -11,7 +11,10 @@ multispectral patches badly). For each model:
   same distances between the real training and real held-out patches;
 - CAS: a classifier trained only on synthetic patches (`n` per class), tested on
   the real held-out patches, beside the same classifier trained on real patches;
-- augmentation: real training patches + `n` synthetic per class vs real alone.
+- augmentation, two ways: real training patches + `n` synthetic per class, and
+  "top-up" (the use the tool is for, a class short of samples): synthetic
+  patches only where a class has fewer real training patches than the largest
+  class, up to that count; each against real alone.
 Accuracies are balanced (mean recall over classes: the held-out set is mostly
 one class), plain accuracy is given too; classifier scores are means over
 `repeats` trainings with different seeds.
@@ -42,15 +45,15 @@ def _mean_dicts(runs: list[dict]) -> dict:
     return out
 
 
-def _synthetic(path, classes: list[str], n: int, scaling, feedback) -> tuple[np.ndarray, np.ndarray, dict]:
-    """n patches per class from a model file, in the evaluated model's value scaling."""
+def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback) -> tuple[np.ndarray, np.ndarray, dict]:
+    """counts[i] patches of class i from a model file, in the evaluated model's value scaling."""
     loaded = load_model(path, tasks=("synthesize",))
     card = loaded.card
     missing = [c for c in classes if c not in card.classes]
     if missing:
         raise InputError(f"{path} knows no class {', '.join(missing)}; compare models trained on the same classes")
     xs, ys = [], []
-    for i, c in enumerate(classes):
+    for i, (c, n) in enumerate(zip(classes, counts)):
         x = generate(loaded, card.classes.index(c), n, seed=SEED)
         values = card.outputs.scaling.from_model(np.moveaxis(x, 1, 0))  # band units, then the common scaling
         xs.append(np.moveaxis(scaling.to_model(values, clip=1.0), 0, 1))
@@ -61,6 +64,12 @@ def _synthetic(path, classes: list[str], n: int, scaling, feedback) -> tuple[np.
     if card.architecture != "cdcgan":
         info.update(guidance=guidance, steps=steps)
     return np.concatenate(xs), np.concatenate(ys), info
+
+
+def _first(x: np.ndarray, y: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The first counts[i] patches of each class i."""
+    keep = np.concatenate([np.flatnonzero(y == i)[:c] for i, c in enumerate(counts)]).astype(np.int64)
+    return x[keep], y[keep]
 
 
 def _distances(feat_syn, y_syn, feat_ref, y_ref, classes) -> dict:
@@ -94,30 +103,39 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     x_tr, x_val = to_model(x_tr), to_model(x_val)
     k = len(classes)
 
-    synthetic = {}
+    have = np.bincount(y_tr, minlength=k)
+    top_up = [int(have.max() - h) for h in have]  # up to the largest class's count of real patches
+    equal = [n] * k
+    synthetic, info = {}, {}
     for name, path in (("model", model), ("cdcgan", baseline)):
-        synthetic[name] = _synthetic(path, classes, n, scaling, feedback)
+        xs, ys, info[name] = _synthetic(path, classes, [max(a, b) for a, b in zip(equal, top_up)], scaling, feedback)
+        synthetic[name] = {"equal": _first(xs, ys, equal), "top_up": _first(xs, ys, top_up)}
 
     def judge(x, y, seed):
         net = train_classifier(x, y, k, steps=steps, batch_size=batch_size, seed=seed, feedback=feedback)
         return net, accuracies(predict(net, x_val)[0], y_val, classes)
 
-    runs = {"real": [], "cas_model": [], "cas_cdcgan": [], "real_plus_model": [], "real_plus_cdcgan": []}
+    runs: dict[str, list] = {key: [] for key in ("real", "cas_model", "cas_cdcgan", "real_plus_model",
+                                                 "real_plus_cdcgan", "real_topup_model", "real_topup_cdcgan")}
     feature_net = None
     for r in range(repeats):
         net, acc = judge(x_tr, y_tr, r)
         feature_net = feature_net or net
         runs["real"].append(acc)
         for name in ("model", "cdcgan"):
-            xs, ys, _ = synthetic[name]
+            xs, ys = synthetic[name]["equal"]
             runs[f"cas_{name}"].append(judge(xs, ys, r)[1])
             runs[f"real_plus_{name}"].append(judge(np.concatenate([x_tr, xs]), np.concatenate([y_tr, ys]), r)[1])
+            xs, ys = synthetic[name]["top_up"]
+            runs[f"real_topup_{name}"].append(judge(np.concatenate([x_tr, xs]), np.concatenate([y_tr, ys]), r)[1])
         feedback.info(f"classifier repeat {r + 1}/{repeats} done")
-    scores = {key: _mean_dicts(v) for key, v in runs.items()}
+    scores = {key: dict(_mean_dicts(v), balanced_accuracy_per_repeat=[a["balanced_accuracy"] for a in v])
+              for key, v in runs.items()}
 
     _, f_val = predict(feature_net, x_val)
     _, f_tr = predict(feature_net, x_tr)
-    dist = {name: _distances(predict(feature_net, synthetic[name][0])[1], synthetic[name][1], f_val, y_val, classes)
+    dist = {name: _distances(predict(feature_net, synthetic[name]["equal"][0])[1], synthetic[name]["equal"][1],
+                             f_val, y_val, classes)
             for name in ("model", "cdcgan")}
     dist["real_train"] = _distances(f_tr, y_tr, f_val, y_val, classes)
 
@@ -126,6 +144,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "classes": classes,
         "counts": {"train": patches.counts("train"), "held_out": patches.counts("val")},
         "n_synthetic_per_class": n,
+        "top_up_per_class": dict(zip(classes, top_up)),
         "feature_space": "penultimate layer (128-d) of a small CNN classifier trained on the real training patches "
                          "only (engine.synthesis.classifier); not ImageNet Inception",
         "reference": "real held-out patches of each class (spatial blocks training never saw); 'real_train' scores "
@@ -134,7 +153,10 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "accuracy_note": "acc_* and cas_* are balanced accuracies (mean recall over classes) on the real held-out "
                          f"patches, mean of {repeats} classifier trainings ({steps} steps of {batch_size}, "
                          "class-balanced); plain accuracy in 'classifiers'",
-        "models": {"model": synthetic["model"][2], "cdcgan": synthetic["cdcgan"][2]},
+        "augmentation_note": "real_plus: n synthetic patches of every class added; real_topup: synthetic patches "
+                             "only for the classes with fewer real training patches than the largest one, up to its "
+                             "count (top_up_per_class)",
+        "models": info,
         "distances": dist,
         "classifiers": scores,
     }
@@ -151,6 +173,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "synthesize.acc_real": scores["real"]["balanced_accuracy"],
         "synthesize.acc_real_plus_synthetic": scores["real_plus_model"]["balanced_accuracy"],
         "synthesize.acc_real_plus_cdcgan": scores["real_plus_cdcgan"]["balanced_accuracy"],
+        "synthesize.acc_real_topup_synthetic": scores["real_topup_model"]["balanced_accuracy"],
+        "synthesize.acc_real_topup_cdcgan": scores["real_topup_cdcgan"]["balanced_accuracy"],
     }
     out["per_class"] = {c: {"kid_model": dist["model"]["kid_per_class"][c],
                             "kid_cdcgan": dist["cdcgan"]["kid_per_class"][c],
@@ -158,13 +182,15 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
                             "cas_model": scores["cas_model"]["recall"].get(c),
                             "cas_cdcgan": scores["cas_cdcgan"]["recall"].get(c),
                             "acc_real": scores["real"]["recall"].get(c),
-                            "acc_real_plus_synthetic": scores["real_plus_model"]["recall"].get(c)}
+                            "acc_real_plus_synthetic": scores["real_plus_model"]["recall"].get(c),
+                            "acc_real_topup_synthetic": scores["real_topup_model"]["recall"].get(c)}
                         for c in classes}
     s = out["summary"]
     out["goals"] = {
         "kid_beats_cdcgan": s["synthesize.kid_model"] < s["synthesize.kid_cdcgan"],
         "cas_beats_cdcgan": s["synthesize.cas_model"] > s["synthesize.cas_cdcgan"],
         "real_plus_synthetic_not_worse": s["synthesize.acc_real_plus_synthetic"] >= s["synthesize.acc_real"],
+        "real_topup_synthetic_not_worse": s["synthesize.acc_real_topup_synthetic"] >= s["synthesize.acc_real"],
     }
     return _clean(out)
 

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from helpers import smooth_image, write_raster
+from helpers import smooth_image
 from engine.raster import BlockReader, GeoTiffWriter, RollingReader
 from engine.windows import TileGrid
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from rasterio.transform import from_origin
 
 from engine.errors import InputError
 from engine.modelfile import read_card
@@ -182,8 +181,12 @@ def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
 
     section = evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], n=4, repeats=1, steps=3,
                                  batch_size=8)
-    for key in ("kid_model", "kid_cdcgan", "cas_model", "cas_cdcgan", "acc_real", "acc_real_plus_synthetic"):
+    for key in ("kid_model", "kid_cdcgan", "cas_model", "cas_cdcgan", "acc_real", "acc_real_plus_synthetic",
+                "acc_real_topup_synthetic"):
         assert f"synthesize.{key}" in section["summary"]
+    counts = section["counts"]["train"]
+    assert section["top_up_per_class"] == {c: max(counts.values()) - counts[c] for c in counts}
+    assert len(section["classifiers"]["real_topup_model"]["balanced_accuracy_per_repeat"]) == 1
     assert set(section["per_class"]) == {"dark", "bright"} and section["n_synthetic_per_class"] == 4
     assert "not ImageNet" in section["feature_space"]
     report = tmp_path / "quality.json"

@@ -3,6 +3,7 @@ through processing.run, and synthesize through the real qgis_process command lin
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,7 @@ def test_synthesize_writes_a_labelled_dataset_and_a_preview_layer(satgen_provide
     del layer
     again = processing.run("satgen:synthesize", dict(params, OUTPUT_FOLDER=str(tmp_path / "again"),
                                                      OUTPUT_PREVIEW=str(tmp_path / "p2.tif")))
+    assert Path(again["OUTPUT_FOLDER"]) == tmp_path / "again"
     with rasterio.open(tmp_path / "again" / rows[0]["file"]) as src:
         assert np.array_equal(src.read(), patch)  # same seed, same patches
     with pytest.raises(QgsProcessingException, match=classes[-1]):
