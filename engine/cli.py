@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("patch-size", int), ("threshold", float), ("stride", int), ("block-size", int),
                        ("val-fraction", float), ("min-patches", int), ("max-per-class", int), ("epochs", int),
                        ("patches-per-epoch", int), ("batch-size", int), ("lr", float), ("nz", int), ("ngf", int),
-                       ("ndf", int), ("base", int), ("depth", int), ("blocks", int), ("patchify", int), ("label-dropout", float),
+                       ("ndf", int), ("base", int), ("depth", int), ("blocks", int), ("patchify", int),
+                       ("label-dropout", float), ("wide-noise", float),
                        ("ema", float), ("guidance", float), ("steps", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind)
     for name in ("name", "attribution", "licence", "data-description"):

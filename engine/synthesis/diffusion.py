@@ -10,6 +10,8 @@ The network (engine.models.class_unet.ClassUNet) is a denoiser D(x; sigma, class
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 P_MEAN, P_STD = -1.2, 1.2
@@ -17,9 +19,17 @@ SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
 
 def edm_loss(net, x: torch.Tensor, labels: torch.Tensor, label_dropout: float = 0.15,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, wide_noise: float = 0.0) -> torch.Tensor:
+    """wide_noise: share of the batch whose noise level is drawn log-uniformly over the sampler's
+    whole range [SIGMA_MIN, SIGMA_MAX] instead of EDM's log-normal, which almost never reaches
+    the levels where sampling starts (sigma > 20: 1 in 2000)."""
     n = x.shape[0]
     sigma = (torch.randn(n, device=x.device, generator=generator) * P_STD + P_MEAN).exp()
+    if wide_noise > 0:
+        lo, hi = math.log(SIGMA_MIN), math.log(SIGMA_MAX)
+        wide = (lo + (hi - lo) * torch.rand(n, device=x.device, generator=generator)).exp()
+        pick = torch.rand(n, device=x.device, generator=generator) < wide_noise
+        sigma = torch.where(pick, wide, sigma)
     drop = torch.rand(n, device=x.device, generator=generator) < label_dropout
     labels = torch.where(drop, torch.full_like(labels, net.num_classes), labels)
     noisy = x + torch.randn(x.shape, device=x.device, generator=generator) * sigma[:, None, None, None]

@@ -71,6 +71,7 @@ class SynthesisConfig:
     patchify: int = 2  # the U-Net runs at half resolution on 2x2 pixel blocks: 4x cheaper on a CPU
     dropout: float = 0.1
     label_dropout: float = 0.15
+    wide_noise: float = 0.0  # share of noise levels drawn over the sampler's whole range (diffusion.edm_loss)
     ema: float = 0.999
     guidance: float = 1.5  # sampler defaults stored in the card
     steps: int = 18
@@ -242,7 +243,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
             if is_gan:
                 losses = _gan_step(net, disc, opt, opt_d, x, y, config.nz, g, device)
             else:
-                loss = edm_loss(net, x, y, config.label_dropout, generator=None)
+                loss = edm_loss(net, x, y, config.label_dropout, generator=None, wide_noise=config.wide_noise)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
