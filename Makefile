@@ -123,13 +123,16 @@ $(MAPS)/l8_cloudmask_top.tif: data/samples/l8_pensacola_cloudmask.tif
 
 # The default synthesis model: 32 px Sentinel-2 (Havel) patches labelled by OSM land use; the
 # cDCGAN baseline on the same data and budget. One torch thread: faster on a shared 2-core CPU.
+# --wide-noise 0.2: a fifth of the diffusion's noise levels span the sampler's whole range; with
+# EDM's log-normal alone the model never learnt the levels where sampling starts and drew hazy
+# patches far more often than the training data holds them (farm 32 % vs 19 %, forest 32 % vs 10 %).
 SYNTH := --input data/samples/s2_havel_10m.tif --labels data/samples/havel_osm_landuse.gpkg --field fclass \
 	--patch-size 32 --threshold 0.6 --stride 8 --block-size 128 --min-patches 20 --seed 5 \
 	--patches-per-epoch 1024 --batch-size 32 --epochs 300 \
 	--attribution "Contains modified Copernicus Sentinel data 2017; map data (c) OpenStreetMap contributors, ODbL"
 
 models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
-	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch diffusion $(SYNTH) --base 32 --depth 3 --patchify 2 \
+	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch diffusion $(SYNTH) --base 32 --depth 3 --patchify 2 --wide-noise 0.2 \
 		--ema 0.995 --guidance 1.5 --steps 18 --name "Sentinel-2 OSM land-use patches (class-conditional diffusion, default)" \
 		--licence "weights GPL-2.0-or-later; trained on Copernicus Sentinel-2 data (free, full and open) and OpenStreetMap data (ODbL)" \
 		--output-model resources/models/synthesize_s2_osm.satgen --report-dir reports/train_synthesize

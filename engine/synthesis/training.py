@@ -71,7 +71,7 @@ class SynthesisConfig:
     patchify: int = 2  # the U-Net runs at half resolution on 2x2 pixel blocks: 4x cheaper on a CPU
     dropout: float = 0.1
     label_dropout: float = 0.15
-    wide_noise: float = 0.0  # share of noise levels drawn over the sampler's whole range (diffusion.edm_loss)
+    wide_noise: float = 0.2  # share of noise levels drawn over the sampler's whole range (diffusion.edm_loss)
     ema: float = 0.999
     guidance: float = 1.5  # sampler defaults stored in the card
     steps: int = 18

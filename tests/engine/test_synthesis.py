@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+import torch
 from PIL import Image
 
 from engine.errors import InputError
@@ -194,3 +195,24 @@ def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
     update_report("synthesize", section, report)
     written = json.loads(report.read_text())
     assert written["translate"] == {"kept": 1} and written["synthesize"]["goals"] == section["goals"]
+
+
+def test_wide_noise_trains_the_levels_where_sampling_starts():
+    from engine.models.class_unet import ClassUNet
+    from engine.synthesis.diffusion import SIGMA_MAX, edm_loss
+
+    seen = []
+
+    class Recording(ClassUNet):  # the real network, noting the noise levels it is trained at
+        def forward(self, x, sigma, labels):
+            seen.append(sigma.detach().clone())
+            return super().forward(x, sigma, labels)
+
+    net = Recording(in_channels=2, num_classes=2, base=8, depth=2)
+    x, y = torch.zeros(256, 2, 16, 16), torch.zeros(256, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    edm_loss(net, x, y, generator=g)
+    edm_loss(net, x, y, generator=g, wide_noise=0.5)
+    narrow, wide = seen
+    assert (narrow > 20).float().mean() < 0.01  # EDM's log-normal: about 1 in 2000
+    assert (wide > 20).float().mean() > 0.05 and float(wide.max()) <= SIGMA_MAX
