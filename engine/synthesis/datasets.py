@@ -388,3 +388,8 @@ def load_raster_patches(raster: str | os.PathLike, labels: str | os.PathLike, fi
 
 def describe(patches: PatchSet) -> str:
     return f"{patches.description}; per class train+held-out: {_summary(patches)}"
+
+
+def patches_to_model(scaling: BandScaling, x: np.ndarray) -> np.ndarray:
+    """(N, C, P, P) band values -> model space [-1, 1] (the scaling works band-first)."""
+    return np.moveaxis(scaling.to_model(np.moveaxis(x, 1, 0), clip=1.0), 0, 1)

@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..modelfile import load_model
 from ..progress import Feedback
 from .classifier import accuracies, predict, train_classifier
+from .datasets import patches_to_model
 from .scores import fid, kid
 from .synthesize import generate, sampler_defaults
 from .training import config_from_card, prepare_patches
@@ -55,8 +56,8 @@ def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback) -
     xs, ys = [], []
     for i, (c, n) in enumerate(zip(classes, counts)):
         x = generate(loaded, card.classes.index(c), n, seed=SEED)
-        values = card.outputs.scaling.from_model(np.moveaxis(x, 1, 0))  # band units, then the common scaling
-        xs.append(np.moveaxis(scaling.to_model(values, clip=1.0), 0, 1))
+        values = np.moveaxis(card.outputs.scaling.from_model(np.moveaxis(x, 1, 0)), 0, 1)  # band units
+        xs.append(patches_to_model(scaling, values))  # then the common scaling
         ys.append(np.full(n, i, np.int64))
         feedback.info(f"  {path}: {n} x {c}")
     guidance, steps = sampler_defaults(card)
@@ -93,14 +94,11 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     classes = [c for c in card.classes if c in patches.classes]
     scaling = card.outputs.scaling
 
-    def to_model(x):
-        return np.moveaxis(scaling.to_model(np.moveaxis(x, 1, 0), clip=1.0), 0, 1)
-
     x_tr, y_tr = patches.part("train")
     x_val, y_val = patches.part("val")
     if not len(y_val):
         raise InputError("the data set has no held-out patch to evaluate on")
-    x_tr, x_val = to_model(x_tr), to_model(x_val)
+    x_tr, x_val = patches_to_model(scaling, x_tr), patches_to_model(scaling, x_val)
     k = len(classes)
 
     have = np.bincount(y_tr, minlength=k)

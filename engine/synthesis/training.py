@@ -31,7 +31,7 @@ from ..models.class_unet import ClassUNet
 from ..progress import Feedback
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.report import plot_history, save_grid, write_json
-from .datasets import PatchSet, describe, load_class_folders, load_raster_patches
+from .datasets import PatchSet, describe, load_class_folders, load_raster_patches, patches_to_model
 from .diffusion import edm_loss
 from .synthesize import generate, to_rgb8
 
@@ -179,7 +179,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     patches = prepare_patches(config, warn=feedback.info)
     feedback.info(describe(patches))
     scaling = patches.fit_scaling()
-    to_model = lambda x: np.moveaxis(scaling.to_model(np.moveaxis(x, 1, 0), clip=1.0), 0, 1)  # noqa: E731
+    to_model = lambda x: patches_to_model(scaling, x)  # noqa: E731
     x_train, y_train = patches.part("train")
     x_val, y_val = patches.part("val")
     data = torch.from_numpy(to_model(x_train)).float()

@@ -9,11 +9,11 @@ Uses the model card to rebuild the training patches; 128 synthetic patches per c
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from engine.modelfile import load_model  # noqa: E402
+from engine.synthesis.datasets import patches_to_model  # noqa: E402
 from engine.synthesis.diffusion import heun_sample  # noqa: E402
 from engine.synthesis.training import config_from_card, prepare_patches  # noqa: E402
 
@@ -25,7 +25,7 @@ x, y = patches.part("train")
 scaling = card.outputs.scaling
 print(f"{'class':12s} {'real':>6s} {'g=1':>6s} {'g=1.5':>6s}   (share of patches whose mean is above mid-grey)")
 for i, name in enumerate(card.classes):
-    real = np.moveaxis(scaling.to_model(np.moveaxis(x[y == i], 1, 0), clip=1.0), 0, 1)
+    real = patches_to_model(scaling, x[y == i])
     row = [(real.mean((1, 2, 3)) > 0).mean()]
     for guidance in (1.0, 1.5):
         noise = torch.randn(128, *real.shape[1:], generator=torch.Generator().manual_seed(1))
