@@ -62,7 +62,8 @@ def cmd_inpaint(args) -> int:
     if args.qa_expression and not (args.qa or args.qa_band):
         masks.qa_band = 1
     result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), ConsoleFeedback(),
-                     output_mask=args.output_mask, normalize=args.normalize)
+                     output_mask=args.output_mask, normalize=args.normalize, reference=args.reference,
+                     reference_bands=args.reference_bands)
     st = result.stats
     print(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
           f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s"
@@ -202,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
     p.add_argument("--normalize", choices=("model", "scene"), default="model",
                    help="stretch bands as in training (model) or by this scene's clear pixels (scene)")
+    p.add_argument("--reference", help="a clear image of the same place on another date (any grid): the cloudy "
+                                       "pixels are filled from it, matched to this date; the model fills the rest")
+    p.add_argument("--reference-bands", type=_bands, help="1-based reference bands matching the input bands "
+                                                          "(default: the same band numbers)")
     _add_tile_options(p)
     p.set_defaults(func=cmd_inpaint)
 
@@ -242,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
                    help="no discriminator (L1 losses only)")
+    p.add_argument("--fill", choices=("harmonic", "push_pull"), help="the interpolation the U-Net corrects (default: harmonic)")
     for name in ("name", "attribution", "licence", "data-description"):
         p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
     p.add_argument("--device", default="auto")

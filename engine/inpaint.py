@@ -27,7 +27,7 @@ from .datasets.clouds import model_input
 from .device import resolve_device
 from .errors import InputError
 from .fileio import atomic_path
-from .masks import NO_MASK, Grid, QAExpression, open_mask
+from .masks import NO_MASK, Grid, GridBand, QAExpression, open_mask
 from .modelfile import LoadedModel, load_model
 from .pipeline import RunStats, TileOptions, check_tile_size, run_tiles, torch_predictor, _check_not_same_file
 from .progress import Feedback
@@ -72,7 +72,8 @@ def default_model() -> Path:
 
 
 class PaddedMask:
-    """A mask source read with reflection past the raster's edges, like the bands."""
+    """A mask (rows, cols) or reference (bands, rows, cols) source read with reflection
+    past the raster's edges, like the bands."""
 
     def __init__(self, source, height: int, width: int):
         self.source, self.height, self.width = source, height, width
@@ -82,9 +83,9 @@ class PaddedMask:
         cols = reflect_indices(c0, c1, self.width)
         lo_r, lo_c = int(rows.min()), int(cols.min())
         block = self.source.read(lo_r, int(rows.max()) + 1, lo_c, int(cols.max()) + 1)
-        if rows[0] == lo_r and cols[0] == lo_c and block.shape == (rows.size, cols.size):
+        if rows[0] == lo_r and cols[0] == lo_c and block.shape[-2:] == (rows.size, cols.size):
             return block
-        return block[np.ix_(rows - lo_r, cols - lo_c)]
+        return block[(Ellipsis,) + np.ix_(rows - lo_r, cols - lo_c)]
 
 
 class StripMask:
@@ -97,9 +98,41 @@ class StripMask:
         self.r0, self.rows = 0, np.zeros((0, width), bool)
 
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-        if not (self.r0 <= r0 and r1 <= self.r0 + self.rows.shape[0]):
+        if not (self.r0 <= r0 and r1 <= self.r0 + self.rows.shape[-2]):
             self.r0, self.rows = r0, self.mask.read(r0, r1, 0, self.width)
-        return self.rows[r0 - self.r0:r1 - self.r0, c0:c1]
+        return self.rows[..., r0 - self.r0:r1 - self.r0, c0:c1]
+
+
+class ReferenceImage:
+    """A clear image of another date, read on the input's grid: directly when it lies on
+    it, else through a bilinear WarpedVRT (any CRS, resolution and extent). `read` gives
+    (bands, rows, cols) float32, NaN wherever a band has no valid value (nodata, outside
+    its extent)."""
+
+    def __init__(self, path: str | os.PathLike, bands: list[int], grid: Grid):
+        from rasterio.enums import Resampling
+
+        self.bands: list[GridBand] = []
+        try:
+            for b in bands:
+                src = self.bands[0].src if self.bands else None
+                self.bands.append(GridBand(path, b, grid, "reference raster", src=src,
+                                           resampling=Resampling.bilinear))
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        out = np.empty((len(self.bands), row1 - row0, col1 - col0), np.float32)
+        for i, band in enumerate(self.bands):
+            data, valid = band.read(row0, row1, col0, col1)
+            out[i] = np.where(valid, data, np.nan)
+        return out
+
+    def close(self) -> None:
+        for band in reversed(self.bands):  # the first one owns the dataset the others share
+            band.close()
+        self.bands = []
 
 
 def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
@@ -128,9 +161,16 @@ def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
 def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             model: LoadedModel | str | os.PathLike | None = None, masks: MaskOptions | None = None,
             options: TileOptions | None = None, feedback: Feedback | None = None,
-            output_mask: str | os.PathLike | None = None, normalize: str = "model") -> InpaintResult:
+            output_mask: str | os.PathLike | None = None, normalize: str = "model",
+            reference: str | os.PathLike | None = None, reference_bands: list[int] | None = None) -> InpaintResult:
     """Fill the cloudy pixels of `input_path`; write a GeoTIFF with the input's grid,
-    dtype and nodata, equal to the input bit for bit outside the mask."""
+    dtype and nodata, equal to the input bit for bit outside the mask.
+
+    `reference`: a clear image of the same place on another date (any grid; bands
+    `reference_bands`, default the input's selected band numbers, in the same order).
+    Where it is valid the cloudy pixels are filled from it (`fills.reference_fill`:
+    a linear match per band and tile plus the interpolated residual), elsewhere by
+    the model."""
     masks = masks or MaskOptions()
     options = options or TileOptions()
     feedback = feedback or Feedback()
@@ -154,6 +194,8 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
     overlap = card.overlap if options.overlap is None else options.overlap
     check_tile_size(model.module, tile)
     _check_not_same_file(input_path, output_path)
+    if reference is not None:
+        _check_not_same_file(reference, output_path)
     if output_mask is not None:
         _check_not_same_file(input_path, output_mask)
         if os.path.abspath(output_mask) == os.path.abspath(output_path):
@@ -194,11 +236,23 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             if normalize == "scene":
                 scaling = fit_percentiles(clear.astype(np.float64))
                 feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
+            ref_source = None
+            if reference is not None:
+                ref_bands = list(reference_bands or bands)
+                if len(ref_bands) != len(bands):
+                    raise InputError(f"the reference bands {ref_bands} must match the input bands {bands} one to one; "
+                                     f"give as many reference bands as input bands, in the same order")
+                ref_source = ReferenceImage(reference, ref_bands, Grid.of(src))
+                feedback.info(f"filling from the reference {Path(reference).name}, bands {ref_bands}; the model "
+                              f"fills only where the reference has no value")
             # the tile pass: each input block read once, each strip's mask computed once
-            with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling:
+            with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \
+                    (contextlib.closing(ref_source) if ref_source else contextlib.nullcontext()):
+                strip_ref = (StripMask(PaddedMask(ref_source, src.height, src.width), grid.padded_width)
+                             if ref_source else None)
                 _run(src, rolling, StripMask(cloud, grid.padded_width), grid, card, model, device, scaling,
                      bands, dtype, output_path, output_mask, options.batch_size, feedback, stats, fraction,
-                     best_effort)
+                     best_effort, strip_ref)
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
     return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
@@ -206,7 +260,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
 
 
 def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
-         output_mask, batch_size, feedback, stats, fraction, best_effort) -> None:
+         output_mask, batch_size, feedback, stats, fraction, best_effort, reference=None) -> None:
     clip = card.inputs.clip
     names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names)]
 
@@ -215,6 +269,11 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
         c = cloud.read(r0, r1, c0, c1)
         holes = c if valid is None else c | ~valid  # nodata is unknown to the model too
         x = model_input(scaling.to_model(data, clip=clip), holes)
+        if reference is not None:  # + the scaled reference (0 where invalid) and its validity
+            ref = reference.read(r0, r1, c0, c1)
+            ok = np.isfinite(ref).all(axis=0)
+            ref = scaling.to_model(np.where(ok, ref, 0), clip=clip) * ok
+            x = np.concatenate([x, ref, ok[None].astype(np.float32)], axis=0)
         return x, valid, c
 
     tags = {"SATGEN_CLOUD_FRACTION": f"{fraction:.6f}", "SATGEN_BEST_EFFORT": str(best_effort).lower(),
@@ -253,8 +312,9 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             for w in (writer, mask_writer):
                 if w:
                     w.dst.update_tags(**tags)
-            run_tiles(grid, 1, card.outputs.count, source, torch_predictor(model.module, device), sink,
-                      batch_size, feedback, stats)
+            predictor = (torch_predictor(model.module, device) if reference is None
+                         else reference_predictor(model.module, device, len(bands)))
+            run_tiles(grid, 1, card.outputs.count, source, predictor, sink, batch_size, feedback, stats)
             writer.close()
             if mask_writer:
                 mask_writer.close()
@@ -263,3 +323,26 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             if mask_writer:
                 mask_writer.abort()
             raise
+
+
+def reference_predictor(module, device, n_bands: int):
+    """Batches of (bands + mask, reference bands, reference validity) -> the reference fill
+    where the reference is valid, the model's fill elsewhere (the model runs only for
+    batches that need it)."""
+    import torch
+
+    from .fills import reference_fill
+
+    module.eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device)
+            model_in, ref, ref_ok = x[:, :n_bands + 1], x[:, n_bands + 1:2 * n_bands + 1], x[:, 2 * n_bands + 1:]
+            hole = model_in[:, -1:]
+            filled = reference_fill(model_in[:, :-1], 1 - hole, ref, ref_ok)
+            if bool((hole * (1 - ref_ok)).amax() > 0):
+                filled = torch.where(ref_ok > 0.5, filled, module(model_in).float())
+            return filled.float().cpu().numpy()
+
+    return predict

@@ -150,7 +150,7 @@ def _check_overlap(crs, bounds, grid: Grid, what: str) -> None:
     if not overlaps:
         here = _safe_transform_bounds(crs, grid.crs, bounds)
         raise InputError(f"the {what} does not overlap the input raster; check that it covers the same area "
-                         f"(mask bounds in the input's CRS {_fmt_bounds(here, grid.crs)}, input bounds "
+                         f"(its bounds in the input's CRS {_fmt_bounds(here, grid.crs)}, input bounds "
                          f"{_fmt_bounds(grid.bounds, grid.crs)})")
 
 
@@ -180,13 +180,14 @@ class MaskSource:
                              f"{self.grid.height} x {self.grid.width} raster; clip it first")
 
 
-class _GridBand:
+class GridBand:
     """One band of a raster, read on `grid`: directly when it lies on the grid, else through a
-    nearest-neighbour WarpedVRT (outside its extent and at its nodata: invalid)."""
+    WarpedVRT (nearest neighbour unless told; outside its extent and at its nodata: invalid)."""
 
     reader = None
 
-    def __init__(self, path, band: int | None, grid: Grid, what: str, src=None):
+    def __init__(self, path, band: int | None, grid: Grid, what: str, src=None,
+                 resampling: Resampling = Resampling.nearest):
         self.owned = src is None
         if src is None and not os.path.exists(path) and "://" not in str(path) and not str(path).startswith("/vsi"):
             raise InputError(f"{what} {path} does not exist; check the path")
@@ -207,7 +208,7 @@ class _GridBand:
                                  f"input raster; assign its CRS (in QGIS: Raster > Projections > Assign Projection)")
             _check_overlap(self.src.crs, self.src.bounds, grid, f"{what} {path}")
             self.reader = WarpedVRT(self.src, crs=grid.crs, transform=grid.transform, width=grid.width,
-                                    height=grid.height, resampling=Resampling.nearest,
+                                    height=grid.height, resampling=resampling,
                                     add_alpha=self.src.nodata is None)
         except BaseException:
             self.close()
@@ -235,7 +236,7 @@ class RasterMask(MaskSource):
 
     def __init__(self, path: str | os.PathLike, grid: Grid, band: int = 1):
         self.grid = grid
-        self.band = _GridBand(path, band, grid, "mask raster")
+        self.band = GridBand(path, band, grid, "mask raster")
 
     def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         self._check_window(row0, row1, col0, col1)
@@ -272,7 +273,7 @@ class QAMask(MaskSource):
     def __init__(self, path: str | os.PathLike, band: int | None, expression: "str | QAExpression", grid: Grid):
         self.grid = grid
         self.expression = expression if isinstance(expression, QAExpression) else QAExpression(expression)
-        self.band = _GridBand(path, band, grid, "QA raster")
+        self.band = GridBand(path, band, grid, "QA raster")
         if self.band.dtype.kind not in "iu":
             name = self.band.dtype.name
             self.band.close()

@@ -28,6 +28,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
+from ..fills import FILLS
 from ..models.inpaint_unet import InpaintUNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback
@@ -59,6 +60,7 @@ class InpaintingConfig:
     lambda_hole: float = 100.0
     lambda_valid: float = 10.0
     adversarial: bool = True
+    fill: str = "harmonic"  # the interpolation the U-Net corrects: harmonic or push_pull
     gan_mode: str = "vanilla"
     jitter: float = 0.15
     lr: float = 2e-4
@@ -89,6 +91,8 @@ def _check(config: InpaintingConfig) -> None:
             raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
     if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
         raise InputError("epochs, patches per epoch and batch size must all be at least 1")
+    if config.fill not in FILLS:
+        raise InputError(f"fill {config.fill!r} is not one of {', '.join(FILLS)}")
     if not 0 <= config.coverage_min < config.coverage_max <= 1:
         raise InputError(f"cloud coverage range {config.coverage_min}..{config.coverage_max} must lie in 0..1 "
                          f"with min < max")
@@ -147,7 +151,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         raise InputError("no held-out block has enough valid pixels for validation; use a smaller block size")
     bands = scenes[0].band_names
     n = len(bands)
-    g_params = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth)
+    g_params = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth, fill=config.fill)
     generator = InpaintUNet(**g_params).to(device)
     discriminator = PatchGAN(2 * n + 1, ndf=config.ndf).to(device)
     parts = pix2pix_parts(generator, discriminator, config)
@@ -160,8 +164,8 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         inputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype, clip=CLIP),
         outputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype),
         tile_size=config.tile_size, overlap=config.overlap, scale=1, name=config.name,
-        description=(f"push-pull fill + U-Net correction (ngf {config.ngf}, depth {config.depth}) for cloud-masked "
-                     f"pixels of {n}-band {scenes[0].dtype} imagery; input: bands with cloudy pixels zeroed + the mask"
+        description=(f"{config.fill.replace('_', '-')} fill + U-Net correction (ngf {config.ngf}, depth {config.depth}) "
+                     f"for cloud-masked pixels of {n}-band {scenes[0].dtype} imagery; input: bands with cloudy pixels zeroed + the mask"
                      + (", trained with a conditional PatchGAN" if config.adversarial else ", L1 only")),
         training={"data": config.data_description or ", ".join(Path(p).name for p in config.inputs),
                   "attribution": config.attribution, "licence": config.licence,

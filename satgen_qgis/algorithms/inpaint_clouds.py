@@ -4,6 +4,7 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessingException,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
@@ -47,8 +48,16 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
                 "bands 2-5) set Normalization to 'scene' so the bands are stretched by this scene's own clear "
                 "pixels, or train a model on your own clear imagery with 'Train cloud inpainting model'. "
                 "The output has the selected bands, the input's data type, CRS, extent and nodata.\n\n"
+                "Reference image (optional): a clear image of the same place on another date (any CRS and "
+                "resolution; same bands, chosen in Reference bands, default the same band numbers). Where it has "
+                "values, the cloudy pixels are filled from it: matched to this date by a linear fit per band and "
+                "tile on the pixels both images see clearly, plus the interpolated difference. This is far closer "
+                "to the truth than any single-image fill (see the README's measured figures); the model fills only "
+                "where the reference has no value. The reference itself must be clear where this scene is "
+                "cloudy.\n\n"
                 "Command line names: INPUT, BANDS, MASK, QA_BAND, QA_BAND_INDEX, QA_EXPRESSION, DETECT, DILATE, "
-                "MODEL, NORMALIZE, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT, OUTPUT_MASK.")
+                "REFERENCE, REFERENCE_BANDS, MODEL, NORMALIZE, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT, "
+                "OUTPUT_MASK.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Cloudy raster"))
@@ -63,8 +72,14 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "DILATE", "Dilate the mask by (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=0,
             minValue=0, maxValue=500))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            "REFERENCE", "Clear reference image of another date (optional: fills from it where it has values)",
+            optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Inpainting model file (empty: the default model)", extension="satgen", optional=True))
+        self.add_advanced(QgsProcessingParameterBand(
+            "REFERENCE_BANDS", "Reference bands matching the input bands (empty: the same band numbers)",
+            parentLayerParameterName="REFERENCE", optional=True, allowMultiple=True))
         self.add_advanced(QgsProcessingParameterNumber(
             "QA_BAND_INDEX", "Band of the QA raster", QgsProcessingParameterNumber.Integer, defaultValue=1,
             minValue=1))
@@ -99,7 +114,10 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         result = inpaint(self.raster_path(parameters, "INPUT", context), output,
                          self.parameterAsFile(parameters, "MODEL", context) or None, masks,
                          self.tile_options(parameters, context), feedback, output_mask=output_mask,
-                         normalize=NORMALIZE[self.parameterAsEnum(parameters, "NORMALIZE", context)])
+                         normalize=NORMALIZE[self.parameterAsEnum(parameters, "NORMALIZE", context)],
+                         reference=self.raster_path(parameters, "REFERENCE", context) if parameters.get("REFERENCE")
+                         else None,
+                         reference_bands=self.parameterAsInts(parameters, "REFERENCE_BANDS", context) or None)
         if result.best_effort:
             feedback.feedback.pushWarning(f"{result.cloud_fraction:.0%} of the scene is cloud: the fill is a best "
                                           f"effort with little clear context")

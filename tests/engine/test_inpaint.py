@@ -198,3 +198,70 @@ def test_qa_band_and_scene_normalisation_on_other_imagery(trained, tmp_path):
     cloud[30:60, 30:60] = True
     assert np.array_equal(out[:, ~cloud], image[:, ~cloud])
     assert abs(result.cloud_fraction - cloud.mean()) < 1e-9
+
+
+@needs_samples
+def test_a_reference_date_fills_from_its_texture_on_any_grid(trained, tmp_path):
+    """Reference = this scene under a different radiometry (0.8 x + 150, float32), once on the
+    same grid and once in WGS84: the cloud is filled from it, close to the truth; where the
+    reference has no value the model fills; outside the cloud the input is kept bit for bit."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    _, crop, model, _ = trained
+    with rasterio.open(crop) as src:
+        data, crs, transform = src.read(), src.crs, src.transform
+        wgs_transform, w, h = calculate_default_transform(crs, "EPSG:4326", 192, 192, *src.bounds, resolution=5e-5)
+    mask = _mask_raster(tmp_path / "mask.tif", (192, 192), [(40, 100, 50, 130)], crs=crs, transform=transform)
+    other = (0.8 * data + 150).astype(np.float32)
+    other[:, 40:100, 110:130] = -1  # the reference's own gap, under part of the cloud
+    ref = write_raster(tmp_path / "ref.tif", other, crs=crs, transform=transform, nodata=-1)
+    cloud = np.zeros((192, 192), bool)
+    cloud[40:100, 50:130] = True
+    gap = np.zeros_like(cloud)
+    gap[40:100, 110:130] = True
+
+    def run(name, **kw):
+        out = tmp_path / name
+        inpaint(crop, out, model, MaskOptions(mask=str(mask)), TileOptions(batch_size=2), **kw)
+        with rasterio.open(out) as dst:
+            return dst.read().astype(np.float64)
+
+    plain, with_ref = run("plain.tif"), run("with_ref.tif", reference=str(ref))
+    truth = data.astype(np.float64)
+    for filled in (plain, with_ref):
+        assert np.array_equal(filled[:, ~cloud], truth[:, ~cloud])
+    from_ref = cloud & ~gap
+    assert np.abs(with_ref - truth)[:, from_ref].max() <= 2  # linear change, recovered up to rounding
+    assert np.abs(plain - truth)[:, from_ref].mean() > 20 * max(1.0, np.abs(with_ref - truth)[:, from_ref].mean())
+    assert np.array_equal(with_ref[:, gap], plain[:, gap])  # the model's fill where the reference is empty
+
+    geo = np.full((4, h, w), -1, np.float32)
+    reproject(other, geo, src_transform=transform, src_crs=crs, src_nodata=-1, dst_transform=wgs_transform,
+              dst_crs="EPSG:4326", dst_nodata=-1, resampling=Resampling.bilinear)
+    geo_ref = write_raster(tmp_path / "geo_ref.tif", geo, crs="EPSG:4326", transform=wgs_transform, nodata=-1)
+    warped = run("geo.tif", reference=str(geo_ref), reference_bands=[1, 2, 3, 4])
+    assert np.array_equal(warped[:, ~cloud], truth[:, ~cloud])
+    inner = np.zeros_like(cloud)
+    inner[45:95, 55:105] = True  # away from the gap's edge, which the two warps blur
+    # two bilinear warps smooth 10 m texture: far better than no reference, not exact
+    assert np.abs(warped - truth)[:, inner].mean() < 0.5 * np.abs(plain - truth)[:, inner].mean()
+
+
+@needs_samples
+def test_a_bad_reference_is_refused_and_nothing_is_left(trained, tmp_path):
+    _, crop, model, _ = trained
+    with rasterio.open(crop) as src:
+        mask = _mask_raster(tmp_path / "mask.tif", (192, 192), [(0, 40, 0, 40)], crs=src.crs, transform=src.transform)
+        data, crs, transform = src.read(), src.crs, src.transform
+    far = write_raster(tmp_path / "far.tif", data, crs=crs, transform=from_origin(0, 0, 10, 10))
+    two = write_raster(tmp_path / "two.tif", data[:2], crs=crs, transform=transform)
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="reference raster .* does not overlap"):
+        inpaint(crop, out, model, MaskOptions(mask=str(mask)), reference=str(far))
+    with pytest.raises(InputError, match="match the input bands"):
+        inpaint(crop, out, model, MaskOptions(mask=str(mask)), reference=str(crop), reference_bands=[1, 2])
+    with pytest.raises(InputError, match="band 3 of reference raster"):
+        inpaint(crop, out, model, MaskOptions(mask=str(mask)), reference=str(two))
+    with pytest.raises(InputError, match="does not exist"):
+        inpaint(crop, out, model, MaskOptions(mask=str(mask)), reference=str(tmp_path / "missing.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.tif", "mask.tif", "two.tif"]
