@@ -115,7 +115,7 @@ $(MAPS)/havel_osm_map.tif: data/samples/s2_havel_10m.tif resources/styles/osm_la
 # The default inpainting model: clear Sentinel-2 (Virginia, 2016), cloud shapes fractal and real
 # (the top half of the Landsat-8 BQA mask of the Pensacola scene; evaluation uses the bottom half).
 INPAINT_CONFIG := --ngf 16 --depth 7 --patch-size 128 --tile-size 256 --overlap 32 --batch-size 8 \
-	--epochs 16 --patches-per-epoch 640 --block-size 256 --val-fraction 0.25 --seed 0
+	--epochs 16 --patches-per-epoch 640 --block-size 256 --val-fraction 0.25 --seed 0 --l1-only
 
 $(MAPS)/l8_cloudmask_top.tif: data/samples/l8_pensacola_cloudmask.tif
 	@mkdir -p $(MAPS)
