@@ -13,7 +13,11 @@
 2. The real cloudy/clear Landsat TM series (Fmask): each date with 10-50 % cloud +
    cloud shadow is filled and compared with the nearest clear date. A 3-band model
    (b3 b4 b5) is trained for this on the other clear dates (never the dates scored
-   against), then model vs FillNodata.
+   against), then model vs FillNodata; and with a reference (the next-nearest clear
+   date, `inpaint(reference=...)`).
+3. Reference-date fill on the goal's protocol: every clear date of the series under
+   the real Fmask cloud + shadow shape of a cloudy date, the nearest other clear date
+   as reference, truth the date itself; vs FillNodata and the harmonic fill alone.
 """
 
 from __future__ import annotations
@@ -117,6 +121,17 @@ def _run_case(model, image, cloud, profile, work: Path, name: str, batch_size: i
     return filled, bool(np.array_equal(filled[:, ~cloud], image[:, ~cloud]))
 
 
+def _day(date: str) -> np.datetime64:
+    return np.datetime64(date)
+
+
+def _read_scene(path) -> tuple[np.ndarray, dict]:
+    """(bands, profile for writing a case like it) of a series image."""
+    with rasterio.open(path) as src:
+        return src.read(), dict(driver="GTiff", crs=src.crs, transform=src.transform, width=src.width,
+                                height=src.height, nodata=src.nodata)
+
+
 def _mean(rows: list[dict], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
@@ -190,8 +205,7 @@ def evaluate_series(work: Path, feedback: Feedback | None = None, epochs: int = 
         stats.append((date, path, fm, valid.mean(), frac(4) + frac(2)))
     clear = [s for s in stats if s[3] > 0.99 and s[4] < 0.01]
     cloudy = [s for s in stats if s[3] > 0.99 and 0.1 <= s[4] <= 0.5]
-    day = lambda d: np.datetime64(d)  # noqa: E731
-    pairs = [(c, min(clear, key=lambda s: abs(day(s[0]) - day(c[0])))) for c in cloudy]
+    pairs = [(c, min(clear, key=lambda s: abs(_day(s[0]) - _day(c[0])))) for c in cloudy]
     truth_dates = {t[0] for _, t in pairs}
     train = [s[1] for s in clear if s[0] not in truth_dates]
     model = work / "series_model.satgen"
@@ -204,14 +218,12 @@ def evaluate_series(work: Path, feedback: Feedback | None = None, epochs: int = 
     low, high = card.inputs.low, card.inputs.high
     rows = []
     for (date, path, fm, _, cover), (tdate, tpath, _, _, _) in pairs:
-        with rasterio.open(path) as src, rasterio.open(tpath) as tgt:
-            image, truth = src.read(), tgt.read()
-            profile = dict(driver="GTiff", crs=src.crs, transform=src.transform, width=src.width,
-                           height=src.height, nodata=src.nodata)
+        image, profile = _read_scene(path)
+        truth, _ = _read_scene(tpath)
         cloud = (fm == 4) | (fm == 2)
         filled, same = _run_case(str(model), image, cloud, profile, work, f"series_{date}", batch_size, feedback)
         # the reference: the nearest clear date other than the one scored against
-        rdate, rpath = min(((s[0], s[1]) for s in clear if s[0] != tdate), key=lambda s: abs(day(s[0]) - day(date)))
+        rdate, rpath = min(((s[0], s[1]) for s in clear if s[0] != tdate), key=lambda s: abs(_day(s[0]) - _day(date)))
         with_ref, same_ref = _run_case(str(model), image, cloud, profile, work, f"series_{date}_ref", batch_size,
                                        feedback, reference=rpath)
         row = {"date": date, "clear_date": tdate, "reference_date": rdate, "cloud_and_shadow": cover,
@@ -239,23 +251,19 @@ def _reference_cases(model: str, clear, cloud_fmasks, work: Path, batch_size: in
     truth: the clear date itself. (No model-only column: the series model trained on these dates.)"""
     from .fills import harmonic_fill
 
-    day = lambda d: np.datetime64(d)  # noqa: E731
-    images = {}
-    for date, path, *_ in clear:
-        with rasterio.open(path) as src:
-            images[date] = (path, src.read(), dict(driver="GTiff", crs=src.crs, transform=src.transform,
-                                                   width=src.width, height=src.height, nodata=src.nodata))
-    low, high = read_card(model).inputs.low, read_card(model).inputs.high
+    images = {date: (path, *_read_scene(path)) for date, path, *_ in clear}
+    inputs = read_card(model).inputs
+    low, high = inputs.low, inputs.high
     rows = []
     for i, (date, (path, image, profile)) in enumerate(images.items()):
         fm = cloud_fmasks[i % len(cloud_fmasks)]
         cloud = (fm == 4) | (fm == 2)
-        rdate = min((d for d in images if d != date), key=lambda d: abs(day(d) - day(date)))
+        rdate = min((d for d in images if d != date), key=lambda d: abs(_day(d) - _day(date)))
         filled, same = _run_case(model, image, cloud, profile, work, f"clear_{date}", batch_size, feedback,
                                  reference=images[rdate][0])
         known = torch.from_numpy(~cloud)[None, None].double()
         harmonic = harmonic_fill(torch.from_numpy(image.astype(np.float64))[None], known)[0].numpy()
-        row = {"date": date, "reference_date": rdate, "gap_days": int(abs((day(rdate) - day(date)).astype(int))),
+        row = {"date": date, "reference_date": rdate, "gap_days": int(abs((_day(rdate) - _day(date)).astype(int))),
                "cloud_and_shadow": float(cloud.mean()), "outside_identical": same}
         for name, pred in (("reference", filled), ("fillnodata", fill_nodata(image, cloud)),
                            ("harmonic", np.where(cloud, harmonic, image))):

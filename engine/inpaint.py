@@ -71,7 +71,7 @@ def default_model() -> Path:
     return DEFAULT_MODEL
 
 
-class PaddedMask:
+class PaddedReader:
     """A mask (rows, cols) or reference (bands, rows, cols) source read with reflection
     past the raster's edges, like the bands."""
 
@@ -88,12 +88,12 @@ class PaddedMask:
         return block[(Ellipsis,) + np.ix_(rows - lo_r, cols - lo_c)]
 
 
-class StripMask:
+class StripCache:
     """The mask of the current strip of tiles, read once, the padded raster wide: the
     tiles of a strip and the sink's finished rows (which lie in that strip) slice it,
     so a mask (a warp, a QA test, detection, a dilation) is computed once per strip."""
 
-    def __init__(self, mask: PaddedMask, width: int):
+    def __init__(self, mask: PaddedReader, width: int):  # a mask or the reference
         self.mask, self.width = mask, width
         self.r0, self.rows = 0, np.zeros((0, width), bool)
 
@@ -218,7 +218,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
         with open_mask(Grid.of(src), mask_path=masks.mask, mask_layer=masks.mask_layer, qa_path=masks.qa,
                        qa_band=masks.qa_band, qa_expression=masks.qa_expression, detect=masks.detect,
                        input_path=str(input_path), dilate=masks.dilate) as mask_source:
-            cloud = PaddedMask(mask_source, src.height, src.width)
+            cloud = PaddedReader(mask_source, src.height, src.width)
             n_cloud, n_valid, clear = _survey(src, reader, cloud, feedback, sample=normalize == "scene")
             if n_valid == 0:
                 raise InputError(f"{input_path} holds no valid pixel (all nodata) in bands {bands}; nothing to fill")
@@ -248,9 +248,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             # the tile pass: each input block read once, each strip's mask computed once
             with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \
                     (contextlib.closing(ref_source) if ref_source else contextlib.nullcontext()):
-                strip_ref = (StripMask(PaddedMask(ref_source, src.height, src.width), grid.padded_width)
+                strip_ref = (StripCache(PaddedReader(ref_source, src.height, src.width), grid.padded_width)
                              if ref_source else None)
-                _run(src, rolling, StripMask(cloud, grid.padded_width), grid, card, model, device, scaling,
+                _run(src, rolling, StripCache(cloud, grid.padded_width), grid, card, model, device, scaling,
                      bands, dtype, output_path, output_mask, options.batch_size, feedback, stats, fraction,
                      best_effort, strip_ref)
     stats.seconds = time.perf_counter() - started
