@@ -133,7 +133,7 @@ SYNTH := --input data/samples/s2_havel_10m.tif --labels data/samples/havel_osm_l
 
 models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch diffusion $(SYNTH) --base 32 --depth 3 --patchify 2 --wide-noise 0.2 \
-		--ema 0.995 --guidance 1.5 --steps 18 --name "Sentinel-2 OSM land-use patches (class-conditional diffusion, default)" \
+		--ema 0.995 --guidance auto --steps 18 --name "Sentinel-2 OSM land-use patches (class-conditional diffusion, default)" \
 		--licence "weights GPL-2.0-or-later; trained on Copernicus Sentinel-2 data (free, full and open) and OpenStreetMap data (ODbL)" \
 		--output-model resources/models/synthesize_s2_osm.satgen --report-dir reports/train_synthesize
 	OMP_NUM_THREADS=1 $(PY) -m engine train synthesis --arch cdcgan $(SYNTH) --name "Sentinel-2 OSM land-use patches (cDCGAN baseline)" \
@@ -153,7 +153,7 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 		--output-model reports/baselines/translate_l1.satgen --report-dir reports/train_translate_l1
 
 evaluate: setup data $(MAPS)/havel_osm_map.tif
-	$(PY) -m engine evaluate
+	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
 package:
 	rm -rf build/package dist/satgen_qgis-*.zip

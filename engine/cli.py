@@ -21,6 +21,16 @@ def _bands(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"bands must be 1-based numbers separated by commas, e.g. 3,2,1; got {text!r}")
 
 
+def _guidance(text: str) -> float | None:
+    """A guidance weight, or 'auto' (None: chosen after training)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"guidance must be a number (1: plain conditional) or 'auto'; got {text!r}")
+
+
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", type=_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
     p.add_argument("--tile-size", type=int, help="tile size in px (default: the model's)")
@@ -268,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("patches-per-epoch", int), ("batch-size", int), ("lr", float), ("nz", int), ("ngf", int),
                        ("ndf", int), ("base", int), ("depth", int), ("blocks", int), ("patchify", int),
                        ("label-dropout", float), ("wide-noise", float),
-                       ("ema", float), ("guidance", float), ("steps", int), ("seed", int)):
+                       ("ema", float), ("guidance-samples", int), ("steps", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--guidance", type=_guidance, help="default guidance stored in the model (diffusion); 'auto' "
+                   "(default): the weight whose patches come closest to the training patches, chosen after training")
     for name in ("name", "attribution", "licence", "data-description"):
         p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
     p.add_argument("--device", default="auto")
@@ -295,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="reports/baselines/synthesize_cdcgan.satgen")
     p.add_argument("--n", type=int, default=100, help="synthetic patches per class (default 100)")
     p.add_argument("--repeats", type=int, default=3, help="classifier trainings averaged per score (default 3)")
+    p.add_argument("--inception-weights", help="Inception-v3 weights file (torchvision's or pytorch-fid's .pth, or "
+                   "safetensors): KID/FID in ImageNet Inception space as well")
+    p.add_argument("--device", default="auto", help="device of the Inception features (auto: CUDA when present)")
     p.add_argument("--report", default="reports/quality.json")
     p.set_defaults(func=cmd_evaluate_synthesis)
 
@@ -330,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inpaint-model", default="resources/models/inpaint_s2.satgen")
     p.add_argument("--synthesize-model", default="resources/models/synthesize_s2_osm.satgen")
     p.add_argument("--synthesize-baseline", default="reports/baselines/synthesize_cdcgan.satgen")
+    p.add_argument("--inception-weights", help="Inception-v3 weights file: synthesis KID/FID in Inception space too")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="sections to measure (default: all)")
     p.add_argument("--work", default="build/evaluate", help="folder for the full-scene outputs")
     p.set_defaults(func=cmd_evaluate)

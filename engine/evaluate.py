@@ -128,7 +128,8 @@ def main(args) -> int:
         update_report("inpaint", section)
         _print(section, "reports/inpaint_preview.png")
     if "synthesize" in args.only:
-        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=5)
+        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=5,
+                                             inception_weights=args.inception_weights)
         _print(section, "reports/train_synthesize/samples.png")
     return 0
 
@@ -141,17 +142,19 @@ def _print(section: dict, preview: str) -> None:
 
 
 def evaluate_synthesis_section(model: str, baseline: str, n: int = 100, repeats: int = 2,
-                               report: Path = REPORT) -> dict:
+                               report: Path = REPORT, inception_weights=None, device: str = "auto") -> dict:
     """The `synthesize` section of quality.json on its own (see engine.synthesis.evaluation)."""
     from .synthesis.evaluation import evaluate_synthesis
 
-    section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=ConsoleFeedback())
+    section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=ConsoleFeedback(),
+                                 inception_weights=inception_weights, device=device)
     update_report("synthesize", section, report)
     return section
 
 
 def main_synthesis(args) -> int:
-    section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report))
+    section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report),
+                                         args.inception_weights, args.device)
     for key, value in section["summary"].items():
         print(f"{key:40s} {value if value is None else round(value, 4)}")
     print("goals:", json.dumps(section["goals"]))

@@ -18,6 +18,10 @@ multispectral patches badly). For each model:
 Accuracies are balanced (mean recall over classes: the held-out set is mostly
 one class), plain accuracy is given too; classifier scores are means over
 `repeats` trainings with different seeds.
+
+With `inception_weights` (a file the user supplies, engine.synthesis.inception),
+KID and FID are taken in ImageNet Inception-v3 space as well
+(`distances_inception`), on the natural-colour bands.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..progress import Feedback
 from .classifier import accuracies, predict, train_classifier
 from .datasets import patches_to_model
 from .scores import fid, kid
-from .synthesize import generate, sampler_defaults
+from .synthesize import display_bands, generate, sampler_defaults
 from .training import config_from_card, prepare_patches
 
 SEED = 1000  # synthetic patches for evaluation: fixed, and apart from the seeds users try first
@@ -86,9 +90,15 @@ def _distances(feat_syn, y_syn, feat_ref, y_ref, classes) -> dict:
 
 
 def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: int = 250, batch_size: int = 32,
-                       feedback: Feedback | None = None) -> dict:
+                       feedback: Feedback | None = None, inception_weights=None, device: str = "auto") -> dict:
     feedback = feedback or Feedback()
     card = load_model(model, tasks=("synthesize",)).card
+    inception = None
+    if inception_weights:  # checked first: a bad weights file fails before the long part
+        from ..device import resolve_device
+        from .inception import InceptionFeatures
+
+        inception = InceptionFeatures(inception_weights, resolve_device(device))
     config = config_from_card(card)
     patches = prepare_patches(config, warn=feedback.info)
     classes = [c for c in card.classes if c in patches.classes]
@@ -136,6 +146,14 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
                              f_val, y_val, classes)
             for name in ("model", "cdcgan")}
     dist["real_train"] = _distances(f_tr, y_tr, f_val, y_val, classes)
+    dist_inception = None
+    if inception is not None:
+        feedback.info(f"Inception-v3 features ({inception.path.name})")
+        rgb = display_bands(card.outputs.names)
+        i_val = inception(x_val, rgb)
+        dist_inception = {name: _distances(inception(synthetic[name]["equal"][0], rgb), synthetic[name]["equal"][1],
+                                           i_val, y_val, classes) for name in ("model", "cdcgan")}
+        dist_inception["real_train"] = _distances(inception(x_tr, rgb), y_tr, i_val, y_val, classes)
 
     out = {
         "data": card.training.get("data", ""),
@@ -158,6 +176,11 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "distances": dist,
         "classifiers": scores,
     }
+    if dist_inception is not None:
+        out["distances_inception"] = dist_inception
+        out["inception"] = {"weights": str(inception.path), "feature_space": "ImageNet Inception-v3 pool (2048-d, "
+                            "torchvision), natural-colour bands " + ", ".join(card.outputs.names[i] for i in rgb)
+                            + ", [-1, 1] -> ImageNet mean/std, bilinear to 299 px"}
     out["summary"] = {
         "synthesize.kid_model": dist["model"]["kid_mean_per_class"],
         "synthesize.kid_cdcgan": dist["cdcgan"]["kid_mean_per_class"],
@@ -174,6 +197,10 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "synthesize.acc_real_topup_synthetic": scores["real_topup_model"]["balanced_accuracy"],
         "synthesize.acc_real_topup_cdcgan": scores["real_topup_cdcgan"]["balanced_accuracy"],
     }
+    if dist_inception is not None:
+        for name in ("model", "cdcgan", "real_train"):
+            out["summary"][f"synthesize.kid_inception_{name}"] = dist_inception[name]["kid_mean_per_class"]
+            out["summary"][f"synthesize.fid_inception_{name}"] = dist_inception[name]["fid_mean_per_class"]
     out["per_class"] = {c: {"kid_model": dist["model"]["kid_per_class"][c],
                             "kid_cdcgan": dist["cdcgan"]["kid_per_class"][c],
                             "kid_real_train": dist["real_train"]["kid_per_class"][c],

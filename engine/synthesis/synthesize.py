@@ -54,7 +54,8 @@ def load_synthesis_model(path: str | os.PathLike | None, device="cpu") -> Loaded
 
 def sampler_defaults(card: ModelCard) -> tuple[float, int]:
     sampler = card.training.get("sampler", {})
-    return float(sampler.get("guidance", DEFAULT_GUIDANCE)), int(sampler.get("steps", DEFAULT_STEPS))
+    guidance, steps = sampler.get("guidance"), sampler.get("steps")  # None while training chooses the guidance
+    return (DEFAULT_GUIDANCE if guidance is None else float(guidance)), (DEFAULT_STEPS if steps is None else int(steps))
 
 
 def resolve_classes(card: ModelCard, classes) -> list[int]:

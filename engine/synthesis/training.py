@@ -73,7 +73,8 @@ class SynthesisConfig:
     label_dropout: float = 0.15
     wide_noise: float = 0.2  # share of noise levels drawn over the sampler's whole range (diffusion.edm_loss)
     ema: float = 0.999
-    guidance: float = 1.5  # sampler defaults stored in the card
+    guidance: float | None = None  # sampler defaults stored in the card; None: chosen after training
+    guidance_samples: int = 100  # patches per class and weight when choosing it (engine.synthesis.guidance)
     steps: int = 18
     seed: int = 0
     device: str = "auto"
@@ -86,7 +87,7 @@ class SynthesisConfig:
 
 
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "half_precision_file", "name", "attribution",
-                 "licence", "data_description", "extra", "guidance", "steps")
+                 "licence", "data_description", "extra", "guidance", "guidance_samples", "steps")
 
 
 def prepare_patches(config: SynthesisConfig, warn=print) -> PatchSet:
@@ -117,6 +118,11 @@ def _check(config: SynthesisConfig) -> None:
         raise InputError(f"unknown architecture {config.arch!r}; use {' or '.join(ARCHS)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError("epochs and batch size must be at least 1")
+    if config.guidance is not None and config.guidance < 0:
+        raise InputError(f"guidance must be 0 or more (1: plain conditional sampling; none: chosen after "
+                         f"training), got {config.guidance}")
+    if config.guidance_samples < 2:
+        raise InputError(f"guidance_samples must be at least 2, got {config.guidance_samples}")
     p = config.patch_size
     if config.arch == "cdcgan" and (p & (p - 1) or not 16 <= p <= 128):
         raise InputError(f"cdcgan needs a power-of-two patch size from 16 to 128, got {p}")
@@ -274,10 +280,18 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     final = net if is_gan else ema
     final.eval()
     loaded = LoadedModel(module=final, card=card, path=Path(config.output_model))
+    if not is_gan and config.guidance is None:
+        from .guidance import choose_guidance
+
+        feedback.info("choosing the default guidance on the training patches")
+        choice = choose_guidance(loaded, data.numpy(), y_train, n=config.guidance_samples, feedback=feedback)
+        card.training["sampler"].update(guidance=choice["guidance"], guidance_selection=choice)
+        feedback.info(f"default guidance {choice['guidance']:g}")
     _sample_grid(loaded, patches, to_model, report / "samples.png", device)
     path = save_model(config.output_model, final, card, half=config.half_precision_file)
     write_json(report / "metrics.json", {"history": history, "classes": patches.classes,
-                                         "class_counts": card.training["class_counts"]})
+                                         "class_counts": card.training["class_counts"],
+                                         "sampler": card.training["sampler"]})
     return path
 
 

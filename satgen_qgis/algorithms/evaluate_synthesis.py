@@ -26,7 +26,10 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
                 "of N synthetic patches against the real held-out ones; CAS: a classifier trained only on synthetic "
                 "patches, tested on real held-out patches; augmentation: real vs real + synthetic training. "
                 "Writes the 'synthesize' section of the JSON report.\n\n"
-                "Command line names: MODEL, BASELINE, N, REPEATS, OUTPUT.")
+                "Inception-v3 weights (optional, advanced): torchvision's inception_v3_google-0cc3c7bd.pth or "
+                "pytorch-fid's pt_inception-2015-12-05-*.pth; KID and FID are then taken in ImageNet Inception "
+                "space as well (natural-colour bands). Files holding anything but tensors are refused.\n\n"
+                "Command line names: MODEL, BASELINE, N, REPEATS, INCEPTION_WEIGHTS, OUTPUT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("MODEL", "Synthesis model file", extension="satgen"))
@@ -38,6 +41,8 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
         self.add_advanced(QgsProcessingParameterNumber("REPEATS", "Classifier trainings averaged per score",
                                                        QgsProcessingParameterNumber.Integer, defaultValue=2,
                                                        minValue=1))
+        self.add_advanced(QgsProcessingParameterFile("INCEPTION_WEIGHTS", "Inception-v3 weights file (optional)",
+                                                     optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Report (JSON)",
                                                                 fileFilter="JSON (*.json)"))
         for key in ("KID_MODEL", "KID_BASELINE", "CAS_MODEL", "CAS_BASELINE", "ACC_REAL", "ACC_REAL_PLUS_SYNTHETIC"):
@@ -51,7 +56,9 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
         section = evaluate_synthesis(self.parameterAsFile(parameters, "MODEL", context),
                                      self.parameterAsFile(parameters, "BASELINE", context),
                                      n=self.parameterAsInt(parameters, "N", context),
-                                     repeats=self.parameterAsInt(parameters, "REPEATS", context), feedback=feedback)
+                                     repeats=self.parameterAsInt(parameters, "REPEATS", context), feedback=feedback,
+                                     inception_weights=self.parameterAsFile(parameters, "INCEPTION_WEIGHTS", context)
+                                     or None)
         update_report("synthesize", section, out)
         s = section["summary"]
         return {"OUTPUT": str(out), "KID_MODEL": s["synthesize.kid_model"], "KID_BASELINE": s["synthesize.kid_cdcgan"],

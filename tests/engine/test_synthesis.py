@@ -114,7 +114,8 @@ def tiny_models(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("syn")
     raster, labels = _scene(tmp)
     out = {}
-    for arch, extra in (("cdcgan", dict(ngf=8, ndf=8, nz=16)), ("diffusion", dict(base=8, depth=2, steps=3))):
+    for arch, extra in (("cdcgan", dict(ngf=8, ndf=8, nz=16)),
+                        ("diffusion", dict(base=8, depth=2, steps=3, guidance_samples=6))):
         config = SynthesisConfig(output_model=str(tmp / f"{arch}.satgen"), report_dir=str(tmp / arch), arch=arch,
                                  input=str(raster), labels=str(labels), patch_size=16, threshold=0.9,
                                  block_size=32, stride=8, epochs=1, patches_per_epoch=16, batch_size=8,
@@ -134,8 +135,28 @@ def test_tiny_training_writes_model_and_report(tiny_models, arch):
     # resume: a second epoch continues from the checkpoint
     config.epochs = 2
     train_synthesis(config)
-    history = json.loads((__import__("pathlib").Path(config.report_dir) / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
+    metrics = json.loads((__import__("pathlib").Path(config.report_dir) / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    if arch == "diffusion":  # guidance chosen after training, on the training patches; the table is in the card
+        from engine.synthesis.guidance import GRID
+
+        sampler = read_card(path).training["sampler"]
+        table = sampler["guidance_selection"]["kid_by_guidance"]
+        assert sampler["guidance"] in GRID and table[f"{sampler['guidance']:g}"] == min(table.values())
+        assert metrics["sampler"] == sampler
+
+
+def test_fixed_guidance_is_kept_and_bad_values_refused(tmp_path):
+    raster, labels = _scene(tmp_path)
+    config = SynthesisConfig(output_model=str(tmp_path / "m.satgen"), report_dir=str(tmp_path / "r"),
+                             input=str(raster), labels=str(labels), patch_size=16, threshold=0.9, block_size=32,
+                             stride=8, epochs=1, patches_per_epoch=8, batch_size=8, base=8, depth=2, steps=2,
+                             guidance=1.25, class_names={"1": "dark", "2": "bright"}, device="cpu")
+    sampler = read_card(train_synthesis(config)).training["sampler"]
+    assert sampler["guidance"] == 1.25 and "guidance_selection" not in sampler
+    config.guidance = -1
+    with pytest.raises(InputError, match="guidance must be 0 or more"):
+        train_synthesis(config)
 
 
 @pytest.mark.parametrize("arch", ["cdcgan", "diffusion"])
@@ -195,6 +216,74 @@ def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
     update_report("synthesize", section, report)
     written = json.loads(report.read_text())
     assert written["translate"] == {"kept": 1} and written["synthesize"]["goals"] == section["goals"]
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """An Inception-v3 state dict as torchvision ships it (.pth; random weights: nothing can be fetched here)."""
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("inception") / "inception_v3.pth"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
+    return path
+
+
+def test_inception_features_from_pth_and_safetensors(inception_weights, tmp_path):
+    from safetensors.torch import save_file
+
+    from engine.synthesis.inception import InceptionFeatures
+
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4, 16, 16)).astype(np.float32)
+    feats = InceptionFeatures(inception_weights)(x, [2, 1, 0])
+    assert feats.shape == (3, 2048) and np.isfinite(feats).all() and feats.std(0).max() > 0
+    state = torch.load(inception_weights, weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
+    assert np.allclose(InceptionFeatures(tmp_path / "w.safetensors")(x, [2, 1, 0]), feats, atol=1e-5)
+    one_band = InceptionFeatures(inception_weights)(x[:, :1], [0])  # a single band is repeated as grey
+    assert one_band.shape == (3, 2048) and fid(one_band, one_band) == pytest.approx(0, abs=1e-3)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path):
+    from engine.synthesis.inception import InceptionFeatures
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"fc.weight": _RunsCode(str(marker))}, evil)  # a checkpoint whose unpickling would open a file
+    with pytest.raises(InputError, match="refused"):
+        InceptionFeatures(evil)
+    assert not marker.exists()  # the pickle's code never ran
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(InputError, match="no Inception-v3 state dict"):
+        InceptionFeatures(other)
+    torch.save({"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)}, other)
+    with pytest.raises(InputError, match="does not fit"):
+        InceptionFeatures(other)
+    with pytest.raises(InputError, match="does not exist"):
+        InceptionFeatures(tmp_path / "missing.pth")
+
+
+def test_evaluation_in_inception_space(tiny_models, inception_weights):
+    from engine.synthesis.evaluation import evaluate_synthesis
+
+    section = evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], n=4, repeats=1, steps=3,
+                                 batch_size=8, inception_weights=inception_weights, device="cpu")
+    s = section["summary"]
+    for name in ("model", "cdcgan", "real_train"):
+        assert s[f"synthesize.kid_inception_{name}"] is not None and s[f"synthesize.fid_inception_{name}"] >= 0
+    assert set(section["distances_inception"]["model"]["kid_per_class"]) == {"dark", "bright"}
+    assert "Inception-v3" in section["inception"]["feature_space"]
+    with pytest.raises(InputError, match="does not exist"):  # checked before the long part
+        evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], inception_weights="missing.pth")
 
 
 def test_wide_noise_trains_the_levels_where_sampling_starts():

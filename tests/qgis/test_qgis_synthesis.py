@@ -86,3 +86,21 @@ def test_synthesize_through_qgis_process(qgis_process_env, tiny_synth, tmp_path)
     bad = qgis_process(qgis_process_env, "run", "satgen:synthesize", "--", f"MODEL={tiny_synth}", "CLASS=nope",
                        f"OUTPUT_FOLDER={tmp_path / 'bad'}")
     assert bad.returncode != 0 and "its classes are" in bad.stdout + bad.stderr
+
+
+def test_evaluate_synthesis_through_qgis_process(qgis_process_env, tiny_synth, tmp_path):
+    """The model against itself as baseline: every score is written, the distances are equal."""
+    enable_plugin(qgis_process_env)
+    report = tmp_path / "quality.json"
+    run = qgis_process(qgis_process_env, "run", "satgen:evaluate_synthesis", "--", f"MODEL={tiny_synth}",
+                       f"BASELINE={tiny_synth}", "N=4", "REPEATS=1", f"OUTPUT={report}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    section = json.loads(report.read_text())["synthesize"]
+    s = section["summary"]
+    assert s["synthesize.kid_model"] == s["synthesize.kid_cdcgan"] and 0 <= s["synthesize.acc_real"] <= 1
+    assert set(section["per_class"]) == set(section["classes"])
+    bad = qgis_process(qgis_process_env, "run", "satgen:evaluate_synthesis", "--", f"MODEL={tiny_synth}",
+                       f"BASELINE={tiny_synth}", f"INCEPTION_WEIGHTS={tmp_path / 'none.pth'}",
+                       f"OUTPUT={tmp_path / 'bad.json'}")
+    assert bad.returncode != 0 and "does not exist" in bad.stdout + bad.stderr
+    assert not (tmp_path / "bad.json").exists()

@@ -1,0 +1,94 @@
+"""ImageNet Inception-v3 features for FID/KID, from a weights file the user supplies.
+
+The field reports FID in the 2048-d pool features of Inception-v3. Those weights
+cannot be fetched here, and they fit multispectral patches badly, so SatGen's own
+scores use a classifier trained on the real patches (engine.synthesis.evaluation);
+with a weights file, the same distances are taken in Inception space as well.
+
+Accepted files (the network is torchvision's `inception_v3`):
+- torchvision's ImageNet checkpoint (`inception_v3_google-0cc3c7bd.pth`, 1000 classes),
+- pytorch-fid's FID weights (`pt_inception-2015-12-05-*.pth`, 1008 classes; the
+  parameter names are the same; torchvision's blocks differ from TF's in a few
+  pooling details, so figures are close to, not equal to, TF-FID),
+- either as a safetensors file.
+Pickled `.pth` files are opened with `torch.load(weights_only=True)`, PyTorch's
+restricted unpickler that rebuilds tensors only and refuses any other object, so a
+stranger's file cannot run code.
+
+Patches: the model's natural-colour bands (one band is repeated), [-1, 1] ->
+[0, 1], ImageNet mean/std, bilinear resize to 299 px.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..errors import InputError
+
+SIZE = 299
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def _read_state(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"Inception weights file {path} does not exist; give the path of "
+                         f"inception_v3_google-0cc3c7bd.pth (torchvision) or pt_inception-2015-12-05-*.pth (pytorch-fid)")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, or not a tensor file at all
+        raise InputError(f"{path.name} is not a plain Inception-v3 weights file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}); files holding anything but tensors are refused, "
+                         f"because opening them could run code") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "fc.weight" not in state:
+        raise InputError(f"{path.name} holds no Inception-v3 state dict (no 'fc.weight'); give torchvision's "
+                         f"or pytorch-fid's Inception-v3 weights")
+    return state
+
+
+class InceptionFeatures:
+    """2048-d pool features of Inception-v3 from a weights file (module docstring)."""
+
+    def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
+        from torchvision.models import inception_v3
+
+        path = Path(weights)
+        state = _read_state(path)
+        classes = int(state["fc.weight"].shape[0])
+        aux = any(k.startswith("AuxLogits.") for k in state)
+        net = inception_v3(weights=None, aux_logits=aux, init_weights=False, num_classes=classes)
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise InputError(f"{path.name} does not fit torchvision's Inception-v3: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+        net.fc = torch.nn.Identity()
+        self.net = net.eval().to(device)
+        self.device = torch.device(device)
+        self.path = path
+
+    @torch.no_grad()
+    def __call__(self, x: np.ndarray, rgb: list[int], batch: int = 32) -> np.ndarray:
+        """(N, C, P, P) model-space patches, indexes of the red, green, blue bands -> (N, 2048)."""
+        mean = torch.tensor(MEAN, device=self.device)[None, :, None, None]
+        std = torch.tensor(STD, device=self.device)[None, :, None, None]
+        bands = (list(rgb) * 3)[:3] if len(rgb) < 3 else list(rgb[:3])
+        out = []
+        for i in range(0, len(x), batch):
+            t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch][:, bands])).float().to(self.device)
+            t = ((t.clamp(-1, 1) + 1) / 2 - mean) / std
+            t = F.interpolate(t, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+            out.append(self.net(t).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 2048))
