@@ -128,15 +128,21 @@ def main(args) -> int:
         update_report("inpaint", section)
         _print(section, "reports/inpaint_preview.png")
     if "synthesize" in args.only:
-        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=5,
+        section = evaluate_synthesis_section(args.synthesize_model, args.synthesize_baseline, n=100, repeats=10,
                                              inception_weights=args.inception_weights)
         _print(section, "reports/train_synthesize/samples.png")
     return 0
 
 
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_show(v)}" for k, v in value.items())
+    return str(value if value is None or isinstance(value, str) else round(float(value), 4))
+
+
 def _print(section: dict, preview: str) -> None:
     for key, value in section["summary"].items():
-        print(f"{key:40s} {value if value is None or isinstance(value, str) else round(float(value), 4)}")
+        print(f"{key:40s} {_show(value)}")
     print("goals:", json.dumps(section["goals"]))
     print(f"wrote {REPORT} and {preview}")
 
@@ -156,7 +162,7 @@ def main_synthesis(args) -> int:
     section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report),
                                          args.inception_weights, args.device)
     for key, value in section["summary"].items():
-        print(f"{key:40s} {value if value is None else round(value, 4)}")
+        print(f"{key:40s} {_show(value)}")
     print("goals:", json.dumps(section["goals"]))
     print(f"wrote the synthesize section of {args.report}")
     return 0

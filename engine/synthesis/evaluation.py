@@ -210,6 +210,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
                             "acc_real_plus_synthetic": scores["real_plus_model"]["recall"].get(c),
                             "acc_real_topup_synthetic": scores["real_topup_model"]["recall"].get(c)}
                         for c in classes}
+    for key in ("real_plus_model", "real_topup_model", "real_plus_cdcgan", "real_topup_cdcgan"):
+        out["summary"][f"synthesize.gain_{key[5:]}"] = _paired_gain(scores[key], scores["real"])
     s = out["summary"]
     out["goals"] = {
         "kid_beats_cdcgan": s["synthesize.kid_model"] < s["synthesize.kid_cdcgan"],
@@ -218,6 +220,12 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "real_topup_synthetic_not_worse": s["synthesize.acc_real_topup_synthetic"] >= s["synthesize.acc_real"],
     }
     return _clean(out)
+
+
+def _paired_gain(augmented: dict, real: dict) -> dict:
+    """Balanced-accuracy gain over real alone, repeat by repeat (the same seed trains both): mean, standard error."""
+    d = np.subtract(augmented["balanced_accuracy_per_repeat"], real["balanced_accuracy_per_repeat"])
+    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None}
 
 
 def _clean(value):
