@@ -37,8 +37,11 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "'cdcgan', the conditional DCGAN baseline. Each epoch writes a checkpoint and the report "
                 "(loss_curves.png, samples.png with a row per class, metrics.json); running again with the same "
                 "report folder resumes. Slow on a CPU; a CUDA GPU is used when present.\n\n"
+                "Diffusion models store a default GUIDANCE for 'Synthesize labelled patches'; left empty, it is chosen "
+                "after training: the weight (0.5-3) whose patches come closest to the training patches of their class "
+                "(KID in the features of a classifier trained on them; the table is in metrics.json).\n\n"
                 "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
-                "SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+                "SEED, GUIDANCE, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
@@ -61,6 +64,9 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
                                          defaultValue=32, minValue=1),
             QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
+            QgsProcessingParameterNumber("GUIDANCE", "Default guidance stored in the model (diffusion; empty: "
+                                         "chosen after training)", QgsProcessingParameterNumber.Double,
+                                         optional=True, minValue=0.0),
             QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
                                        defaultValue=0),
         ):
@@ -100,6 +106,8 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
+            guidance=(None if parameters.get("GUIDANCE") in (None, "")
+                      else self.parameterAsDouble(parameters, "GUIDANCE", context)),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
         path = train_synthesis(config, feedback)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}

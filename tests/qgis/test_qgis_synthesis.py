@@ -73,6 +73,10 @@ def test_train_synthesis_from_class_folders(satgen_provider, tmp_path):
     card = read_card(result["OUTPUT_MODEL"])
     assert card.classes == ["dark", "light"] and card.architecture == "cdcgan"
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
+    diffusion = processing.run("satgen:train_synthesis", {
+        "DATASET": str(tmp_path / "ds"), "ARCH": 0, "PATCH_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 4, "DEVICE": 1,
+        "GUIDANCE": 2.0, "OUTPUT_MODEL": str(tmp_path / "diff.satgen"), "OUTPUT_REPORT": str(tmp_path / "r2")})
+    assert read_card(diffusion["OUTPUT_MODEL"]).training["sampler"]["guidance"] == 2.0  # given: kept, not chosen
 
 
 def test_synthesize_through_qgis_process(qgis_process_env, tiny_synth, tmp_path):
