@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", help="Inception-v3 weights file (torchvision's or pytorch-fid's .pth, or "
                    "safetensors): KID/FID in ImageNet Inception space as well")
     p.add_argument("--device", default="auto", help="device of the Inception features (auto: CUDA when present)")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the synthetic patches (default 1000)")
+    p.add_argument("--classifier-seed", type=int, default=0,
+                   help="first classifier training seed (default 0; then +1 per repeat)")
     p.add_argument("--report", default="reports/quality.json")
     p.set_defaults(func=cmd_evaluate_synthesis)
 

@@ -148,19 +148,21 @@ def _print(section: dict, preview: str) -> None:
 
 
 def evaluate_synthesis_section(model: str, baseline: str, n: int = 100, repeats: int = 2,
-                               report: Path = REPORT, inception_weights=None, device: str = "auto") -> dict:
+                               report: Path = REPORT, inception_weights=None, device: str = "auto",
+                               **seeds) -> dict:
     """The `synthesize` section of quality.json on its own (see engine.synthesis.evaluation)."""
     from .synthesis.evaluation import evaluate_synthesis
 
     section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=ConsoleFeedback(),
-                                 inception_weights=inception_weights, device=device)
+                                 inception_weights=inception_weights, device=device, **seeds)
     update_report("synthesize", section, report)
     return section
 
 
 def main_synthesis(args) -> int:
     section = evaluate_synthesis_section(args.model, args.baseline, args.n, args.repeats, Path(args.report),
-                                         args.inception_weights, args.device)
+                                         args.inception_weights, args.device, seed=args.seed,
+                                         classifier_seed=args.classifier_seed)
     for key, value in section["summary"].items():
         print(f"{key:40s} {_show(value)}")
     print("goals:", json.dumps(section["goals"]))

@@ -50,7 +50,8 @@ def _mean_dicts(runs: list[dict]) -> dict:
     return out
 
 
-def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback) -> tuple[np.ndarray, np.ndarray, dict]:
+def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback,
+               seed: int = SEED) -> tuple[np.ndarray, np.ndarray, dict]:
     """counts[i] patches of class i from a model file, in the evaluated model's value scaling."""
     loaded = load_model(path, tasks=("synthesize",))
     card = loaded.card
@@ -59,7 +60,7 @@ def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback) -
         raise InputError(f"{path} knows no class {', '.join(missing)}; compare models trained on the same classes")
     xs, ys = [], []
     for i, (c, n) in enumerate(zip(classes, counts)):
-        x = generate(loaded, card.classes.index(c), n, seed=SEED)
+        x = generate(loaded, card.classes.index(c), n, seed=seed)
         values = np.moveaxis(card.outputs.scaling.from_model(np.moveaxis(x, 1, 0)), 0, 1)  # band units
         xs.append(patches_to_model(scaling, values))  # then the common scaling
         ys.append(np.full(n, i, np.int64))
@@ -90,7 +91,9 @@ def _distances(feat_syn, y_syn, feat_ref, y_ref, classes) -> dict:
 
 
 def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: int = 250, batch_size: int = 32,
-                       feedback: Feedback | None = None, inception_weights=None, device: str = "auto") -> dict:
+                       feedback: Feedback | None = None, inception_weights=None, device: str = "auto",
+                       seed: int = SEED, classifier_seed: int = 0) -> dict:
+    """`seed`: of the synthetic patches; classifier trainings use seeds classifier_seed, classifier_seed + 1, ..."""
     feedback = feedback or Feedback()
     card = load_model(model, tasks=("synthesize",)).card
     inception = None
@@ -116,7 +119,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     equal = [n] * k
     synthetic, info = {}, {}
     for name, path in (("model", model), ("cdcgan", baseline)):
-        xs, ys, info[name] = _synthetic(path, classes, [max(a, b) for a, b in zip(equal, top_up)], scaling, feedback)
+        xs, ys, info[name] = _synthetic(path, classes, [max(a, b) for a, b in zip(equal, top_up)], scaling, feedback,
+                                        seed)
         synthetic[name] = {"equal": _first(xs, ys, equal), "top_up": _first(xs, ys, top_up)}
 
     def judge(x, y, seed):
@@ -126,7 +130,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     runs: dict[str, list] = {key: [] for key in ("real", "cas_model", "cas_cdcgan", "real_plus_model",
                                                  "real_plus_cdcgan", "real_topup_model", "real_topup_cdcgan")}
     feature_net = None
-    for r in range(repeats):
+    for r in range(classifier_seed, classifier_seed + repeats):
         net, acc = judge(x_tr, y_tr, r)
         feature_net = feature_net or net
         runs["real"].append(acc)
@@ -136,7 +140,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
             runs[f"real_plus_{name}"].append(judge(np.concatenate([x_tr, xs]), np.concatenate([y_tr, ys]), r)[1])
             xs, ys = synthetic[name]["top_up"]
             runs[f"real_topup_{name}"].append(judge(np.concatenate([x_tr, xs]), np.concatenate([y_tr, ys]), r)[1])
-        feedback.info(f"classifier repeat {r + 1}/{repeats} done")
+        feedback.info(f"classifier repeat {r - classifier_seed + 1}/{repeats} done")
     scores = {key: dict(_mean_dicts(v), balanced_accuracy_per_repeat=[a["balanced_accuracy"] for a in v])
               for key, v in runs.items()}
 
@@ -160,6 +164,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "classes": classes,
         "counts": {"train": patches.counts("train"), "held_out": patches.counts("val")},
         "n_synthetic_per_class": n,
+        "seeds": {"synthetic": seed, "classifiers": list(range(classifier_seed, classifier_seed + repeats))},
         "top_up_per_class": dict(zip(classes, top_up)),
         "feature_space": "penultimate layer (128-d) of a small CNN classifier trained on the real training patches "
                          "only (engine.synthesis.classifier); not ImageNet Inception",
@@ -180,7 +185,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         out["distances_inception"] = dist_inception
         out["inception"] = {"weights": str(inception.path), "feature_space": "ImageNet Inception-v3 pool (2048-d, "
                             "torchvision), natural-colour bands " + ", ".join(card.outputs.names[i] for i in rgb)
-                            + ", [-1, 1] -> ImageNet mean/std, bilinear to 299 px"}
+                            + ", values in [-1, 1] (the Google weights' input range), bilinear to 299 px"}
     out["summary"] = {
         "synthesize.kid_model": dist["model"]["kid_mean_per_class"],
         "synthesize.kid_cdcgan": dist["cdcgan"]["kid_mean_per_class"],

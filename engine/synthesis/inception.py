@@ -15,8 +15,10 @@ Pickled `.pth` files are opened with `torch.load(weights_only=True)`, PyTorch's
 restricted unpickler that rebuilds tensors only and refuses any other object, so a
 stranger's file cannot run code.
 
-Patches: the model's natural-colour bands (one band is repeated), [-1, 1] ->
-[0, 1], ImageNet mean/std, bilinear resize to 299 px.
+Patches: the model's natural-colour bands (one band is repeated), in [-1, 1] as
+both weight sets were trained on (torchvision's `transform_input=True` maps
+ImageNet-normalised input to exactly that; pytorch-fid scales to [-1, 1]),
+bilinear resize to 299 px.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ from torch.nn import functional as F
 from ..errors import InputError
 
 SIZE = 299
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 def _read_state(path: Path) -> dict:
@@ -82,13 +82,11 @@ class InceptionFeatures:
     @torch.no_grad()
     def __call__(self, x: np.ndarray, rgb: list[int], batch: int = 32) -> np.ndarray:
         """(N, C, P, P) model-space patches, indexes of the red, green, blue bands -> (N, 2048)."""
-        mean = torch.tensor(MEAN, device=self.device)[None, :, None, None]
-        std = torch.tensor(STD, device=self.device)[None, :, None, None]
         bands = (list(rgb) * 3)[:3] if len(rgb) < 3 else list(rgb[:3])
         out = []
         for i in range(0, len(x), batch):
             t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch][:, bands])).float().to(self.device)
-            t = ((t.clamp(-1, 1) + 1) / 2 - mean) / std
+            t = t.clamp(-1, 1)
             t = F.interpolate(t, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
             out.append(self.net(t).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 2048))

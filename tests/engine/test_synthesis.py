@@ -211,6 +211,10 @@ def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
     assert len(section["classifiers"]["real_topup_model"]["balanced_accuracy_per_repeat"]) == 1
     assert set(section["per_class"]) == {"dark", "bright"} and section["n_synthetic_per_class"] == 4
     assert "not ImageNet" in section["feature_space"]
+    assert section["seeds"] == {"synthetic": 1000, "classifiers": [0]}
+    gain = section["summary"]["synthesize.gain_topup_model"]  # paired: the same seed trains real and real + synthetic
+    real, topup = (section["classifiers"][k]["balanced_accuracy_per_repeat"][0] for k in ("real", "real_topup_model"))
+    assert gain["mean"] == pytest.approx(topup - real) and gain["se"] is None  # one repeat: no spread
     report = tmp_path / "quality.json"
     report.write_text(json.dumps({"translate": {"kept": 1}}))
     update_report("synthesize", section, report)
