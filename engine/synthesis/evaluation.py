@@ -183,7 +183,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     }
     if dist_inception is not None:
         out["distances_inception"] = dist_inception
-        out["inception"] = {"weights": str(inception.path), "feature_space": "ImageNet Inception-v3 pool (2048-d, "
+        out["inception"] = {"weights": str(inception.path), "variant": inception.variant, "feature_space": "ImageNet Inception-v3 pool (2048-d, "
                             "torchvision), natural-colour bands " + ", ".join(card.outputs.names[i] for i in rgb)
                             + ", values in [-1, 1] (the Google weights' input range), bilinear to 299 px"}
     out["summary"] = {

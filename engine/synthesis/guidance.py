@@ -42,12 +42,17 @@ def choose_guidance(loaded: LoadedModel, x: np.ndarray, y: np.ndarray, n: int = 
     net = train_classifier(x, y, k, steps=classifier_steps, batch_size=32, seed=0, feedback=feedback)
     real = predict(net, x)[1]
     scored = [i for i in range(k) if (y == i).sum() >= 2]  # KID needs two patches a side
-    table = {}
+    table, done, jobs = {}, 0, len(grid) * max(1, len(scored))
     for g in grid:
-        per = [kid(predict(net, generate(loaded, i, n, seed=SEED, guidance=g, feedback=feedback))[1], real[y == i])
-               for i in scored]
+        per = []
+        for i in scored:
+            span = (done / jobs, (done + 1) / jobs)  # one progress sweep over the whole choice
+            patches = generate(loaded, i, n, seed=SEED, guidance=g, feedback=feedback, progress_span=span)
+            per.append(kid(predict(net, patches)[1], real[y == i]))
+            done += 1
         table[g] = float(np.mean(per)) if per else float("nan")
         feedback.info(f"guidance {g:g}: mean per-class KID to the training patches {table[g]:.4f}")
     return {"guidance": pick(table), "criterion": "lowest mean per-class KID of n patches per class against the real "
             "training patches, features of a classifier trained on them (held-out patches unused)",
-            "n_per_class": n, "seed": SEED, "kid_by_guidance": {f"{g:g}": v for g, v in table.items()}}
+            "n_per_class": n, "seed": SEED,
+            "kid_by_guidance": {f"{g:g}": (v if np.isfinite(v) else None) for g, v in table.items()}}

@@ -7,9 +7,11 @@ with a weights file, the same distances are taken in Inception space as well.
 
 Accepted files (the network is torchvision's `inception_v3`):
 - torchvision's ImageNet checkpoint (`inception_v3_google-0cc3c7bd.pth`, 1000 classes),
-- pytorch-fid's FID weights (`pt_inception-2015-12-05-*.pth`, 1008 classes; the
-  parameter names are the same; torchvision's blocks differ from TF's in a few
-  pooling details, so figures are close to, not equal to, TF-FID),
+- pytorch-fid's FID weights (`pt_inception-2015-12-05-*.pth`, 1008 classes, the
+  TF graph FID was defined on): recognised by their 1008 classes, and run as
+  pytorch-fid runs them, with the pool branch of the Mixed blocks averaging
+  without the padding and Mixed_7c max-pooling (`_as_fid_graph`), so the
+  features are pytorch-fid's,
 - either as a safetensors file.
 Pickled `.pth` files are opened with `torch.load(weights_only=True)`, PyTorch's
 restricted unpickler that rebuilds tensors only and refuses any other object, so a
@@ -52,10 +54,35 @@ def _read_state(path: Path) -> dict:
                          f"because opening them could run code") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or "fc.weight" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), torch.Tensor):
         raise InputError(f"{path.name} holds no Inception-v3 state dict (no 'fc.weight'); give torchvision's "
                          f"or pytorch-fid's Inception-v3 weights")
     return state
+
+
+FID_CLASSES = 1008  # pytorch-fid's (TF's) Inception has 1008 outputs; torchvision's ImageNet model 1000
+
+
+def _as_fid_graph(net) -> None:
+    """Pool the last branch of the Mixed blocks as the TF FID graph does (pytorch-fid's FIDInception*):
+    average without counting the padding, and max-pool in Mixed_7c. Every other layer is torchvision's."""
+
+    def repool(block, pool):
+        parent = type(block)._forward
+
+        def _forward(x):
+            out = parent(block, x)
+            out[-1] = block.branch_pool(pool(x))  # torchvision's pool branch is always the last output
+            return out
+
+        block._forward = _forward
+
+    def average(x):
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+    for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7b"):
+        repool(getattr(net, name), average)
+    repool(net.Mixed_7c, lambda x: F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
 
 
 class InceptionFeatures:
@@ -74,6 +101,9 @@ class InceptionFeatures:
         except RuntimeError as exc:
             raise InputError(f"{path.name} does not fit torchvision's Inception-v3: "
                              f"{str(exc).splitlines()[0][:300]}") from None
+        self.variant = "pytorch-fid (TF FID graph)" if classes == FID_CLASSES else "torchvision"
+        if classes == FID_CLASSES:
+            _as_fid_graph(net)
         net.fc = torch.nn.Identity()
         self.net = net.eval().to(device)
         self.device = torch.device(device)

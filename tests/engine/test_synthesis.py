@@ -155,6 +155,18 @@ def test_guidance_choice_prefers_one_on_ties():
     assert pick({0.5: 0.3, 2.0: 0.3}) == 0.5 and pick({1.5: float("nan")}) == 1.0
 
 
+def test_cli_guidance_auto_or_a_number():
+    from engine.cli import build_parser
+
+    parse = build_parser().parse_args
+    base = ["train", "synthesis", "--dataset", "d", "--output-model", "m.satgen", "--report-dir", "r"]
+    assert parse(base + ["--guidance", "auto"]).guidance is None and parse(base).guidance is None
+    assert parse(base + ["--guidance", "1.25", "--guidance-samples", "20"]).guidance_samples == 20
+    assert parse(base + ["--guidance", "1.25"]).guidance == 1.25
+    with pytest.raises(SystemExit):
+        parse(base + ["--guidance", "strong"])
+
+
 def test_fixed_guidance_is_kept_and_bad_values_refused(tmp_path):
     raster, labels = _scene(tmp_path)
     config = SynthesisConfig(output_model=str(tmp_path / "m.satgen"), report_dir=str(tmp_path / "r"),
@@ -253,8 +265,35 @@ def test_inception_features_from_pth_and_safetensors(inception_weights, tmp_path
     state = torch.load(inception_weights, weights_only=True)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
     assert np.allclose(InceptionFeatures(tmp_path / "w.safetensors")(x, [2, 1, 0]), feats, atol=1e-5)
-    one_band = InceptionFeatures(inception_weights)(x[:, :1], [0])  # a single band is repeated as grey
-    assert one_band.shape == (3, 2048) and fid(one_band, one_band) == pytest.approx(0, abs=1e-3)
+    net = InceptionFeatures(inception_weights)
+    assert net.variant == "torchvision" and not net.net.transform_input  # [-1, 1] goes in as it is
+    grey = net(x[:, :1], [0])  # a single band is repeated as grey
+    assert np.allclose(grey, net(np.repeat(x[:, :1], 3, axis=1), [0, 1, 2]), atol=1e-5)
+
+
+def test_inception_pytorch_fid_weights_run_the_fid_graph(tmp_path):
+    """pytorch-fid's file: 1008 classes, no aux head, same names; its Mixed blocks pool differently."""
+    from torchvision.models import inception_v3
+
+    from engine.synthesis.inception import InceptionFeatures
+
+    torch.manual_seed(1)
+    net = inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=1008)
+    torch.save(net.state_dict(), tmp_path / "pt_inception.pth")
+    fid_net = InceptionFeatures(tmp_path / "pt_inception.pth")
+    assert fid_net.variant.startswith("pytorch-fid") and fid_net.net.AuxLogits is None
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
+    plain = net.eval()
+    plain.fc = torch.nn.Identity()
+    with torch.no_grad():
+        tv = plain(torch.nn.functional.interpolate(torch.from_numpy(x), size=(299, 299), mode="bilinear")).numpy()
+    ours = fid_net(x, [0, 1, 2])
+    assert ours.shape == tv.shape and not np.allclose(ours, tv, atol=1e-4)  # the pool branches differ
+    # the FID graph's Mixed_7c max-pools its last branch: check that block alone
+    block, h = fid_net.net.Mixed_7c, torch.randn(1, 2048, 8, 8)
+    with torch.no_grad():
+        expected = block.branch_pool(torch.nn.functional.max_pool2d(h, 3, 1, 1))
+        assert torch.allclose(block(h)[:, -192:], expected, atol=1e-5)
 
 
 class _RunsCode:
@@ -276,6 +315,9 @@ def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path):
     assert not marker.exists()  # the pickle's code never ran
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, other)
+    with pytest.raises(InputError, match="no Inception-v3 state dict"):
+        InceptionFeatures(other)
+    torch.save({"fc.weight": [1.0, 2.0]}, other)  # not a tensor
     with pytest.raises(InputError, match="no Inception-v3 state dict"):
         InceptionFeatures(other)
     torch.save({"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)}, other)
