@@ -8,7 +8,7 @@ import sys, numpy as np, torch
 from engine.modelfile import load_model
 from engine.synthesis.training import config_from_card, prepare_patches
 from engine.synthesis.datasets import patches_to_model
-from engine.synthesis.evaluation import _synthetic, _first
+from engine.synthesis.evaluation import _synthetic
 from engine.synthesis.classifier import train_classifier, predict, accuracies
 torch.set_num_threads(1)
 model, baseline = sys.argv[1], sys.argv[2]
