@@ -13,7 +13,7 @@ Two fills (the card's `fill` parameter):
   hole pixel the mean of its four neighbours, solved coarse to fine on an image
   pyramid (a few Jacobi sweeps per level). On the held-out Sentinel-2 blocks of
   `make evaluate` it scores 22.2 dB inside real cloud shapes where GDAL's
-  FillNodata (inverse distance) scores 21.9 and push-pull 21.4.
+  FillNodata (inverse distance) scores 21.9 and push-pull 21.1.
 - "push_pull" (models trained before): Gortler et al. 1996, masked averages
   pushed down an image pyramid and pulled back up.
 """

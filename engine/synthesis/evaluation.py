@@ -144,20 +144,20 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     scores = {key: dict(_mean_dicts(v), balanced_accuracy_per_repeat=[a["balanced_accuracy"] for a in v])
               for key, v in runs.items()}
 
-    _, f_val = predict(feature_net, x_val)
-    _, f_tr = predict(feature_net, x_tr)
-    dist = {name: _distances(predict(feature_net, synthetic[name]["equal"][0])[1], synthetic[name]["equal"][1],
-                             f_val, y_val, classes)
-            for name in ("model", "cdcgan")}
-    dist["real_train"] = _distances(f_tr, y_tr, f_val, y_val, classes)
+    def distance_table(features) -> dict:
+        """KID/FID of each model's synthetic patches and of the real training patches against the held-out ones."""
+        held_out = features(x_val)
+        table = {name: _distances(features(synthetic[name]["equal"][0]), synthetic[name]["equal"][1], held_out,
+                                  y_val, classes) for name in ("model", "cdcgan")}
+        table["real_train"] = _distances(features(x_tr), y_tr, held_out, y_val, classes)
+        return table
+
+    dist = distance_table(lambda x: predict(feature_net, x)[1])
     dist_inception = None
     if inception is not None:
         feedback.info(f"Inception-v3 features ({inception.path.name})")
         rgb = display_bands(card.outputs.names)
-        i_val = inception(x_val, rgb)
-        dist_inception = {name: _distances(inception(synthetic[name]["equal"][0], rgb), synthetic[name]["equal"][1],
-                                           i_val, y_val, classes) for name in ("model", "cdcgan")}
-        dist_inception["real_train"] = _distances(inception(x_tr, rgb), y_tr, i_val, y_val, classes)
+        dist_inception = distance_table(lambda x: inception(x, rgb))
 
     out = {
         "data": card.training.get("data", ""),
@@ -183,9 +183,10 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     }
     if dist_inception is not None:
         out["distances_inception"] = dist_inception
-        out["inception"] = {"weights": str(inception.path), "variant": inception.variant, "feature_space": "ImageNet Inception-v3 pool (2048-d, "
-                            "torchvision), natural-colour bands " + ", ".join(card.outputs.names[i] for i in rgb)
-                            + ", values in [-1, 1] (the Google weights' input range), bilinear to 299 px"}
+        out["inception"] = {"weights": str(inception.path), "variant": inception.variant,
+                            "feature_space": "ImageNet Inception-v3 pool (2048-d), natural-colour bands "
+                            + ", ".join(card.outputs.names[i] for i in rgb)
+                            + ", values in [-1, 1] (the weights' input range), bilinear to 299 px"}
     out["summary"] = {
         "synthesize.kid_model": dist["model"]["kid_mean_per_class"],
         "synthesize.kid_cdcgan": dist["cdcgan"]["kid_mean_per_class"],
@@ -201,6 +202,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "synthesize.acc_real_plus_cdcgan": scores["real_plus_cdcgan"]["balanced_accuracy"],
         "synthesize.acc_real_topup_synthetic": scores["real_topup_model"]["balanced_accuracy"],
         "synthesize.acc_real_topup_cdcgan": scores["real_topup_cdcgan"]["balanced_accuracy"],
+        **{f"synthesize.gain_{way}_{name}": _paired_gain(scores[f"real_{way}_{name}"], scores["real"])
+           for way in ("plus", "topup") for name in ("model", "cdcgan")},
     }
     if dist_inception is not None:
         for name in ("model", "cdcgan", "real_train"):
@@ -215,8 +218,6 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
                             "acc_real_plus_synthetic": scores["real_plus_model"]["recall"].get(c),
                             "acc_real_topup_synthetic": scores["real_topup_model"]["recall"].get(c)}
                         for c in classes}
-    for key in ("real_plus_model", "real_topup_model", "real_plus_cdcgan", "real_topup_cdcgan"):
-        out["summary"][f"synthesize.gain_{key[5:]}"] = _paired_gain(scores[key], scores["real"])
     s = out["summary"]
     out["goals"] = {
         "kid_beats_cdcgan": s["synthesize.kid_model"] < s["synthesize.kid_cdcgan"],

@@ -26,9 +26,9 @@ from ..card import Bands, ModelCard
 from ..datasets.clouds import InpaintPatches, RealMasks, fit_scaling, load_clear, model_input, validation_set
 from ..device import resolve_device
 from ..errors import InputError
+from ..fills import FILLS
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
-from ..fills import FILLS
 from ..models.inpaint_unet import InpaintUNet
 from ..objectives import gan_loss, masked_l1
 from ..progress import Feedback

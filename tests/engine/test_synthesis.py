@@ -333,8 +333,9 @@ def test_evaluation_in_inception_space(tiny_models, inception_weights):
     section = evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], n=4, repeats=1, steps=3,
                                  batch_size=8, inception_weights=inception_weights, device="cpu")
     s = section["summary"]
-    for name in ("model", "cdcgan", "real_train"):
-        assert s[f"synthesize.kid_inception_{name}"] is not None and s[f"synthesize.fid_inception_{name}"] >= 0
+    for name in ("model", "cdcgan", "real_train"):  # finite, and taken in another space than the classifier's
+        assert np.isfinite(s[f"synthesize.fid_inception_{name}"]) and np.isfinite(s[f"synthesize.kid_inception_{name}"])
+        assert s[f"synthesize.fid_inception_{name}"] != section["distances"][name]["fid_mean_per_class"]
     assert set(section["distances_inception"]["model"]["kid_per_class"]) == {"dark", "bright"}
     assert "Inception-v3" in section["inception"]["feature_space"]
     with pytest.raises(InputError, match="does not exist"):  # checked before the long part
