@@ -11,22 +11,19 @@ import sys
 import numpy as np
 import torch
 
-from engine.modelfile import load_model
+from synthesis_common import split
+
 from engine.synthesis.classifier import predict, train_classifier
-from engine.synthesis.datasets import patches_to_model
 from engine.synthesis.evaluation import _synthetic
 from engine.synthesis.synthesize import mosaic, to_rgb8, write_preview
-from engine.synthesis.training import config_from_card, prepare_patches
 
 torch.set_num_threads(2)
 path, name, out = sys.argv[1:4]
 repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
-card = load_model(path, tasks=("synthesize",)).card
-p = prepare_patches(config_from_card(card), warn=lambda m: None)
-classes = [c for c in card.classes if c in p.classes]; sc = card.outputs.scaling; k = len(classes)
-xtr, ytr = p.part("train"); xv, yv = p.part("val"); xtr, xv = patches_to_model(sc, xtr), patches_to_model(sc, xv)
+card, classes, xtr, ytr, xv, yv = split(path)
+k = len(classes)
 F = type("F", (), {"info": staticmethod(lambda m: None), "check_cancelled": staticmethod(lambda: None)})()
-xs, ys, _ = _synthetic(path, classes, [100] * k, sc, F)
+xs, ys, _ = _synthetic(path, classes, [100] * k, card.outputs.scaling, F)
 i = classes.index(name); target = yv == i
 hits = {"real": np.zeros(target.sum()), "real+synthetic": np.zeros(target.sum())}
 wrong = {"real": [], "real+synthetic": []}
