@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +107,14 @@ def _preview(config, pair, split, predictions, work: Path) -> None:
                  Path("reports") / "translate_preview.png")
 
 
-def update_report(section: str, values: dict, path: Path = REPORT) -> None:
+def update_report(section: str, values: dict, path: Path = REPORT, command: str | None = None) -> None:
+    """Write one section of a quality report, stamped with the date and the command that measured it
+    (default: this process's `python -m engine ...` command line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     report = json.loads(path.read_text()) if path.exists() else {}
+    command = command or "python -m engine " + shlex.join(sys.argv[1:])
     values = dict(values, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  command="make evaluate")
+                  command=command)
     report[section] = values
     write_json(path, report)
 

@@ -11,13 +11,14 @@ from engine.synthesis.training import config_from_card, prepare_patches
 
 
 def split(path):
-    """-> (card, classes, x_train, y_train, x_val, y_val) of the data set a model was trained on."""
-    card = load_model(path, tasks=("synthesize",)).card
+    """-> (loaded model, classes, x_train, y_train, x_val, y_val) of the data set a model was trained on."""
+    loaded = load_model(path, tasks=("synthesize",))
+    card = loaded.card
     p = prepare_patches(config_from_card(card), warn=lambda m: None)
     classes = [c for c in card.classes if c in p.classes]
     sc = card.outputs.scaling
     (xtr, ytr), (xv, yv) = p.part("train"), p.part("val")
-    return card, classes, patches_to_model(sc, xtr), ytr, patches_to_model(sc, xv), yv
+    return loaded, classes, patches_to_model(sc, xtr), ytr, patches_to_model(sc, xv), yv
 
 
 def paired(xtr, ytr, xv, yv, classes, sets: dict) -> None:
@@ -34,7 +35,8 @@ def paired(xtr, ytr, xv, yv, classes, sets: dict) -> None:
         print(r, {k_: round(v[-1], 3) for k_, v in res.items()}, flush=True)
     for key in keys[1:]:
         d = np.subtract(res[key], res["real"])
+        se = round(d.std(ddof=1) / np.sqrt(len(d)) * 100, 2) if len(d) > 1 else "?"
         print(key, "real", round(np.mean(res["real"]), 4), "aug", round(np.mean(res[key]), 4), "gain",
-              round(d.mean() * 100, 2), "+-", round(d.std(ddof=1) / np.sqrt(len(d)) * 100, 2), "points")
+              round(d.mean() * 100, 2), "+-", se, "points")
     for key in keys:
         print(key, {c: round(float(np.mean([r_[c] for r_ in rec[key]])), 3) for c in rec[key][0]})

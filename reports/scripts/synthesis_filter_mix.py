@@ -13,20 +13,20 @@ import torch
 from synthesis_common import paired, split
 
 from engine.synthesis.classifier import train_classifier
+from engine.progress import Feedback
 from engine.synthesis.evaluation import _first, _synthetic
 
 torch.set_num_threads(1)
 model, baseline = sys.argv[1], sys.argv[2]
 thresh = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
-card, classes, xtr, ytr, xv, yv = split(model)
+loaded, classes, xtr, ytr, xv, yv = split(model)
 k = len(classes)
 have = np.bincount(ytr, minlength=k); top = [int(have.max() - h) for h in have]
 want = [max(100, t) for t in top]
-F = type("F", (), {"info": staticmethod(lambda m: None), "check_cancelled": staticmethod(lambda: None)})()
 critic = train_classifier(xtr, ytr, k, steps=250, batch_size=32, seed=999)
 sets = {}
 for name, path in (("model", model), ("cdcgan", baseline)):
-    xs, ys, _ = _synthetic(path, classes, [3 * w for w in want], card.outputs.scaling, F)
+    xs, ys, _ = _synthetic(path, classes, [3 * w for w in want], loaded.card.outputs.scaling, Feedback())
     with torch.no_grad():
         pr = torch.softmax(critic(torch.from_numpy(xs).float()), 1).numpy()[np.arange(len(ys)), ys]
     keep = pr >= thresh

@@ -14,16 +14,16 @@ import torch
 from synthesis_common import split
 
 from engine.synthesis.classifier import predict, train_classifier
+from engine.progress import Feedback
 from engine.synthesis.evaluation import _synthetic
 from engine.synthesis.synthesize import mosaic, to_rgb8, write_preview
 
 torch.set_num_threads(2)
 path, name, out = sys.argv[1:4]
 repeats = int(sys.argv[4]) if len(sys.argv) > 4 else 5
-card, classes, xtr, ytr, xv, yv = split(path)
+loaded, classes, xtr, ytr, xv, yv = split(path)
 k = len(classes)
-F = type("F", (), {"info": staticmethod(lambda m: None), "check_cancelled": staticmethod(lambda: None)})()
-xs, ys, _ = _synthetic(path, classes, [100] * k, card.outputs.scaling, F)
+xs, ys, _ = _synthetic(path, classes, [100] * k, loaded.card.outputs.scaling, Feedback())
 i = classes.index(name); target = yv == i
 hits = {"real": np.zeros(target.sum()), "real+synthetic": np.zeros(target.sum())}
 wrong = {"real": [], "real+synthetic": []}
@@ -40,5 +40,5 @@ order = lost[np.argsort(hits["real+synthetic"][lost] - hits["real"][lost])]
 print(f"{len(lost)} of {target.sum()} held-out {name} patches recognised less often with synthetic patches:",
       ", ".join(f"#{j} {int(hits['real'][j])}->{int(hits['real+synthetic'][j])}/{repeats}" for j in order))
 real_tr = xtr[ytr == i][:: max(1, (ytr == i).sum() // 16)][:16]
-rows = [to_rgb8(card, xv[target][order][:16]) if len(order) else to_rgb8(card, real_tr[:1]), to_rgb8(card, real_tr)]
+rows = [to_rgb8(loaded.card, xv[target][order][:16]) if len(order) else to_rgb8(loaded.card, real_tr[:1]), to_rgb8(loaded.card, real_tr)]
 write_preview(out, mosaic(rows).repeat(3, 1).repeat(3, 2))

@@ -8,14 +8,13 @@ import numpy as np
 import torch
 from synthesis_common import paired, split
 
-from engine.modelfile import load_model
 from engine.synthesis.evaluation import _first
 from engine.synthesis.synthesize import generate
 
 torch.set_num_threads(1)
 model, gs = sys.argv[1], [float(g) for g in sys.argv[2:]]
-loaded = load_model(model, tasks=("synthesize",))
-card, classes, xtr, ytr, xv, yv = split(model)
+loaded, classes, xtr, ytr, xv, yv = split(model)
+card = loaded.card
 k = len(classes)
 have = np.bincount(ytr, minlength=k); top = [int(have.max() - h) for h in have]
 sets = {}

@@ -53,13 +53,13 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
         from ..engine.synthesis.evaluation import evaluate_synthesis
 
         out = Path(self.parameterAsFileOutput(parameters, "OUTPUT", context))
-        section = evaluate_synthesis(self.parameterAsFile(parameters, "MODEL", context),
-                                     self.parameterAsFile(parameters, "BASELINE", context),
-                                     n=self.parameterAsInt(parameters, "N", context),
-                                     repeats=self.parameterAsInt(parameters, "REPEATS", context), feedback=feedback,
+        model, baseline = (self.parameterAsFile(parameters, key, context) for key in ("MODEL", "BASELINE"))
+        n, repeats = (self.parameterAsInt(parameters, key, context) for key in ("N", "REPEATS"))
+        section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=feedback,
                                      inception_weights=self.parameterAsFile(parameters, "INCEPTION_WEIGHTS", context)
                                      or None)
-        update_report("synthesize", section, out)
+        update_report("synthesize", section, out,
+                      command=f"satgen:evaluate_synthesis MODEL={model} BASELINE={baseline} N={n} REPEATS={repeats}")
         s = section["summary"]
         return {"OUTPUT": str(out), "KID_MODEL": s["synthesize.kid_model"], "KID_BASELINE": s["synthesize.kid_cdcgan"],
                 "CAS_MODEL": s["synthesize.cas_model"], "CAS_BASELINE": s["synthesize.cas_cdcgan"],

@@ -103,6 +103,7 @@ def test_evaluate_synthesis_through_qgis_process(qgis_process_env, tiny_synth, t
     s = section["summary"]
     assert s["synthesize.kid_model"] == s["synthesize.kid_cdcgan"] and 0 <= s["synthesize.acc_real"] <= 1
     assert set(section["per_class"]) == set(section["classes"])
+    assert section["command"] == f"satgen:evaluate_synthesis MODEL={tiny_synth} BASELINE={tiny_synth} N=4 REPEATS=1"
     bad = qgis_process(qgis_process_env, "run", "satgen:evaluate_synthesis", "--", f"MODEL={tiny_synth}",
                        f"BASELINE={tiny_synth}", f"INCEPTION_WEIGHTS={tmp_path / 'none.pth'}",
                        f"OUTPUT={tmp_path / 'bad.json'}")
