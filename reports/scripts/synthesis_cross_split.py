@@ -1,0 +1,50 @@
+"""Augmentation gain across block splits: does real + synthetic beat real alone on other held-out blocks?
+
+Fixed on 2026-11-22, before any of its results were seen (session 7):
+- Splits: the default (seed 5, the shipped model), seed 7 (session 5's second split, its 300-epoch model)
+  and two more: the first seeds of 1, 2, 3, 4, 6, ... whose training set holds all five classes and whose
+  held-out set holds >= 15 residential patches (residential is the rare class the tool is for; fewer
+  held-out patches move its recall in steps of 1/6 or more). Seed 2 has no water class, seeds 3 and 4 have
+  5 and 6 held-out residential patches, so: seeds 1 and 6.
+- Each split's diffusion model trained with the default recipe (Makefile `models`, --seed S, 300 epochs).
+- Gains measured as `make evaluate` does: 100 synthetic patches per class and top-up, synthetic seed 1000,
+  the card's guidance and steps, 10 paired classifier trainings (seeds 0-9), balanced accuracy.
+- Verdict for each way (100 per class, top-up): "real + synthetic not worse than real alone" holds when the
+  mean over the four splits of the mean paired gain is >= 0.
+
+    PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py OUT.json MODEL [MODEL ...]
+"""
+import sys
+
+import numpy as np
+import torch
+from synthesis_common import paired, split
+
+from engine.progress import Feedback
+from engine.synthesis.evaluation import SEED, _first, _synthetic
+from engine.training.report import write_json
+
+torch.set_num_threads(1)
+out, models = sys.argv[1], sys.argv[2:]
+per_split = {}
+for path in models:
+    loaded, classes, xtr, ytr, xv, yv = split(path)
+    k = len(classes)
+    have = np.bincount(ytr, minlength=k)
+    top = [int(have.max() - h) for h in have]
+    xs, ys, info = _synthetic(path, classes, [max(100, t) for t in top], loaded.card.outputs.scaling, Feedback(), SEED)
+    print(path, "seed", loaded.card.training["config"]["seed"], info, flush=True)
+    res = paired(xtr, ytr, xv, yv, classes, {"plus": _first(xs, ys, [100] * k), "topup": _first(xs, ys, top)})
+    gains = {}
+    for way in ("plus", "topup"):
+        d = np.subtract(res[way], res["real"])
+        gains[way] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))}
+    per_split[str(path)] = {"split_seed": loaded.card.training["config"]["seed"], "model": info,
+                            "held_out": dict(zip(classes, np.bincount(yv, minlength=k).tolist())),
+                            "acc_real": float(np.mean(res["real"])), "gain": gains}
+summary = {way: float(np.mean([s["gain"][way]["mean"] for s in per_split.values()])) for way in ("plus", "topup")}
+report = {"splits": per_split, "mean_gain_over_splits": summary,
+          "goals": {f"real_{way}_synthetic_not_worse": v >= 0 for way, v in summary.items()},
+          "command": "PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py " + " ".join(sys.argv[1:])}
+write_json(out, report)
+print(summary, report["goals"])
