@@ -13,7 +13,9 @@ Fixed on 2026-11-22, before any of its results were seen (session 7):
   mean over the four splits of the mean paired gain is >= 0.
 
     PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py OUT.json MODEL [MODEL ...]
+A .json argument in place of a model takes the splits of an earlier run's report (to merge runs).
 """
+import json
 import sys
 
 import numpy as np
@@ -26,8 +28,14 @@ from engine.training.report import write_json
 
 torch.set_num_threads(1)
 out, models = sys.argv[1], sys.argv[2:]
-per_split = {}
+per_split, commands = {}, []
 for path in models:
+    if path.endswith(".json"):
+        with open(path) as f:
+            earlier = json.load(f)
+        per_split.update(earlier["splits"])
+        commands += earlier["commands"]
+        continue
     loaded, classes, xtr, ytr, xv, yv = split(path)
     k = len(classes)
     have = np.bincount(ytr, minlength=k)
@@ -42,9 +50,10 @@ for path in models:
     per_split[str(path)] = {"split_seed": loaded.card.training["config"]["seed"], "model": info,
                             "held_out": dict(zip(classes, np.bincount(yv, minlength=k).tolist())),
                             "acc_real": float(np.mean(res["real"])), "gain": gains}
+commands.append("PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py " + " ".join(sys.argv[1:]))
 summary = {way: float(np.mean([s["gain"][way]["mean"] for s in per_split.values()])) for way in ("plus", "topup")}
 report = {"splits": per_split, "mean_gain_over_splits": summary,
           "goals": {f"real_{way}_synthetic_not_worse": v >= 0 for way, v in summary.items()},
-          "command": "PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py " + " ".join(sys.argv[1:])}
+          "commands": commands}
 write_json(out, report)
 print(summary, report["goals"])
