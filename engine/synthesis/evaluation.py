@@ -114,8 +114,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     x_tr, x_val = patches_to_model(scaling, x_tr), patches_to_model(scaling, x_val)
     k = len(classes)
 
-    have = np.bincount(y_tr, minlength=k)
-    top_up = [int(have.max() - h) for h in have]  # up to the largest class's count of real patches
+    top_up = top_up_counts(y_tr, k)
     equal = [n] * k
     synthetic, info = {}, {}
     for name, path in (("model", model), ("cdcgan", baseline)):
@@ -202,7 +201,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "synthesize.acc_real_plus_cdcgan": scores["real_plus_cdcgan"]["balanced_accuracy"],
         "synthesize.acc_real_topup_synthetic": scores["real_topup_model"]["balanced_accuracy"],
         "synthesize.acc_real_topup_cdcgan": scores["real_topup_cdcgan"]["balanced_accuracy"],
-        **{f"synthesize.gain_{way}_{name}": _paired_gain(scores[f"real_{way}_{name}"], scores["real"])
+        **{f"synthesize.gain_{way}_{name}": paired_gain(scores[f"real_{way}_{name}"]["balanced_accuracy_per_repeat"],
+                                                        scores["real"]["balanced_accuracy_per_repeat"])
            for way in ("plus", "topup") for name in ("model", "cdcgan")},
     }
     if dist_inception is not None:
@@ -228,9 +228,15 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     return _clean(out)
 
 
-def _paired_gain(augmented: dict, real: dict) -> dict:
-    """Balanced-accuracy gain over real alone, repeat by repeat (the same seed trains both): mean, standard error."""
-    d = np.subtract(augmented["balanced_accuracy_per_repeat"], real["balanced_accuracy_per_repeat"])
+def top_up_counts(y: np.ndarray, k: int) -> list[int]:
+    """Synthetic patches per class for "top-up": each class up to the largest class's count of real patches."""
+    have = np.bincount(y, minlength=k)
+    return [int(have.max() - h) for h in have]
+
+
+def paired_gain(augmented, real) -> dict:
+    """Gain over real alone, repeat by repeat (the same seed trains both; scores per repeat): mean, standard error."""
+    d = np.subtract(augmented, real)
     return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None}
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from engine.modelfile import load_model
 from engine.synthesis.classifier import accuracies, predict, train_classifier
 from engine.synthesis.datasets import patches_to_model
+from engine.synthesis.evaluation import paired_gain
 from engine.synthesis.training import config_from_card, prepare_patches
 
 
@@ -35,10 +36,9 @@ def paired(xtr, ytr, xv, yv, classes, sets: dict) -> dict:
             rec[key].append(a["recall"])
         print(r, {k_: round(v[-1], 3) for k_, v in res.items()}, flush=True)
     for key in keys[1:]:
-        d = np.subtract(res[key], res["real"])
-        se = round(d.std(ddof=1) / np.sqrt(len(d)) * 100, 2) if len(d) > 1 else "?"
+        g = paired_gain(res[key], res["real"])
         print(key, "real", round(np.mean(res["real"]), 4), "aug", round(np.mean(res[key]), 4), "gain",
-              round(d.mean() * 100, 2), "+-", se, "points")
+              round(g["mean"] * 100, 2), "+-", "?" if g["se"] is None else round(g["se"] * 100, 2), "points")
     for key in keys:
         print(key, {c: round(float(np.mean([r_[c] for r_ in rec[key]])), 3) for c in rec[key][0]})
     return res

@@ -23,7 +23,7 @@ import torch
 from synthesis_common import paired, split
 
 from engine.progress import Feedback
-from engine.synthesis.evaluation import SEED, _first, _synthetic
+from engine.synthesis.evaluation import SEED, _first, _synthetic, paired_gain, top_up_counts
 from engine.training.report import write_json
 
 torch.set_num_threads(1)
@@ -37,17 +37,13 @@ for path in models:
         commands += earlier["commands"]
         continue
     loaded, classes, xtr, ytr, xv, yv = split(path)
-    k = len(classes)
-    have = np.bincount(ytr, minlength=k)
-    top = [int(have.max() - h) for h in have]
+    k, split_seed = len(classes), loaded.card.training["config"]["seed"]
+    top = top_up_counts(ytr, k)
     xs, ys, info = _synthetic(path, classes, [max(100, t) for t in top], loaded.card.outputs.scaling, Feedback(), SEED)
-    print(path, "seed", loaded.card.training["config"]["seed"], info, flush=True)
+    print(path, "seed", split_seed, info, flush=True)
     res = paired(xtr, ytr, xv, yv, classes, {"plus": _first(xs, ys, [100] * k), "topup": _first(xs, ys, top)})
-    gains = {}
-    for way in ("plus", "topup"):
-        d = np.subtract(res[way], res["real"])
-        gains[way] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d)))}
-    per_split[str(path)] = {"split_seed": loaded.card.training["config"]["seed"], "model": info,
+    gains = {way: paired_gain(res[way], res["real"]) for way in ("plus", "topup")}
+    per_split[str(path)] = {"split_seed": split_seed, "model": info,
                             "held_out": dict(zip(classes, np.bincount(yv, minlength=k).tolist())),
                             "acc_real": float(np.mean(res["real"])), "gain": gains}
 commands.append("PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py " + " ".join(sys.argv[1:]))

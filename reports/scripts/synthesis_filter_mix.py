@@ -14,14 +14,14 @@ from synthesis_common import paired, split
 
 from engine.synthesis.classifier import train_classifier
 from engine.progress import Feedback
-from engine.synthesis.evaluation import _first, _synthetic
+from engine.synthesis.evaluation import _first, _synthetic, top_up_counts
 
 torch.set_num_threads(1)
 model, baseline = sys.argv[1], sys.argv[2]
 thresh = float(sys.argv[3]) if len(sys.argv) > 3 else 0.5
 loaded, classes, xtr, ytr, xv, yv = split(model)
 k = len(classes)
-have = np.bincount(ytr, minlength=k); top = [int(have.max() - h) for h in have]
+top = top_up_counts(ytr, k)
 want = [max(100, t) for t in top]
 critic = train_classifier(xtr, ytr, k, steps=250, batch_size=32, seed=999)
 sets = {}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from synthesis_common import paired, split
 
-from engine.synthesis.evaluation import _first
+from engine.synthesis.evaluation import _first, top_up_counts
 from engine.synthesis.synthesize import generate
 
 torch.set_num_threads(1)
@@ -16,7 +16,7 @@ model, gs = sys.argv[1], [float(g) for g in sys.argv[2:]]
 loaded, classes, xtr, ytr, xv, yv = split(model)
 card = loaded.card
 k = len(classes)
-have = np.bincount(ytr, minlength=k); top = [int(have.max() - h) for h in have]
+top = top_up_counts(ytr, k)
 sets = {}
 for g in gs:
     xs = [generate(loaded, card.classes.index(c), max(100, t), seed=1000, guidance=g) for c, t in zip(classes, top)]

@@ -218,6 +218,15 @@ def test_fid_kid_known_cases():
     assert fid(a, far) > 10 * max(fid(a, b), 0.1)
 
 
+def test_top_up_counts_and_paired_gain_known_cases():
+    from engine.synthesis.evaluation import paired_gain, top_up_counts
+
+    assert top_up_counts(np.array([0, 0, 0, 2]), 3) == [0, 3, 2]  # class 1 has no real patch: topped up fully
+    g = paired_gain([0.7, 0.6, 0.9], [0.5, 0.6, 0.6])  # differences 0.2, 0, 0.3
+    assert g["mean"] == pytest.approx(0.5 / 3) and g["se"] == pytest.approx(np.std([0.2, 0, 0.3], ddof=1) / np.sqrt(3))
+    assert paired_gain([0.7], [0.5])["se"] is None  # one pair: no spread to report
+
+
 def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
     from engine.evaluate import update_report
     from engine.synthesis.evaluation import evaluate_synthesis
