@@ -12,19 +12,23 @@ STAMP := $(VENV)/.satgen-installed
 APT_PACKAGES := qgis python3-qgis qgis-providers xvfb python3-rasterio python3-shapely python3-pytest python3-venv python3-pip zip
 # Debian's /usr/bin/qgis_process wrapper passes --noversioncheck, which qgis_process rejects:
 # call the binary, with this plugin and the venv's packages, headless, in a profile of our own.
-QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR) \
+DEV_PLUGIN := build/dev-plugin
+QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLUGIN) \
 	PYTHONPATH=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test demo data bench package qgis-process models evaluate clean
+.PHONY: help setup system-deps test test-fast lint demo data bench package dev-plugin qgis-process models evaluate clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
 	@echo "make test     run all tests (engine + real QGIS)"
+	@echo "make test-fast  run the engine tests without QGIS and without the slow ones (under a minute)"
+	@echo "make lint     ruff and mypy (configured in pyproject.toml)"
 	@echo "make data     fetch the real sample imagery into data/samples"
 	@echo "make bench    measure the tile pipeline (reports/bench.json)"
 	@echo "make package  build the installable plugin zip into dist/"
+	@echo "make dev-plugin  link this checkout as a QGIS plugin folder in build/dev-plugin/satgen_qgis"
 	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
@@ -53,13 +57,25 @@ $(STAMP): requirements.txt constraints.txt
 data: setup
 	$(PY) -m engine data --dest data
 
-test: setup data
+test: setup data dev-plugin
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+test-fast: setup data
+	$(PY) -m pytest -m "not qgis and not slow" tests/engine
+
+LINT_STAMP := $(VENV)/.satgen-lint-installed
+$(LINT_STAMP): requirements-dev.txt | $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
+	touch $@
+
+lint: setup $(LINT_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup data
 	$(PY) -m engine bench
 
-qgis-process: setup
+qgis-process: setup dev-plugin
 	@mkdir -p build/qgis-profile
 	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	@$(QGIS_PROCESS) $(ARGS)
@@ -67,7 +83,7 @@ qgis-process: setup
 # The main job: the default translation model on a real Sentinel-2 scene it never saw in
 # training (Virginia's Eastern Shore, 2016), through qgis_process, plus a PNG preview.
 DEMO := build/demo
-demo: setup data
+demo: setup data dev-plugin
 	@mkdir -p $(DEMO) build/qgis-profile
 	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	$(QGIS_PROCESS) run satgen:translate -- INPUT=data/samples/s2_virginia_10m.tif OUTPUT=$(DEMO)/virginia_map.tif
@@ -105,7 +121,7 @@ TRANSLATE_CONFIG := --ngf 16 --ndf 16 --depth 7 --patch-size 128 --tile-size 256
 	--attribution "Contains modified Copernicus Sentinel data 2017; map data (c) OpenStreetMap contributors, ODbL" \
 	--licence "weights GPL-2.0-or-later; trained on Copernicus Sentinel-2 data (free, full and open) and OpenStreetMap data (ODbL)"
 
-$(MAPS)/havel_osm_map.tif: data/samples/s2_havel_10m.tif resources/styles/osm_landuse.qml | setup
+$(MAPS)/havel_osm_map.tif: data/samples/s2_havel_10m.tif resources/styles/osm_landuse.qml | setup dev-plugin
 	@mkdir -p $(MAPS) build/qgis-profile
 	@$(QGIS_PROCESS) plugins enable satgen_qgis >/dev/null 2>&1 || true  # exits 1 when already enabled
 	$(QGIS_PROCESS) run satgen:render_map_target -- INPUT=data/samples/s2_havel_10m.tif \
@@ -155,14 +171,27 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 evaluate: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
+# The plugin zip: one top folder satgen_qgis/ holding the plugin, the engine as satgen_qgis.engine
+# (without the development tools in engine/devtools), resources and metadata; no links.
 package:
 	rm -rf build/package dist/satgen_qgis-*.zip
-	mkdir -p build/package dist
-	cp -rL satgen_qgis build/package/satgen_qgis
+	mkdir -p build/package/satgen_qgis dist
+	cp -r satgen_qgis/. build/package/satgen_qgis/
+	cp -r engine resources build/package/satgen_qgis/
+	rm -rf build/package/satgen_qgis/engine/devtools
+	cp metadata.txt LICENSE README.md build/package/satgen_qgis/
 	find build/package -name __pycache__ -prune -exec rm -rf {} +
-	cp LICENSE README.md build/package/satgen_qgis/
 	cd build/package && zip -qr9 ../../dist/satgen_qgis-$$(sed -n 's/^version=//p' ../../metadata.txt).zip satgen_qgis
 	@ls -l dist/*.zip
+
+# A plugin folder of links into this checkout, for QGIS_PLUGINPATH (as qgis_process, make demo and
+# the tests use it) or a link from a QGIS profile's python/plugins folder; edits take effect when
+# QGIS next loads the plugin. The engine is not linked: satgen_qgis/__init__.py finds it beside.
+dev-plugin:
+	rm -rf $(DEV_PLUGIN)/satgen_qgis
+	mkdir -p $(DEV_PLUGIN)/satgen_qgis
+	for f in satgen_qgis/*; do [ "$$(basename $$f)" = __pycache__ ] || ln -s $(CURDIR)/$$f $(DEV_PLUGIN)/satgen_qgis/; done
+	ln -s $(CURDIR)/metadata.txt $(CURDIR)/resources $(CURDIR)/LICENSE $(DEV_PLUGIN)/satgen_qgis/
 
 clean:
 	rm -rf build dist reports/*.log

@@ -66,7 +66,7 @@ class ModelCard:
         return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as exc:
@@ -74,7 +74,7 @@ class ModelCard:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelCard":
+    def from_dict(cls, data: Any) -> ModelCard:
         _expect(isinstance(data, dict), "the model card must be a JSON object")
         _expect(data.get("format") == FORMAT, f"the model card's 'format' must be {FORMAT!r}")
         version = data.get("format_version")

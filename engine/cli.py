@@ -7,32 +7,17 @@ engine raises on purpose are printed as one clear line (exit status 2).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 
 from .errors import Cancelled, SatGenError
 from .progress import ConsoleFeedback
-
-
-def _bands(text: str) -> list[int]:
-    try:
-        return [int(b) for b in text.replace(" ", "").split(",") if b]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be 1-based numbers separated by commas, e.g. 3,2,1; got {text!r}")
-
-
-def _guidance(text: str) -> float | None:
-    """A guidance weight, or 'auto' (None: chosen after training)."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"guidance must be a number (1: plain conditional) or 'auto'; got {text!r}")
+from .training.options import add_arguments, cli_bands, from_arguments
 
 
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bands", type=_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
+    p.add_argument("--bands", type=cli_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
     p.add_argument("--tile-size", type=int, help="tile size in px (default: the model's)")
     p.add_argument("--overlap", type=int, help="overlap between tiles in px (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
@@ -57,7 +42,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from .translate import translate
+    from .translation.apply import translate
 
     result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback(), snap=args.snap)
     print(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
@@ -65,7 +50,7 @@ def cmd_translate(args) -> int:
 
 
 def cmd_inpaint(args) -> int:
-    from .inpaint import MaskOptions, inpaint
+    from .inpainting.apply import MaskOptions, inpaint
 
     masks = MaskOptions(mask=args.mask, mask_layer=args.mask_layer, qa=args.qa, qa_band=args.qa_band,
                         qa_expression=args.qa_expression, detect=args.detect, dilate=args.dilate)
@@ -83,36 +68,25 @@ def cmd_inpaint(args) -> int:
 
 
 def cmd_train_translation(args) -> int:
-    from .training.translation import TranslationConfig, train_translation
+    from .translation.train import TranslationConfig, train_translation
 
-    fields = {k: v for k, v in vars(args).items() if k in TranslationConfig.__dataclass_fields__ and v is not None}
-    path = train_translation(TranslationConfig(**fields), ConsoleFeedback())
+    path = train_translation(from_arguments(TranslationConfig, args), ConsoleFeedback())
     print(f"wrote model {path}; report in {args.report_dir}")
     return 0
 
 
 def cmd_train_inpainting(args) -> int:
-    from .training.inpainting import InpaintingConfig, train_inpainting
+    from .inpainting.train import InpaintingConfig, train_inpainting
 
-    fields = {k: v for k, v in vars(args).items() if k in InpaintingConfig.__dataclass_fields__ and v is not None}
-    path = train_inpainting(InpaintingConfig(**fields), ConsoleFeedback())
+    path = train_inpainting(from_arguments(InpaintingConfig, args), ConsoleFeedback())
     print(f"wrote model {path}; report in {args.report_dir}")
     return 0
-
-
-def _class_names(text: str) -> dict[str, str]:
-    try:
-        return dict(part.split("=", 1) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"class names must be code=name pairs separated by commas, e.g. "
-                                         f"1=developed,5=forest; got {text!r}") from None
 
 
 def cmd_train_synthesis(args) -> int:
     from .synthesis.training import SynthesisConfig, train_synthesis
 
-    fields = {k: v for k, v in vars(args).items() if k in SynthesisConfig.__dataclass_fields__ and v is not None}
-    path = train_synthesis(SynthesisConfig(**fields), ConsoleFeedback())
+    path = train_synthesis(from_arguments(SynthesisConfig, args), ConsoleFeedback())
     print(f"wrote model {path}; report in {args.report_dir}")
     return 0
 
@@ -129,7 +103,7 @@ def cmd_synthesize(args) -> int:
 
 
 def cmd_evaluate_synthesis(args) -> int:
-    from . import evaluate
+    from .devtools import evaluate
 
     return evaluate.main_synthesis(args)
 
@@ -157,20 +131,20 @@ def cmd_info(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from . import sampledata
+    from .devtools import sampledata
 
     sampledata.prepare_samples(args.dest)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from . import evaluate
+    from .devtools import evaluate
 
     return evaluate.main(args)
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .devtools import bench
 
     return bench.main(args)
 
@@ -215,77 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stretch bands as in training (model) or by this scene's clear pixels (scene)")
     p.add_argument("--reference", help="a clear image of the same place on another date (any grid): the cloudy "
                                        "pixels are filled from it, matched to this date; the model fills the rest")
-    p.add_argument("--reference-bands", type=_bands, help="1-based reference bands matching the input bands "
+    p.add_argument("--reference-bands", type=cli_bands, help="1-based reference bands matching the input bands "
                                                           "(default: the same band numbers)")
     _add_tile_options(p)
     p.set_defaults(func=cmd_inpaint)
 
     train = sub.add_parser("train", help="train a model on your own data").add_subparsers(dest="task", required=True)
-    p = train.add_parser("translation", help="Pix2Pix satellite -> map")
-    p.add_argument("--input", required=True, help="satellite raster")
-    p.add_argument("--target", required=True, help="map raster (RGB), any CRS and resolution")
-    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
-    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
-    p.add_argument("--legend", help="legend JSON of the map (from satgen:render_map_target) for mIoU")
-    p.add_argument("--bands", type=_bands, help="1-based input bands (default: all)")
-    for name, kind in (("epochs", int), ("patches-per-epoch", int), ("batch-size", int), ("patch-size", int),
-                       ("tile-size", int), ("overlap", int), ("ngf", int), ("depth", int), ("ndf", int),
-                       ("lambda-l1", float), ("lr", float), ("block-size", int), ("val-fraction", float),
-                       ("seed", int), ("min-valid", float)):
-        p.add_argument(f"--{name}", type=kind)
-    p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
-                   help="train the L1-only baseline (no discriminator)")
-    for name in ("name", "attribution", "licence", "data-description"):
-        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
-    p.add_argument("--unlabelled-background", action="store_true", default=None,
-                   help="the legend's background colour marks unmapped land: leave it out of loss and scores")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_train_translation)
+    from .inpainting.train import InpaintingConfig
+    from .synthesis.training import SynthesisConfig
+    from .translation.train import TranslationConfig
 
-    p = train.add_parser("inpainting", help="cloud inpainting, trained on clear imagery with cloud-shaped masks")
-    p.add_argument("--inputs", nargs="+", required=True, help="clear raster(s), same bands and dtype")
-    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
-    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
-    p.add_argument("--bands", type=_bands, help="1-based bands (default: all)")
-    p.add_argument("--real-masks", nargs="+", help="cloud masks (non-zero = cloud) lending real shapes")
-    p.add_argument("--exclude-masks", nargs="+", help="per input: a mask of pixels that are not clear (non-zero)")
-    for name, kind in (("epochs", int), ("patches-per-epoch", int), ("batch-size", int), ("patch-size", int),
-                       ("tile-size", int), ("overlap", int), ("ngf", int), ("depth", int), ("ndf", int),
-                       ("coverage-min", float), ("coverage-max", float), ("real-share", float),
-                       ("lambda-hole", float), ("lambda-valid", float), ("jitter", float), ("lr", float),
-                       ("block-size", int), ("val-fraction", float), ("seed", int)):
-        p.add_argument(f"--{name}", type=kind)
-    p.add_argument("--l1-only", dest="adversarial", action="store_false", default=None,
-                   help="no discriminator (L1 losses only)")
-    p.add_argument("--fill", choices=("harmonic", "push_pull"), help="the interpolation the U-Net corrects (default: harmonic)")
-    for name in ("name", "attribution", "licence", "data-description"):
-        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_train_inpainting)
-
-    p = train.add_parser("synthesis", help="class-conditional patch synthesis (cdcgan baseline or diffusion)")
-    p.add_argument("--arch", choices=["diffusion", "cdcgan"], default="diffusion")
-    p.add_argument("--dataset", help="class folders: DATASET/<class>/<images>")
-    p.add_argument("--input", help="or: a raster ...")
-    p.add_argument("--labels", help="... with a class raster or a polygon layer (GPKG, GeoJSON)")
-    p.add_argument("--field", help="class attribute of the polygon layer")
-    p.add_argument("--class-names", type=_class_names, help="class raster codes to names, e.g. 1=developed,5=forest")
-    p.add_argument("--bands", type=_bands, help="1-based raster bands (default: all)")
-    p.add_argument("--output-model", required=True, help="model file to write (.satgen)")
-    p.add_argument("--report-dir", required=True, help="folder for checkpoint, curves, samples, metrics")
-    for name, kind in (("patch-size", int), ("threshold", float), ("stride", int), ("block-size", int),
-                       ("val-fraction", float), ("min-patches", int), ("max-per-class", int), ("epochs", int),
-                       ("patches-per-epoch", int), ("batch-size", int), ("lr", float), ("nz", int), ("ngf", int),
-                       ("ndf", int), ("base", int), ("depth", int), ("blocks", int), ("patchify", int),
-                       ("label-dropout", float), ("wide-noise", float),
-                       ("ema", float), ("guidance-samples", int), ("steps", int), ("seed", int)):
-        p.add_argument(f"--{name}", type=kind)
-    p.add_argument("--guidance", type=_guidance, help="default guidance stored in the model (diffusion); 'auto' "
-                   "(default): the weight whose patches come closest to the training patches, chosen after training")
-    for name in ("name", "attribution", "licence", "data-description"):
-        p.add_argument(f"--{name}", help=f"model card: {name.replace('-', ' ')}")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_train_synthesis)
+    for task, config_class, func, about in (
+            ("translation", TranslationConfig, cmd_train_translation, "Pix2Pix satellite -> map"),
+            ("inpainting", InpaintingConfig, cmd_train_inpainting,
+             "cloud inpainting, trained on clear imagery with cloud-shaped masks"),
+            ("synthesis", SynthesisConfig, cmd_train_synthesis,
+             "class-conditional patch synthesis (diffusion, or the cdcgan baseline)")):
+        p = train.add_parser(task, help=about, description=about)
+        add_arguments(p, config_class)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("synthesize", help="generate labelled patches of chosen classes (a class-folder data set)")
     p.add_argument("--output-folder", required=True, help="folder for <class>/ sub-folders and manifest.csv")
@@ -301,6 +223,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_synthesize)
 
+    p = sub.add_parser("preview", help="PNG of rasters side by side")
+    p.add_argument("--inputs", nargs="+", required=True, help="co-registered rasters")
+    p.add_argument("--labels", nargs="+", help="a caption per raster")
+    p.add_argument("--bands", type=cli_bands, help="bands of the first raster to show as RGB, e.g. 3,2,1")
+    p.add_argument("--max-size", type=int, default=800)
+    p.add_argument("--output", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("preview-inpaint", help="PNG: cloudy | mask | filled, stretched alike")
+    p.add_argument("--input", required=True, help="the cloudy raster")
+    p.add_argument("--filled", required=True, help="the filled raster (inpaint output)")
+    p.add_argument("--mask", required=True, help="the mask used (inpaint's mask output)")
+    p.add_argument("--input-bands", type=cli_bands, default=[1, 2, 3], help="RGB bands of the input, e.g. 4,3,2")
+    p.add_argument("--filled-bands", type=cli_bands, default=[1, 2, 3], help="RGB bands of the filled raster")
+    p.add_argument("--labels", nargs=3, help="three captions")
+    p.add_argument("--output", required=True, help="PNG to write")
+    p.set_defaults(func=cmd_preview_inpaint)
+
+    p = sub.add_parser("info", help="print a model file's card")
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_info)
+
+    if importlib.util.find_spec(__package__ + ".devtools") is not None:  # not in the plugin package
+        _add_devtools(sub)
+    return parser
+
+
+def _add_devtools(sub) -> None:
+    """Commands of the development tools (sample data, quality evaluation, benchmarks): source tree only."""
     p = sub.add_parser("evaluate-synthesis", help="FID/KID, CAS and augmentation gain of synthesis models; "
                        "writes the synthesize section of reports/quality.json")
     p.add_argument("--model", default="resources/models/synthesize_s2_osm.satgen")
@@ -315,28 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first classifier training seed (default 0; then +1 per repeat)")
     p.add_argument("--report", default="reports/quality.json")
     p.set_defaults(func=cmd_evaluate_synthesis)
-
-    p = sub.add_parser("preview", help="PNG of rasters side by side")
-    p.add_argument("--inputs", nargs="+", required=True, help="co-registered rasters")
-    p.add_argument("--labels", nargs="+", help="a caption per raster")
-    p.add_argument("--bands", type=_bands, help="bands of the first raster to show as RGB, e.g. 3,2,1")
-    p.add_argument("--max-size", type=int, default=800)
-    p.add_argument("--output", required=True, help="PNG to write")
-    p.set_defaults(func=cmd_preview)
-
-    p = sub.add_parser("preview-inpaint", help="PNG: cloudy | mask | filled, stretched alike")
-    p.add_argument("--input", required=True, help="the cloudy raster")
-    p.add_argument("--filled", required=True, help="the filled raster (inpaint output)")
-    p.add_argument("--mask", required=True, help="the mask used (inpaint's mask output)")
-    p.add_argument("--input-bands", type=_bands, default=[1, 2, 3], help="RGB bands of the input, e.g. 4,3,2")
-    p.add_argument("--filled-bands", type=_bands, default=[1, 2, 3], help="RGB bands of the filled raster")
-    p.add_argument("--labels", nargs=3, help="three captions")
-    p.add_argument("--output", required=True, help="PNG to write")
-    p.set_defaults(func=cmd_preview_inpaint)
-
-    p = sub.add_parser("info", help="print a model file's card")
-    p.add_argument("--model", required=True)
-    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("data", help="fetch the real sample imagery into data/samples")
     p.add_argument("--dest", default="data", help="data folder (default: data)")
@@ -354,11 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="measure the tile pipeline; writes reports/bench.json")
-    from . import bench
+    from .devtools import bench
 
     bench.add_arguments(p)
     p.set_defaults(func=cmd_bench)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,12 +17,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import models
+from . import RESOURCES, models
 from .card import ModelCard
 from .errors import ModelFileError
 from .fileio import atomic_path
 
 CARD_KEY = "satgen.card"
+# the default model of each task, shipped in resources/models
+DEFAULT_MODELS = {"translate": "translate_s2_osm.satgen", "inpaint": "inpaint_s2.satgen",
+                  "synthesize": "synthesize_s2_osm.satgen"}
 SUFFIX = ".satgen"
 _MAX_HEADER = 16 * 1024 * 1024  # a card plus tensor index is a few kB; refuse absurd headers
 
@@ -32,6 +35,17 @@ class LoadedModel:
     module: nn.Module
     card: ModelCard
     path: Path
+
+
+def default_model(task: str) -> Path:
+    """The shipped default model file of a task ("translate", "inpaint", "synthesize")."""
+    if task not in DEFAULT_MODELS:
+        raise ModelFileError(f"there is no default model for {task!r}; give a model file")
+    path = RESOURCES / "models" / DEFAULT_MODELS[task]
+    if not path.is_file():
+        raise ModelFileError(f"the default {task} model {path} is missing; reinstall the SatGen plugin or choose a "
+                             f"model file (MODEL / --model; developers: `make models` rebuilds it)")
+    return path
 
 
 def save_model(path: str | os.PathLike, module: nn.Module, card: ModelCard, half: bool = False) -> Path:

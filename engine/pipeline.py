@@ -11,12 +11,13 @@ with the raster's width only, never with its height or area.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import rasterio
@@ -26,9 +27,9 @@ from rasterio.transform import Affine
 from .card import ModelCard
 from .device import resolve_device
 from .errors import InputError, ModelFileError
+from .fileio import atomic_path
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
-from .fileio import atomic_path
 from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, open_raster, output_nodata, select_bands
 from .scaling import cast_to_dtype
 from .windows import TileGrid, tile_weights
@@ -158,7 +159,7 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
             if scratch is None:
                 scratch = np.empty(acc.shape[:1] + (t * s, t * s), np.float32)
 
-            def blend(lo, hi, tiles=tiles):  # rows lo:hi of every tile, tiles in order: same sums
+            def blend(lo, hi, tiles=tiles, scratch=scratch):  # rows lo:hi of every tile, in order: same sums
                 for cs, y, w in tiles:
                     acc[:, lo:hi, cs] += np.multiply(y[:, lo:hi], w[lo:hi], out=scratch[:, lo:hi])
                     wsum[lo:hi, cs] += w[lo:hi]
@@ -226,18 +227,9 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
     """
     options = options or TileOptions()
     feedback = feedback or Feedback()
-    device = resolve_device(options.device)
-    if not isinstance(model, LoadedModel):
-        model = load_model(model, device=device, tasks=tasks)
-    else:
-        model.module.to(device)
+    setup = prepare_apply(model, options, tasks, inputs=[input_path], outputs=[output_path])
+    model, device, tile, overlap = setup.model, setup.device, setup.tile, setup.overlap
     card: ModelCard = model.card
-    tile = options.tile_size or card.tile_size
-    overlap = card.overlap if options.overlap is None else options.overlap
-    if options.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {options.batch_size}")
-    check_tile_size(model.module, tile)
-    _check_not_same_file(input_path, output_path)
 
     started = time.perf_counter()
     stats = RunStats()
@@ -277,8 +269,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                         values = finish(out_scaling.from_model(values))
                         cast_to_dtype(values, out_dtype, out=out)
                     else:  # plain scaling and casting: row by row, so in halves
-                        in_halves(lambda lo, hi: cast_to_dtype(out_scaling.from_model(values[:, lo:hi]), out_dtype,
-                                                               out=out[:, lo:hi]), n)
+                        in_halves(functools.partial(_scale_rows, out_scaling, values, out_dtype, out), n)
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 
@@ -291,6 +282,11 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 raise
     stats.seconds = time.perf_counter() - started
     return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale)
+
+
+def _scale_rows(scaling, values: np.ndarray, dtype: str, out: np.ndarray, lo: int, hi: int) -> None:
+    """Rows lo:hi of model output `values` into `out`, in raster units and the output dtype."""
+    cast_to_dtype(scaling.from_model(values[:, lo:hi]), dtype, out=out[:, lo:hi])
 
 
 def _mark_nodata(out: np.ndarray, valid: np.ndarray, nodata) -> None:
@@ -312,6 +308,40 @@ def _check_dtype(src, bands: list[int], card: ModelCard) -> None:
         )
 
 
-def _check_not_same_file(input_path, output_path) -> None:
-    if os.path.exists(output_path) and os.path.exists(input_path) and os.path.samefile(input_path, output_path):
-        raise InputError("the output would overwrite the input raster; choose another output file")
+def check_not_same_file(inputs, outputs) -> None:
+    """Refuse outputs that would overwrite any input (raster, mask, QA, reference, model) or each other."""
+    outputs = [o for o in outputs if o is not None]
+    for out in outputs:
+        for inp in inputs:
+            if inp is not None and os.path.exists(out) and os.path.exists(inp) and os.path.samefile(inp, out):
+                raise InputError(f"the output {out} would overwrite the input {inp}; choose another output file")
+    resolved = [os.path.abspath(o) for o in outputs]
+    if len(set(resolved)) < len(resolved):
+        raise InputError("two outputs name the same file; give each output its own file")
+
+
+@dataclass
+class ApplySetup:
+    """What every apply-algorithm settles before reading a pixel."""
+
+    model: LoadedModel
+    device: torch.device
+    tile: int
+    overlap: int
+
+
+def prepare_apply(model: LoadedModel | str | os.PathLike, options: TileOptions, tasks: tuple[str, ...],
+                  inputs: list, outputs: list) -> ApplySetup:
+    """Device, model (loaded for one of `tasks`), tile size and overlap, checked; outputs never overwrite inputs."""
+    if options.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {options.batch_size}")
+    check_not_same_file(inputs, outputs)
+    device = resolve_device(options.device)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, device=device, tasks=tasks)
+    else:
+        model.module.to(device)
+    tile = options.tile_size or model.card.tile_size
+    overlap = model.card.overlap if options.overlap is None else options.overlap
+    check_tile_size(model.module, tile)
+    return ApplySetup(model, device, tile, overlap)

@@ -248,7 +248,7 @@ def output_nodata(reader: BlockReader, dtype: str):
     return float("nan") if dt.kind == "f" else (0 if dt.kind == "u" else int(np.iinfo(dt).min))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zstd() -> bool:
     """Whether this GDAL writes ZSTD-compressed GeoTIFFs (GDAL >= 2.3 built with libzstd)."""
     try:

@@ -1,7 +1,5 @@
 """The "SatGen" Processing provider: lists the algorithms, icon, output formats."""
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
@@ -14,9 +12,7 @@ from .algorithms.train_inpainting import TrainInpaintingAlgorithm
 from .algorithms.train_synthesis import TrainSynthesisAlgorithm
 from .algorithms.train_translation import TrainTranslationAlgorithm
 from .algorithms.translate import TranslateAlgorithm
-
-ICON = Path(__file__).resolve().parent / "resources" / "icons" / "satgen.svg"
-
+from .icon import ICON
 
 class SatGenProvider(QgsProcessingProvider):
     def id(self):

@@ -20,11 +20,23 @@ Two fills (the card's `fill` parameter):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..fills import FILLS, harmonic_fill, push_pull
+from ..inpainting.config import FILLS
+from ..inpainting.fills import harmonic_fill, push_pull
 from .unet import UNet
+
+
+def model_input(x: np.ndarray | torch.Tensor, cloud: np.ndarray | torch.Tensor):
+    """The generator's input: the scaled image with cloudy pixels zeroed, plus the mask
+    as one more channel. Works on (C, H, W) or (N, C, H, W), numpy or torch."""
+    if isinstance(x, torch.Tensor):
+        m = cloud.to(x.dtype).unsqueeze(-3)
+        return torch.cat([x * (1 - m), m], dim=-3)
+    m = cloud.astype(np.float32)[..., None, :, :]
+    return np.concatenate([x * (1 - m), m], axis=-3).astype(np.float32)
 
 
 class InpaintUNet(nn.Module):

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .datasets import augment, balanced_indices
+
 
 class PatchClassifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, features: int = 128):
@@ -34,8 +36,6 @@ class PatchClassifier(nn.Module):
 def train_classifier(x: np.ndarray, y: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 64,
                      seed: int = 0, lr: float = 2e-3, width: int = 32, feedback=None) -> PatchClassifier:
     """Fit on (N, C, P, P) model-space patches with labels (N,)."""
-    from .training import augment, balanced_indices
-
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = PatchClassifier(x.shape[1], num_classes, width)

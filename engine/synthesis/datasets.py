@@ -14,7 +14,7 @@ Two layouts, one result (`PatchSet`: patches, labels, class names, a held-out fl
 - a raster plus a class raster (integer codes) or a polygon layer (GPKG or
   GeoJSON, class in a field): windows on a half-patch grid whose dominant class
   covers at least `threshold` of the window. The scene is cut into square
-  blocks (engine.datasets.pairs.BlockSplit); windows crossing a block edge are
+  blocks (engine.splits.BlockSplit); windows crossing a block edge are
   dropped, so no training window touches a held-out one.
 """
 
@@ -34,10 +34,10 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject
 
-from ..datasets.pairs import BlockSplit
 from ..errors import InputError
 from ..raster import GDAL_ENV, BlockReader, open_raster
 from ..scaling import BandScaling, fit_percentiles
+from ..splits import BlockSplit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".jp2", ".gif")
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp")
@@ -393,3 +393,22 @@ def describe(patches: PatchSet) -> str:
 def patches_to_model(scaling: BandScaling, x: np.ndarray) -> np.ndarray:
     """(N, C, P, P) band values -> model space [-1, 1] (the scaling works band-first)."""
     return np.moveaxis(scaling.to_model(np.moveaxis(x, 1, 0), clip=1.0), 0, 1)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random one of the 8 flips / quarter turns per patch."""
+    ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
+    out = x.clone()
+    for k in range(1, 8):
+        sel = ks == k
+        if sel.any():
+            y = torch.rot90(x[sel], k % 4, dims=(-2, -1))
+            out[sel] = y.flip(-1) if k >= 4 else y
+    return out
+
+
+def balanced_indices(labels: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n indexes with every class equally likely (rare classes are seen as often as common ones)."""
+    counts = np.bincount(labels)
+    weights = torch.from_numpy(1.0 / counts[labels]).double()
+    return torch.multinomial(weights, n, replacement=True, generator=generator)

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bands import display_bands
 from ..errors import InputError
 from ..modelfile import load_model
 from ..progress import Feedback
 from .classifier import accuracies, predict, train_classifier
 from .datasets import patches_to_model
 from .scores import fid, kid
-from .synthesize import display_bands, generate, sampler_defaults
+from .synthesize import generate, sampler_defaults
 from .training import config_from_card, prepare_patches
 
 SEED = 1000  # synthetic patches for evaluation: fixed, and apart from the seeds users try first

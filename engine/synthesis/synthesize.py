@@ -26,30 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bands import display_bands
 from ..card import ModelCard
 from ..device import resolve_device
-from ..errors import InputError, ModelFileError
+from ..errors import InputError
 from ..fileio import atomic_path
-from ..modelfile import LoadedModel, load_model
+from ..modelfile import LoadedModel, default_model, load_model
 from ..progress import Feedback
 from ..scaling import cast_to_dtype
 from .diffusion import heun_sample
 
-MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "models"
-DEFAULT_MODEL = MODELS_DIR / "synthesize_s2_osm.satgen"
 FORMATS = ("tif", "png")
 DEFAULT_GUIDANCE, DEFAULT_STEPS = 1.5, 18
 
 
-def default_model() -> Path:
-    if not DEFAULT_MODEL.is_file():
-        raise ModelFileError(f"the default synthesis model {DEFAULT_MODEL} is missing; reinstall the SatGen plugin "
-                             f"or choose a model file (developers: `make models` rebuilds it)")
-    return DEFAULT_MODEL
-
-
 def load_synthesis_model(path: str | os.PathLike | None, device="cpu") -> LoadedModel:
-    return load_model(path or default_model(), device=device, tasks=("synthesize",))
+    return load_model(path or default_model("synthesize"), device=device, tasks=("synthesize",))
 
 
 def sampler_defaults(card: ModelCard) -> tuple[float, int]:
@@ -119,12 +111,6 @@ def to_values(card: ModelCard, x: np.ndarray) -> np.ndarray:
     """Model-space patches (N, C, P, P) -> band values in the card's dtype."""
     values = card.outputs.scaling.from_model(np.moveaxis(x, 1, 0))
     return np.moveaxis(cast_to_dtype(values, card.outputs.dtype or "float32"), 0, 1)
-
-
-def display_bands(names: list[str]) -> list[int]:
-    from ..training.translation import display_bands as pick
-
-    return pick(names)
 
 
 def to_rgb8(card: ModelCard, x: np.ndarray) -> np.ndarray:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
-from dataclasses import field as _field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,60 +29,18 @@ from ..models.class_unet import ClassUNet
 from ..progress import Feedback
 from ..training.checkpoint import load_checkpoint, save_checkpoint
 from ..training.report import plot_history, save_grid, write_json
-from .datasets import PatchSet, describe, load_class_folders, load_raster_patches, patches_to_model
+from .config import ARCHS, SynthesisConfig
+from .datasets import (
+    PatchSet,
+    augment,
+    balanced_indices,
+    describe,
+    load_class_folders,
+    load_raster_patches,
+    patches_to_model,
+)
 from .diffusion import edm_loss
 from .synthesize import generate, to_rgb8
-
-ARCHS = ("diffusion", "cdcgan")
-
-
-@dataclass
-class SynthesisConfig:
-    output_model: str
-    report_dir: str
-    arch: str = "diffusion"
-    dataset: str | None = None  # class folders root
-    input: str | None = None  # or: raster ...
-    labels: str | None = None  # ... + class raster or polygon layer
-    field: str | None = None  # class attribute of the polygons
-    class_names: dict[str, str] | None = None  # class raster codes -> names (None: the codes)
-    bands: list[int] | None = None
-    patch_size: int = 32
-    threshold: float = 0.6  # dominant class share of a window
-    stride: int | None = None  # window step (None: half a patch)
-    block_size: int | None = None  # split blocks (None: 4 patches)
-    val_fraction: float = 0.25
-    min_patches: int = 1  # classes with fewer training patches are left out
-    max_per_class: int | None = None  # class folders: at most this many images per class
-    epochs: int = 20
-    patches_per_epoch: int | None = None  # None: the training set's size
-    batch_size: int = 64
-    lr: float | None = None  # None: 2e-4 (cdcgan, the recipe), 5e-4 (diffusion)
-    beta1: float | None = None  # None: 0.5 (cdcgan), 0.9 (diffusion)
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    base: int = 32  # diffusion U-Net width
-    depth: int = 3
-    max_mult: int = 2
-    blocks: int = 1
-    patchify: int = 2  # the U-Net runs at half resolution on 2x2 pixel blocks: 4x cheaper on a CPU
-    dropout: float = 0.1
-    label_dropout: float = 0.15
-    wide_noise: float = 0.2  # share of noise levels drawn over the sampler's whole range (diffusion.edm_loss)
-    ema: float = 0.999
-    guidance: float | None = None  # sampler defaults stored in the card; None: chosen after training
-    guidance_samples: int = 100  # patches per class and weight when choosing it (engine.synthesis.guidance)
-    steps: int = 18
-    seed: int = 0
-    device: str = "auto"
-    half_precision_file: bool = True
-    name: str = ""
-    attribution: str = ""
-    licence: str = ""
-    data_description: str = ""
-    extra: dict[str, Any] = _field(default_factory=dict)
-
 
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "half_precision_file", "name", "attribution",
                  "licence", "data_description", "extra", "guidance", "guidance_samples", "steps")
@@ -129,25 +85,6 @@ def _check(config: SynthesisConfig) -> None:
     multiple = config.patchify * 2 ** (config.depth - 1)
     if config.arch == "diffusion" and (p % multiple or not 16 <= p <= 256):
         raise InputError(f"diffusion patch size must be 16-256 and a multiple of {multiple}, got {p}")
-
-
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random one of the 8 flips / quarter turns per patch."""
-    ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
-    out = x.clone()
-    for k in range(1, 8):
-        sel = ks == k
-        if sel.any():
-            y = torch.rot90(x[sel], k % 4, dims=(-2, -1))
-            out[sel] = y.flip(-1) if k >= 4 else y
-    return out
-
-
-def balanced_indices(labels: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n indexes with every class equally likely (rare classes are seen as often as common ones)."""
-    counts = np.bincount(labels)
-    weights = torch.from_numpy(1.0 / counts[labels]).double()
-    return torch.multinomial(weights, n, replacement=True, generator=generator)
 
 
 def _card(config, patches, scaling, architecture, params, fingerprint) -> ModelCard:

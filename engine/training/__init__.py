@@ -1,1 +1,1 @@
-"""Training loops, one module per task; checkpoints and reports shared."""
+"""What every trainer shares: configuration options, checkpoints, reports, losses."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +67,15 @@ def save_grid(rows: list[list[np.ndarray]], path: Path, gap: int = 4) -> None:
         for j, img in enumerate(row):
             canvas[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = img
     Image.fromarray(canvas).save(path)
+
+
+def update_report(section: str, values: dict, path: Path, command: str | None = None) -> None:
+    """Write one section of a quality report, stamped with the date and the command that measured it
+    (default: this process's `python -m engine ...` command line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(path.read_text()) if path.exists() else {}
+    command = command or "python -m engine " + shlex.join(sys.argv[1:])
+    values = dict(values, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  command=command)
+    report[section] = values
+    write_json(path, report)

@@ -15,6 +15,7 @@ from qgis.core import (
 )
 
 from .. import deps
+from ..icon import ICON
 from ..feedback import QgisFeedback
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -22,8 +23,9 @@ DEVICES = ["auto", "cpu", "cuda"]
 
 class SatGenAlgorithm(QgsProcessingAlgorithm):
     def icon(self):
-        from ..provider import ICON
         from qgis.PyQt.QtGui import QIcon
+
+        from ..provider import ICON
 
         return QIcon(str(ICON))
 
@@ -56,18 +58,56 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         ):
             self.add_advanced(param)
 
-    def add_training_parameters(self, patches_per_epoch: int, width: int, width_help: str = "Generator width (ngf)"):
-        """Patches per epoch, network width, seed and device: under Advanced Parameters."""
-        for param in (
-            QgsProcessingParameterNumber("PATCHES_PER_EPOCH", "Patches per epoch", QgsProcessingParameterNumber.Integer,
-                                         defaultValue=patches_per_epoch, minValue=1),
-            QgsProcessingParameterNumber("WIDTH", width_help, QgsProcessingParameterNumber.Integer,
-                                         defaultValue=width, minValue=4),
-            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
-            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                       defaultValue=0),
-        ):
-            self.add_advanced(param)
+    # (parameter, configuration field, label, advanced) of the training options every trainer shares
+    TRAINING_PARAMETERS = (
+        ("EPOCHS", "epochs", "Epochs", False),
+        ("PATCH_SIZE", "patch_size", "Training patch size in pixels (a power of two, 32-512)", False),
+        ("BATCH_SIZE", "batch_size", "Batch size", False),
+        ("PATCHES_PER_EPOCH", "patches_per_epoch", "Patches per epoch", True),
+        ("WIDTH", "ngf", "Generator width (ngf)", True),
+        ("SEED", "seed", "Random seed", True),
+    )
+
+    def add_training_parameters(self, config_class, width_help: str | None = None, renamed: dict | None = None):
+        """Epochs, patch and batch size, and under Advanced Parameters patches per epoch, network
+        width, seed and device; defaults from the engine's training configuration, so the Toolbox
+        and the command line train the same model. `renamed` {name: old name}: the old name is still
+        accepted (hidden), so saved graphical models keep working."""
+        from ..engine.training.options import default_of
+
+        for name, field, label, advanced in self.TRAINING_PARAMETERS:
+            if name == "WIDTH" and width_help:
+                label = width_help
+            limits = dict(minValue=32, maxValue=512) if name == "PATCH_SIZE" else dict(minValue=0 if name == "SEED" else 1)
+            param = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer,
+                                                 defaultValue=default_of(config_class, field), **limits)
+            self.add_advanced(param) if advanced else self.addParameter(param)
+        self.add_advanced(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
+                                                     defaultValue=0))
+        for name, old in (renamed or {}).items():
+            alias = QgsProcessingParameterNumber(old, f"{name} (old name)", QgsProcessingParameterNumber.Integer,
+                                                 optional=True)
+            alias.setFlags(alias.flags() | QgsProcessingParameterDefinition.FlagHidden)
+            self.addParameter(alias)
+
+    def training_values(self, parameters, context, renamed: dict | None = None) -> dict:
+        """The configuration fields of the shared training parameters (see add_training_parameters)."""
+        values = {field: self.parameterAsInt(parameters, name, context)
+                  for name, field, _label, _advanced in self.TRAINING_PARAMETERS}
+        for name, old in (renamed or {}).items():
+            if parameters.get(old) not in (None, "") and name not in parameters:
+                field = next(f for n, f, _l, _a in self.TRAINING_PARAMETERS if n == name)
+                values[field] = self.parameterAsInt(parameters, old, context)
+        values["device"] = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        return values
+
+    @staticmethod
+    def warn_if_temporary(path: str, feedback) -> None:
+        from qgis.core import QgsProcessingUtils
+
+        if path.startswith(QgsProcessingUtils.tempFolder()):
+            feedback.feedback.pushWarning("The model file is a temporary file and will be deleted when QGIS "
+                                          "closes; save it to a lasting place to keep it.")
 
     def add_advanced(self, param):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)

@@ -49,8 +49,8 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, key.replace("_", " ").lower()))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.evaluate import update_report
         from ..engine.synthesis.evaluation import evaluate_synthesis
+        from ..engine.training.report import update_report
 
         out = Path(self.parameterAsFileOutput(parameters, "OUTPUT", context))
         model, baseline = (self.parameterAsFile(parameters, key, context) for key in ("MODEL", "BASELINE"))

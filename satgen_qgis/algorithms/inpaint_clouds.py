@@ -91,7 +91,7 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Cloud mask used"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.inpaint import MaskOptions, inpaint
+        from ..engine.inpainting.apply import MaskOptions, inpaint
 
         qa_expression = self.parameterAsString(parameters, "QA_EXPRESSION", context).strip() or None
         qa_layer = self.parameterAsRasterLayer(parameters, "QA_BAND", context) if parameters.get("QA_BAND") else None

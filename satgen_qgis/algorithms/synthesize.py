@@ -18,10 +18,9 @@ FORMATS = ["tif", "png"]
 def default_classes() -> str:
     """The shipped model's classes, for the help text (empty where it cannot be read)."""
     try:
-        from ..engine.modelfile import read_card
-        from ..engine.synthesis.synthesize import DEFAULT_MODEL
+        from ..engine.modelfile import default_model, read_card
 
-        return ", ".join(read_card(DEFAULT_MODEL).classes)
+        return ", ".join(read_card(default_model("synthesize")).classes)
     except Exception:  # no model file, or no safetensors in this Python: the help just says less
         return ""
 

@@ -1,7 +1,6 @@
 """satgen:train_inpainting: train a cloud-inpainting model on your own clear imagery,
 so train -> inpaint chains in the modeler through the OUTPUT_MODEL file."""
 
-import math
 from pathlib import Path
 
 from qgis.core import (
@@ -15,7 +14,8 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from .base import DEVICES, SatGenAlgorithm
+from ..engine.inpainting.config import InpaintingConfig
+from .base import SatGenAlgorithm
 
 
 class TrainInpaintingAlgorithm(SatGenAlgorithm):
@@ -48,46 +48,27 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "REAL_MASKS", "Real cloud masks lending their shapes (non-zero = cloud)", QgsProcessing.TypeRaster,
             optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "PATCH_SIZE", "Training patch size in pixels (a power of two, 32-512)",
-            QgsProcessingParameterNumber.Integer, defaultValue=128, minValue=32, maxValue=512))
-        self.addParameter(QgsProcessingParameterNumber(
-            "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1))
-        self.add_training_parameters(800, 16)
+        self.add_training_parameters(InpaintingConfig)
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.training.inpainting import InpaintingConfig, train_inpainting
+        from ..engine.bands import parse_bands
+        from ..engine.errors import InputError
+        from ..engine.inpainting.train import train_inpainting
 
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
-        patch = self.parameterAsInt(parameters, "PATCH_SIZE", context)
-        depth = int(math.log2(patch)) if patch & (patch - 1) == 0 else 0
-        if not 5 <= depth <= 9:
-            raise QgsProcessingException(f"PATCH_SIZE must be a power of two between 32 and 512, got {patch}")
-        depth = min(depth, 7)
-        text = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
         try:
-            bands = [int(b) for b in text.split(",") if b] or None
-        except ValueError:
-            raise QgsProcessingException(f"BANDS must be band numbers separated by commas, e.g. 1,2,3; got {text!r}")
-        config = InpaintingConfig(
-            inputs=self.raster_paths(parameters, "INPUT", context),
-            real_masks=self.raster_paths(parameters, "REAL_MASKS", context),
-            output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
-            bands=bands, epochs=self.parameterAsInt(parameters, "EPOCHS", context),
-            patches_per_epoch=self.parameterAsInt(parameters, "PATCHES_PER_EPOCH", context),
-            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
-            patch_size=patch, tile_size=max(patch, 256), depth=depth, block_size=2 * patch,
-            ngf=self.parameterAsInt(parameters, "WIDTH", context), seed=self.parameterAsInt(parameters, "SEED", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-        )
-        if config.output_model.startswith(QgsProcessingUtils.tempFolder()):
-            feedback.feedback.pushWarning("The model file is a temporary file and will be deleted when QGIS "
-                                          "closes; save it to a lasting place to keep it.")
+            bands = parse_bands(self.parameterAsString(parameters, "BANDS", context))
+            config = InpaintingConfig(
+                inputs=self.raster_paths(parameters, "INPUT", context),
+                real_masks=self.raster_paths(parameters, "REAL_MASKS", context),
+                output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
+                bands=bands, **self.training_values(parameters, context))
+        except InputError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        self.warn_if_temporary(config.output_model, feedback)
         path = train_inpainting(config, feedback)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}

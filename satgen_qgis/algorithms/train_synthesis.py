@@ -15,9 +15,10 @@ from qgis.core import (
     QgsProviderRegistry,
 )
 
+from ..engine.synthesis.config import ARCHS, SynthesisConfig
+from ..engine.training.options import default_of
 from .base import DEVICES, SatGenAlgorithm
 
-ARCHS = ["diffusion", "cdcgan"]
 
 
 class TrainSynthesisAlgorithm(SatGenAlgorithm):
@@ -51,19 +52,23 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterMapLayer(
             "LABELS", "... with a class raster or a polygon layer", optional=True))
         self.addParameter(QgsProcessingParameterString("FIELD", "Class field of the polygon layer", optional=True))
-        self.addParameter(QgsProcessingParameterEnum("ARCH", "Architecture", options=ARCHS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum("ARCH", "Architecture", options=list(ARCHS), defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "PATCH_SIZE", "Patch size in pixels (16-128)", QgsProcessingParameterNumber.Integer, defaultValue=32,
+            "PATCH_SIZE", "Patch size in pixels (16-128)", QgsProcessingParameterNumber.Integer,
+            defaultValue=default_of(SynthesisConfig, "patch_size"),
             minValue=16, maxValue=128))
         self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=default_of(SynthesisConfig, "epochs"),
+            minValue=1))
         for param in (
             QgsProcessingParameterNumber("THRESHOLD", "Share of a patch its dominant class must cover",
-                                         QgsProcessingParameterNumber.Double, defaultValue=0.6, minValue=0.01,
+                                         QgsProcessingParameterNumber.Double,
+                                         defaultValue=default_of(SynthesisConfig, "threshold"), minValue=0.01,
                                          maxValue=1.0),
             QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
-                                         defaultValue=32, minValue=1),
-            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer, defaultValue=0),
+                                         defaultValue=default_of(SynthesisConfig, "batch_size"), minValue=1),
+            QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=default_of(SynthesisConfig, "seed")),
             QgsProcessingParameterNumber("GUIDANCE", "Default guidance stored in the model (diffusion; empty: "
                                          "chosen after training)", QgsProcessingParameterNumber.Double,
                                          optional=True, minValue=0.0),
@@ -87,7 +92,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
         return path, parts.get("layerName") or None
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.synthesis.training import SynthesisConfig, train_synthesis
+        from ..engine.synthesis.training import train_synthesis
 
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ satgen:render_map_target (run as a child algorithm), so train -> translate
 chains in the modeler through the OUTPUT_MODEL file.
 """
 
-import math
 from pathlib import Path
 
 from qgis.core import (
@@ -20,7 +19,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import DEVICES, SatGenAlgorithm
+from ..engine.translation.config import TranslationConfig
+from .base import SatGenAlgorithm
 
 
 class TrainTranslationAlgorithm(SatGenAlgorithm):
@@ -44,7 +44,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
-                "TILE_SIZE, BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+                "PATCH_SIZE (was TILE_SIZE), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
@@ -60,48 +60,25 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             "UNLABELLED_BACKGROUND", "Background colour marks unmapped land (leave it out of training)",
             defaultValue=False))
         self.add_band_parameter()
-        self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(
-            "TILE_SIZE", "Training patch size in pixels (a power of two, 32-512)",
-            QgsProcessingParameterNumber.Integer, defaultValue=256, minValue=32, maxValue=512))
-        self.addParameter(QgsProcessingParameterNumber(
-            "BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
-        self.add_training_parameters(400, 32, "Generator width (ngf; 64 = the paper's)")
+        self.add_training_parameters(TranslationConfig, "Generator width (ngf; 64 = the paper's)",
+                                     renamed={"PATCH_SIZE": "TILE_SIZE"})
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.training.translation import TranslationConfig, train_translation
+        from ..engine.translation.train import train_translation
 
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
         target, legend = self.target(parameters, context, feedback, report)
-        patch = self.parameterAsInt(parameters, "TILE_SIZE", context)
-        depth = int(math.log2(patch)) if patch & (patch - 1) == 0 else 0
-        if not 5 <= depth <= 9:
-            raise QgsProcessingException(f"TILE_SIZE must be a power of two between 32 and 512, got {patch}")
-        depth = min(depth, 8)
         config = TranslationConfig(
             input=self.raster_path(parameters, "INPUT", context), target=target, legend=legend,
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),
-            epochs=self.parameterAsInt(parameters, "EPOCHS", context),
-            patches_per_epoch=self.parameterAsInt(parameters, "PATCHES_PER_EPOCH", context),
-            batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
-            patch_size=patch, tile_size=max(patch, 256),  # a multiple of 2**depth, as depth <= 8
-            depth=depth, ngf=self.parameterAsInt(parameters, "WIDTH", context),
-            block_size=2 * patch, seed=self.parameterAsInt(parameters, "SEED", context),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-            min_valid=0.3 if self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context) else 0.9,
-        )
-        from qgis.core import QgsProcessingUtils
-
-        if config.output_model.startswith(QgsProcessingUtils.tempFolder()):
-            feedback.feedback.pushWarning("The model file is a temporary file and will be deleted when QGIS "
-                                          "closes; save it to a lasting place to keep it.")
+            **self.training_values(parameters, context, renamed={"PATCH_SIZE": "TILE_SIZE"}))
+        self.warn_if_temporary(config.output_model, feedback)
         path = train_translation(config, feedback)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
 

@@ -41,7 +41,7 @@ class TranslateAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.translate import translate
+        from ..engine.translation.apply import translate
 
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         translate(self.raster_path(parameters, "INPUT", context), output,

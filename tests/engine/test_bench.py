@@ -4,7 +4,7 @@ answer is known; no model, no I/O."""
 import numpy as np
 import pytest
 
-from engine.bench import stitch_centre_crop
+from engine.devtools.bench import stitch_centre_crop
 from engine.metrics import cut_lines, seam_ratio
 from engine.windows import TileGrid
 
@@ -75,8 +75,8 @@ def test_quick_bench_writes_a_report(tmp_path):
     """`python -m engine bench --quick`: every figure present, on real sample imagery."""
     import json
 
-    from engine.bench import DEFAULT_INPUT
     from engine.cli import build_parser
+    from engine.devtools.bench import DEFAULT_INPUT
     from helpers import ROOT
 
     if not (ROOT / DEFAULT_INPUT).exists():
@@ -99,8 +99,8 @@ def test_bench_only_efficiency_writes_its_own_report(tmp_path):
     """`python -m engine bench --only efficiency`: the efficiency runs and the profile, nothing else."""
     import json
 
-    from engine.bench import DEFAULT_INPUT
     from engine.cli import build_parser
+    from engine.devtools.bench import DEFAULT_INPUT
     from helpers import ROOT
 
     if not (ROOT / DEFAULT_INPUT).exists():

@@ -44,3 +44,26 @@ def test_engine_uses_only_relative_imports_of_itself():
         if name.split(".")[0] == "engine"
     ]
     assert offenders == []
+
+
+def test_training_configurations_import_without_torch():
+    # the QGIS algorithms read their parameter defaults from them before checking that torch is there
+    code = ("import sys; sys.modules.update(torch=None, numpy=None, rasterio=None); "
+            "import engine.translation.config, engine.inpainting.config, engine.synthesis.config; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ENGINE.parent, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_plugin_and_engine_share_one_copy_of_each_engine_module():
+    code = ("import engine.errors, satgen_qgis, satgen_qgis.engine.errors as e, satgen_qgis.engine.translation.apply; "
+            "import sys; print(e is engine.errors, sys.modules['engine.translation.apply'] is "
+            "sys.modules['satgen_qgis.engine.translation.apply'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ENGINE.parent, capture_output=True, text=True)
+    assert out.stdout.strip() == "True True", out.stderr
+
+
+def test_one_version_number():
+    import engine
+
+    metadata = (ENGINE.parent / "metadata.txt").read_text()
+    assert f"version={engine.__version__}\n" in metadata

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.fills import MIN_FIT_PIXELS, harmonic_fill, push_pull, reference_fill
+from engine.inpainting.fills import MIN_FIT_PIXELS, harmonic_fill, push_pull, reference_fill
 
 
 def _hole(size=64, box=(16, 48, 20, 52)):

@@ -9,13 +9,13 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from helpers import SAMPLES, crop_raster, smooth_image, write_raster
-from engine.datasets.clouds import RealMasks, cloud_mask, synthetic_mask
 from engine.errors import InputError
-from engine.inpaint import MaskOptions, inpaint
+from engine.inpainting.apply import MaskOptions, inpaint
+from engine.inpainting.data import RealMasks, cloud_mask, synthetic_mask
+from engine.inpainting.train import InpaintingConfig, train_inpainting
 from engine.modelfile import read_card
 from engine.pipeline import TileOptions
-from engine.training.inpainting import InpaintingConfig, train_inpainting
+from helpers import SAMPLES, crop_raster, smooth_image, write_raster
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "s2_virginia_10m.tif").exists(), reason="run `make data` first")
 
@@ -156,7 +156,7 @@ def test_bad_input_is_refused_and_nothing_is_left(trained, tmp_path):
 def test_a_mask_in_another_crs_is_reprojected(trained, tmp_path):
     """The same cloud given in the input's UTM zone and in WGS84 covers the same pixels."""
     _, crop, model, _ = trained
-    from rasterio.warp import reproject, Resampling, calculate_default_transform
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     with rasterio.open(crop) as src:
         utm = _mask_raster(tmp_path / "utm.tif", (192, 192), [(60, 120, 60, 140)], crs=src.crs, transform=src.transform)

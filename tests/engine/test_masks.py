@@ -10,11 +10,14 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 from shapely.geometry import box, mapping, shape
 
-from helpers import SAMPLES, write_raster
+from engine.devtools.detector import detection_accuracy
 from engine.errors import InputError
-from engine.masks import (CombinedMask, DetectedMask, Grid, QAExpression, QAMask, RasterMask, VectorMask,
-                          band_roles, detection_accuracy, dilate, open_mask, parse_band_roles)
+from engine.inpainting.detect import DetectedMask, band_roles, parse_band_roles
+from engine.inpainting.masks import open_mask
+from engine.inpainting.qa import QAExpression
+from engine.inpainting.sources import CombinedMask, Grid, QAMask, RasterMask, VectorMask, dilate
 from engine.vector import rasterize_features
+from helpers import SAMPLES, write_raster
 
 UTM = "EPSG:32633"
 ORIGIN = (500000.0, 5800000.0)
@@ -300,7 +303,7 @@ def test_detection_finds_a_white_cloud_over_vegetation(tmp_path):
 def test_detection_accuracy_on_held_out_real_masks():
     report = detection_accuracy(SAMPLES)["datasets"]
     l8, lsts = report["l8_pensacola"], report["lsts"]
-    # measured: L8 accuracy 0.965 IoU 0.548; TM/ETM+ accuracy 0.907 IoU 0.730 (engine.masks docstring)
+    # measured: L8 accuracy 0.965 IoU 0.548; TM/ETM+ accuracy 0.907 IoU 0.730 (reports/quality.json, inpaint.detection)
     assert l8["overall_accuracy"] > 0.95 and l8["iou"] > 0.5 and l8["pixels"] > 150_000
     assert lsts["overall_accuracy"] > 0.89 and lsts["iou"] > 0.7 and lsts["pixels"] > 150_000
     assert report["l8_pensacola_no_swir"]["iou"] > 0.5

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from engine import metrics
-from engine.metrics import (acc_delta, decode_legend, gaussian_window, legend_colors, map_metrics, miou, psnr, ssim,
-                            trivial_prediction)
+from engine.metrics import (
+    acc_delta,
+    decode_legend,
+    gaussian_window,
+    legend_colors,
+    map_metrics,
+    miou,
+    psnr,
+    ssim,
+    trivial_prediction,
+)
 
 
 def _image(h=32, w=40, seed=0):

@@ -7,10 +7,10 @@ import struct
 import pytest
 import torch
 
-from helpers import make_model
 from engine.card import ModelCard
 from engine.errors import ModelFileError
 from engine.modelfile import CARD_KEY, load_model, read_card, save_model
+from helpers import make_model
 
 
 def write_safetensors(path, tensors, card_json):

@@ -4,15 +4,15 @@ split that never leaks, determinism, and clear errors. Real GeoTIFFs in tmp_path
 import numpy as np
 import pytest
 import torch
-from helpers import write_raster
 from rasterio.transform import from_origin
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
-from engine.datasets.pairs import (BlockSplit, Pair, PairPatches, dihedral, fit_input_scaling, load_pair,
-                                   pair_sample, val_tiles)
 from engine.errors import InputError
 from engine.scaling import BandScaling
+from engine.splits import BlockSplit, dihedral
+from engine.translation.data import Pair, PairPatches, fit_input_scaling, load_pair, pair_sample, val_tiles
+from helpers import write_raster
 
 UTM = "EPSG:32633"
 UTM_ORIGIN = (500000.0, 5800000.0)  # on zone 33's central meridian, 15 E 52.3 N

@@ -8,11 +8,11 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from helpers import make_model, smooth_image, write_raster
 from engine.errors import Cancelled, InputError, ModelFileError
 from engine.pipeline import RunStats, TileOptions, apply_model, output_transform, run_tiles
 from engine.progress import Feedback
 from engine.windows import TileGrid
+from helpers import make_model, smooth_image, write_raster
 
 
 def stitch(data, tile, overlap, scale=1, batch=3, predict=None):

@@ -7,9 +7,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from helpers import smooth_image
 from engine.raster import BlockReader, GeoTiffWriter, RollingReader
 from engine.windows import TileGrid
+from helpers import smooth_image
 
 
 def write_blocked(path, data, *, nodata=None, block=None, mask=False):

@@ -1,4 +1,4 @@
-"""engine.sampledata without the network: checksums, atomic writes, archive members,
+"""engine.devtools.sampledata without the network: checksums, atomic writes, archive members,
 the Blue Marble georeferencing and the no-op re-run."""
 
 import zipfile
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine import sampledata as sd
-from engine.sampledata import Package, SampleDataError
+from engine.devtools import sampledata as sd
+from engine.devtools.sampledata import Package, SampleDataError
 
 
 def _package(sha256: str) -> Package:

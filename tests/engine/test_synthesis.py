@@ -228,8 +228,8 @@ def test_top_up_counts_and_paired_gain_known_cases():
 
 
 def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
-    from engine.evaluate import update_report
     from engine.synthesis.evaluation import evaluate_synthesis
+    from engine.training.report import update_report
 
     section = evaluate_synthesis(tiny_models["diffusion"][0], tiny_models["cdcgan"][0], n=4, repeats=1, steps=3,
                                  batch_size=8)

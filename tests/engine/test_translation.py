@@ -8,11 +8,11 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from helpers import SAMPLES, make_model, write_raster
 from engine.errors import InputError, ModelFileError
 from engine.modelfile import load_model, read_card
-from engine.training.translation import TranslationConfig, config_from_card, prepare_data, train_translation
-from engine.translate import translate
+from engine.translation.apply import translate
+from engine.translation.train import TranslationConfig, config_from_card, prepare_data, train_translation
+from helpers import SAMPLES, make_model, write_raster
 
 LEGEND = {"water": [140, 190, 230], "forest": [100, 165, 90], "farm": [245, 230, 160], "background": [242, 239, 233]}
 
@@ -85,7 +85,7 @@ def test_evaluation_rebuilds_the_training_split(trained):
 
 
 def test_unlabelled_background_is_left_out_of_the_loss_but_not_the_input(real_pair, tmp_path):
-    from engine.datasets.pairs import fit_input_scaling, pair_sample
+    from engine.translation.data import fit_input_scaling, pair_sample
 
     pair, _, split = prepare_data(tiny_config(real_pair, tmp_path))
     assert not pair.valid[:, :20].any() and pair.valid[:, 20:].mean() > 0.99

@@ -11,9 +11,9 @@ from rasterio.transform import from_origin
 from shapely import wkb
 from shapely.geometry import LineString, Point, Polygon, box
 
-from helpers import SAMPLES
 from engine.errors import InputError
 from engine.vector import list_layers, rasterize_features, read_features, reproject_geometries
+from helpers import SAMPLES
 
 HAVEL = SAMPLES / "havel_osm_landuse.gpkg"
 UTM33 = CRS.from_epsg(32633)

@@ -11,8 +11,12 @@ import pytest
 
 from helpers import ROOT, SAMPLES, crop_raster
 
-
 _KEEP = []  # a Python provider must stay referenced, or its Python half is collected
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.qgis)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,10 +62,13 @@ def real_raster(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def qgis_process_env(tmp_path_factory) -> dict:
     """Environment for /usr/bin/qgis_process.bin with this plugin (as `make qgis-process` sets it)."""
+    plugins = ROOT / "build" / "dev-plugin"
+    if not (plugins / "satgen_qgis" / "metadata.txt").exists():
+        pytest.fail(f"{plugins} holds no plugin folder: run `make dev-plugin` (make test does it for you)")
     env = dict(os.environ)
     env.update(
         QT_QPA_PLATFORM="offscreen",
-        QGIS_PLUGINPATH=str(ROOT),
+        QGIS_PLUGINPATH=str(plugins),
         PYTHONPATH=sysconfig.get_paths()["purelib"],
         QGIS_CUSTOM_CONFIG_PATH=str(tmp_path_factory.mktemp("qgis-profile")),
     )

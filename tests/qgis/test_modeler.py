@@ -78,7 +78,7 @@ def test_example_model_runs_render_train_translate(example_model, tmp_path):
 
     model = example_model.create()  # a copy: the module's model stays as shipped
     # tiny training, as one would set it for a first try in the Model Designer
-    set_child_values(model, "train", TILE_SIZE=32, BATCH_SIZE=2, PATCHES_PER_EPOCH=4, WIDTH=4, DEVICE=1)
+    set_child_values(model, "train", PATCH_SIZE=32, BATCH_SIZE=2, PATCHES_PER_EPOCH=4, WIDTH=4, DEVICE=1)
     set_child_values(model, "translate", TILE_SIZE=64, OVERLAP=16, DEVICE=1)
     # a densely mapped 192 x 192 px window (forest, meadow, farm, water), and a neighbouring one to translate
     train_raster = crop(tmp_path / "train.tif", 352, 608, 192, 192)

@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 import rasterio
+from test_qgis_process import QGIS_PROCESS, enable_plugin
 
 from helpers import SAMPLES, crop_raster, write_raster
-from test_qgis_process import QGIS_PROCESS, enable_plugin
 
 
 def _train(tmp_path, scene):
@@ -97,9 +97,9 @@ def test_example_graphical_model_trains_then_inpaints(satgen_provider, tmp_path)
     """resources/modeler/train_and_inpaint.model3: train_inpainting -> inpaint_clouds, run for real."""
     import processing
     from qgis.core import QgsProcessingModelAlgorithm
+    from test_modeler import set_child_values
 
     from helpers import ROOT
-    from test_modeler import set_child_values
 
     shipped = QgsProcessingModelAlgorithm()
     assert shipped.fromFile(str(ROOT / "resources" / "modeler" / "train_and_inpaint.model3"))

@@ -66,7 +66,11 @@ def test_packaged_zip_loads_and_runs_on_its_own(qgis_process_env, real_raster, t
     (archive,) = (ROOT / "dist").glob("satgen_qgis-*.zip")
     with zipfile.ZipFile(archive) as z:
         assert {name.split("/")[0] for name in z.namelist()} == {"satgen_qgis"}
-        assert "satgen_qgis/engine/pipeline.py" in z.namelist() and "satgen_qgis/metadata.txt" in z.namelist()
+        names = z.namelist()
+        assert "satgen_qgis/engine/pipeline.py" in names and "satgen_qgis/metadata.txt" in names
+        assert "satgen_qgis/resources/models/translate_s2_osm.satgen" in names
+        assert not [n for n in names if "/devtools/" in n or "__pycache__" in n]  # no development-only modules
+        assert not [i.filename for i in z.infolist() if (i.external_attr >> 16) & 0o170000 == 0o120000]  # no links
         z.extractall(tmp_path / "plugins")
     env = dict(qgis_process_env, QGIS_PLUGINPATH=str(tmp_path / "plugins"))
     enable_plugin(env)
@@ -81,14 +85,13 @@ def test_packaged_zip_loads_and_runs_on_its_own(qgis_process_env, real_raster, t
 def test_translate_with_the_shipped_default_model(qgis_process_env, real_raster, tmp_path):
     import numpy as np
 
-    from engine.translate import DEFAULT_MODEL
-    from engine.modelfile import read_card
+    from engine.modelfile import default_model, read_card
 
     enable_plugin(qgis_process_env)
     out = tmp_path / "map.tif"
     run = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={real_raster}", f"OUTPUT={out}")
     assert run.returncode == 0, run.stdout + run.stderr
-    legend = np.array(list(read_card(DEFAULT_MODEL).legend.values()), np.int32)
+    legend = np.array(list(read_card(default_model("translate")).legend.values()), np.int32)
     with rasterio.open(out) as o, rasterio.open(real_raster) as i:
         assert (o.crs, o.transform, o.shape, o.count, o.dtypes[0]) == (i.crs, i.transform, i.shape, 3, "uint8")
         rgb = o.read().reshape(3, -1).T.astype(np.int32)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
+from test_qgis_process import enable_plugin, qgis_process
 
 from helpers import SAMPLES, crop_raster
-from test_qgis_process import qgis_process, enable_plugin
 
 
 @pytest.fixture(scope="module")

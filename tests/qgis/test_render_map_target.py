@@ -137,8 +137,14 @@ def test_runs_in_a_background_task_like_qgis_desktop(satgen_provider, qgis_app, 
     """Desktop QGIS runs algorithms in a worker thread on the project's layers: same map as processing.run."""
     import time
 
-    from qgis.core import (QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext,
-                           QgsProcessingFeedback, QgsProject, QgsVectorLayer)
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingAlgRunnerTask,
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+        QgsProject,
+        QgsVectorLayer,
+    )
 
     expected, _ = render(havel_crop, tmp_path, "direct")
     project = QgsProject.instance()

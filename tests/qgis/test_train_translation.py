@@ -16,7 +16,7 @@ def test_train_from_styled_layers_then_translate(satgen_provider, tmp_path):
     result = processing.run("satgen:train_translation", {
         "INPUT": str(scene), "LAYERS": [str(SAMPLES / "havel_osm_landuse.gpkg")],
         "STYLE": str(ROOT / "resources" / "styles" / "osm_landuse.qml"), "UNLABELLED_BACKGROUND": True,
-        "EPOCHS": 1, "TILE_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4, "DEVICE": 1,
+        "EPOCHS": 1, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4, "DEVICE": 1,
         "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
     report = tmp_path / "report"
     assert (report / "target_map.tif").exists()  # the layers, rendered onto the scene's grid
@@ -39,5 +39,7 @@ def test_target_or_layers_is_required_and_errors_are_clear(satgen_provider, tmp_
     with pytest.raises(QgsProcessingException, match="no map given"):
         processing.run("satgen:train_translation", params)
     with pytest.raises(QgsProcessingException, match="power of two"):
+        processing.run("satgen:train_translation", dict(params, TARGET=str(scene), PATCH_SIZE=48))
+    with pytest.raises(QgsProcessingException, match="power of two"):  # the old name, as saved models have it
         processing.run("satgen:train_translation", dict(params, TARGET=str(scene), TILE_SIZE=48))
     assert not (tmp_path / "m.satgen").exists()

@@ -1,0 +1,1 @@
+"""Cloud inpainting: cloud masks (layers, QA bits, detection), fills, training, applying."""

@@ -1,0 +1,326 @@
+"""Cloud inpainting over a raster of any size: cloudy pixels filled with plausible
+ground by a mask-aware model, every other pixel written back exactly as read.
+
+Data flow: a cloud mask on the input's grid (a mask layer, a QA band with a bit
+expression, or detection; optionally dilated; see masks.py) -> one streaming
+pre-pass counting cloud cover (and, with normalize="scene", sampling clear pixels
+for a percentile stretch fitted on this scene) -> the shared tile pipeline, which
+runs only tiles holding cloud and blends them -> a sink that takes the input's
+own pixels wherever the mask is clear or the input is nodata, and the model's
+values (cast to the input's dtype) only under the mask. The mask used is written
+as a second GeoTIFF (1 cloud, 0 clear, 255 nodata).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from ..card import ModelCard
+from ..errors import InputError
+from ..fileio import atomic_path
+from ..modelfile import LoadedModel, default_model
+from ..models.inpaint_unet import model_input
+from ..pipeline import RunStats, TileOptions, prepare_apply, run_tiles, torch_predictor
+from ..progress import Feedback
+from ..raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, RollingReader, open_raster, select_bands
+from ..scaling import BandScaling, cast_to_dtype, fit_percentiles
+from ..windows import TileGrid, reflect_indices
+from .masks import NO_MASK, Grid, GridBand, open_mask
+from .qa import QAExpression
+
+NORMALIZE = ("model", "scene")
+MASK_NODATA = 255
+SCENE_SAMPLES = 200_000
+# above this share of cloud among valid pixels, the fill is a best effort and said so
+BEST_EFFORT = 0.8
+
+@dataclass
+class MaskOptions:
+    mask: str | None = None  # raster (non-zero = cloud) or polygon file (GeoPackage, GeoJSON)
+    mask_layer: str | None = None  # layer of a multi-layer GeoPackage
+    qa: str | None = None  # raster holding the QA band; None with qa_band: a band of the input
+    qa_band: int | None = None
+    qa_expression: str | None = None
+    detect: bool = False
+    dilate: int = 0
+
+
+@dataclass
+class InpaintResult:
+    output: Path
+    mask: Path | None
+    stats: RunStats
+    cloud_fraction: float
+    best_effort: bool
+    width: int
+    height: int
+
+
+class PaddedReader:
+    """A mask (rows, cols) or reference (bands, rows, cols) source read with reflection
+    past the raster's edges, like the bands."""
+
+    def __init__(self, source, height: int, width: int):
+        self.source, self.height, self.width = source, height, width
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        rows = reflect_indices(r0, r1, self.height)
+        cols = reflect_indices(c0, c1, self.width)
+        lo_r, lo_c = int(rows.min()), int(cols.min())
+        block = self.source.read(lo_r, int(rows.max()) + 1, lo_c, int(cols.max()) + 1)
+        if rows[0] == lo_r and cols[0] == lo_c and block.shape[-2:] == (rows.size, cols.size):
+            return block
+        return block[(Ellipsis,) + np.ix_(rows - lo_r, cols - lo_c)]
+
+
+class StripCache:
+    """The mask of the current strip of tiles, read once, the padded raster wide: the
+    tiles of a strip and the sink's finished rows (which lie in that strip) slice it,
+    so a mask (a warp, a QA test, detection, a dilation) is computed once per strip."""
+
+    def __init__(self, mask: PaddedReader, width: int):  # a mask or the reference
+        self.mask, self.width = mask, width
+        self.r0, self.rows = 0, np.zeros((0, width), bool)
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        if not (self.r0 <= r0 and r1 <= self.r0 + self.rows.shape[-2]):
+            self.r0, self.rows = r0, self.mask.read(r0, r1, 0, self.width)
+        return self.rows[..., r0 - self.r0:r1 - self.r0, c0:c1]
+
+
+class ReferenceImage:
+    """A clear image of another date, read on the input's grid: directly when it lies on
+    it, else through a bilinear WarpedVRT (any CRS, resolution and extent). `read` gives
+    (bands, rows, cols) float32, NaN wherever a band has no valid value (nodata, outside
+    its extent)."""
+
+    def __init__(self, path: str | os.PathLike, bands: list[int], grid: Grid):
+        from rasterio.enums import Resampling
+
+        self.bands: list[GridBand] = []
+        try:
+            for b in bands:
+                src = self.bands[0].src if self.bands else None
+                self.bands.append(GridBand(path, b, grid, "reference raster", src=src,
+                                           resampling=Resampling.bilinear))
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        out = np.empty((len(self.bands), row1 - row0, col1 - col0), np.float32)
+        for i, band in enumerate(self.bands):
+            data, valid = band.read(row0, row1, col0, col1)
+            out[i] = np.where(valid, data, np.nan)
+        return out
+
+    def close(self) -> None:
+        for band in reversed(self.bands):  # the first one owns the dataset the others share
+            band.close()
+        self.bands = []
+
+
+def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
+    """Streaming pass in block rows: (cloud pixels, valid pixels, clear samples or None)."""
+    n_cloud = n_valid = 0
+    step = max(1, src.width * src.height // SCENE_SAMPLES)
+    samples = []
+    for r0 in range(0, src.height, BLOCK):
+        feedback.check_cancelled()
+        r1 = min(src.height, r0 + BLOCK)
+        c = cloud.read(r0, r1, 0, src.width)
+        valid = None
+        if reader.has_invalid or sample:
+            data, valid = reader.read(r0, r1, 0, src.width)
+        valid = np.ones(c.shape, bool) if valid is None else valid
+        n_cloud += int((c & valid).sum())
+        n_valid += int(valid.sum())
+        if sample:
+            idx = np.flatnonzero(valid & ~c)
+            idx = idx[(idx + r0 * src.width) % step == 0]  # every step-th pixel of the scene
+            samples.append(data.reshape(data.shape[0], -1)[:, idx])
+    clear = np.concatenate(samples, axis=1) if sample else None
+    return n_cloud, n_valid, clear
+
+
+def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
+            model: LoadedModel | str | os.PathLike | None = None, masks: MaskOptions | None = None,
+            options: TileOptions | None = None, feedback: Feedback | None = None,
+            output_mask: str | os.PathLike | None = None, normalize: str = "model",
+            reference: str | os.PathLike | None = None, reference_bands: list[int] | None = None) -> InpaintResult:
+    """Fill the cloudy pixels of `input_path`; write a GeoTIFF with the input's grid,
+    dtype and nodata, equal to the input bit for bit outside the mask.
+
+    `reference`: a clear image of the same place on another date (any grid; bands
+    `reference_bands`, default the input's selected band numbers, in the same order).
+    Where it is valid the cloudy pixels are filled from it (`fills.reference_fill`:
+    a linear match per band and tile plus the interpolated residual), elsewhere by
+    the model."""
+    masks = masks or MaskOptions()
+    options = options or TileOptions()
+    feedback = feedback or Feedback()
+    if normalize not in NORMALIZE:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if masks.dilate < 0:
+        raise InputError(f"dilation must be 0 or more pixels, got {masks.dilate}")
+    if not (masks.mask or masks.qa_expression or masks.detect):
+        raise InputError(NO_MASK)
+    if masks.qa_expression:
+        QAExpression(masks.qa_expression)  # a typo fails here, before any work
+    setup = prepare_apply(model or default_model("inpaint"), options, ("inpaint",),
+                          inputs=[input_path, reference, masks.mask, masks.qa], outputs=[output_path, output_mask])
+    model, device, tile, overlap = setup.model, setup.device, setup.tile, setup.overlap
+    card: ModelCard = model.card
+
+    started = time.perf_counter()
+    stats = RunStats()
+    with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src:
+        bands = select_bands(src, options.bands, card.inputs.names)
+        dtypes = {src.dtypes[b - 1] for b in bands}
+        if len(dtypes) > 1:
+            raise InputError(f"the selected bands mix data types ({', '.join(sorted(dtypes))}); select bands of one type")
+        dtype = dtypes.pop()
+        if normalize == "model" and card.inputs.dtype and dtype != card.inputs.dtype:
+            raise InputError(f"the model was trained on {card.inputs.dtype} bands but the selected bands are {dtype}; "
+                             f"use normalize='scene' (NORMALIZE=scene) to stretch this scene by its own clear "
+                             f"pixels, or retrain on imagery of this kind")
+        reader = BlockReader(src, bands)
+        grid = TileGrid(src.height, src.width, tile, overlap)
+        with open_mask(Grid.of(src), mask_path=masks.mask, mask_layer=masks.mask_layer, qa_path=masks.qa,
+                       qa_band=masks.qa_band, qa_expression=masks.qa_expression, detect=masks.detect,
+                       input_path=str(input_path), dilate=masks.dilate) as mask_source:
+            cloud = PaddedReader(mask_source, src.height, src.width)
+            n_cloud, n_valid, clear = _survey(src, reader, cloud, feedback, sample=normalize == "scene")
+            if n_valid == 0:
+                raise InputError(f"{input_path} holds no valid pixel (all nodata) in bands {bands}; nothing to fill")
+            fraction = n_cloud / n_valid
+            feedback.info(f"{src.width} x {src.height} px, bands {bands}: cloud cover {fraction:.1%} of valid pixels")
+            if n_cloud == n_valid:
+                raise InputError("every valid pixel is under the cloud mask, so there is no clear ground to fill "
+                                 "from; check the mask (e.g. the QA expression or the dilation) or use a scene "
+                                 "with clear areas")
+            best_effort = fraction > BEST_EFFORT
+            if best_effort:
+                feedback.info(f"warning: {fraction:.0%} of the scene is cloud; the fill is a best effort with "
+                              f"little clear context, check it before use")
+            scaling = card.inputs.scaling
+            if normalize == "scene":
+                scaling = fit_percentiles(clear.astype(np.float64))
+                feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
+            ref_source = None
+            if reference is not None:
+                ref_bands = list(reference_bands or bands)
+                if len(ref_bands) != len(bands):
+                    raise InputError(f"the reference bands {ref_bands} must match the input bands {bands} one to one; "
+                                     f"give as many reference bands as input bands, in the same order")
+                ref_source = ReferenceImage(reference, ref_bands, Grid.of(src))
+                feedback.info(f"filling from the reference {Path(reference).name}, bands {ref_bands}; the model "
+                              f"fills only where the reference has no value")
+            # the tile pass: each input block read once, each strip's mask computed once
+            with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \
+                    (contextlib.closing(ref_source) if ref_source else contextlib.nullcontext()):
+                strip_ref = (StripCache(PaddedReader(ref_source, src.height, src.width), grid.padded_width)
+                             if ref_source else None)
+                _run(src, rolling, StripCache(cloud, grid.padded_width), grid, card, model, device, scaling,
+                     bands, dtype, output_path, output_mask, options.batch_size, feedback, stats, fraction,
+                     best_effort, strip_ref)
+    stats.seconds = time.perf_counter() - started
+    feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
+    return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
+                         best_effort, src.width, src.height)
+
+
+def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
+         output_mask, batch_size, feedback, stats, fraction, best_effort, reference=None) -> None:
+    clip = card.inputs.clip
+    names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names)]
+
+    def source(r0, r1, c0, c1):
+        data, valid = reader.read(r0, r1, c0, c1)
+        c = cloud.read(r0, r1, c0, c1)
+        holes = c if valid is None else c | ~valid  # nodata is unknown to the model too
+        x = model_input(scaling.to_model(data, clip=clip), holes)
+        if reference is not None:  # + the scaled reference (0 where invalid) and its validity
+            ref = reference.read(r0, r1, c0, c1)
+            ok = np.isfinite(ref).all(axis=0)
+            ref = scaling.to_model(np.where(ok, ref, 0), clip=clip) * ok
+            x = np.concatenate([x, ref, ok[None].astype(np.float32)], axis=0)
+        return x, valid, c
+
+    tags = {"SATGEN_CLOUD_FRACTION": f"{fraction:.6f}", "SATGEN_BEST_EFFORT": str(best_effort).lower(),
+            "SATGEN_MODEL": card.name}
+    with atomic_path(output_path) as tmp, \
+            (atomic_path(output_mask) if output_mask else contextlib.nullcontext()) as tmp_mask:
+        writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
+                               transform=src.transform, nodata=src.nodata, band_names=names)
+        mask_writer = None
+        if tmp_mask:
+            mask_writer = GeoTiffWriter(tmp_mask, width=src.width, height=src.height, dtype="uint8", crs=src.crs,
+                                        transform=src.transform, nodata=MASK_NODATA, band_names=["cloud"])
+        row = [0]
+
+        def sink(n, chunks):
+            r = row[0]
+            out_rows = writer.next_rows(n)
+            mask_rows = mask_writer.next_rows(n) if mask_writer else None
+            for values, covered, c0 in chunks:
+                c1 = c0 + values.shape[2]
+                raw, valid = reader.read(r, r + n, c0, c1)  # rows of the strip just read: no I/O
+                c = cloud.read(r, r + n, c0, c1)
+                fill = c & covered if valid is None else c & covered & valid
+                out = out_rows[:, :, c0:c1]
+                out[...] = raw  # the input's own pixels wherever nothing is filled: bit-exact
+                if fill.any():
+                    out[:, fill] = cast_to_dtype(scaling.from_model(values[:, fill]), dtype)
+                if mask_rows is not None:
+                    m = c.astype(np.uint8)
+                    if valid is not None:
+                        m[~valid] = MASK_NODATA
+                    mask_rows[0, :, c0:c1] = m
+            row[0] += n
+
+        try:
+            for w in (writer, mask_writer):
+                if w:
+                    w.dst.update_tags(**tags)
+            predictor = (torch_predictor(model.module, device) if reference is None
+                         else reference_predictor(model.module, device, len(bands)))
+            run_tiles(grid, 1, card.outputs.count, source, predictor, sink, batch_size, feedback, stats)
+            writer.close()
+            if mask_writer:
+                mask_writer.close()
+        except BaseException:
+            writer.abort()
+            if mask_writer:
+                mask_writer.abort()
+            raise
+
+
+def reference_predictor(module, device, n_bands: int):
+    """Batches of (bands + mask, reference bands, reference validity) -> the reference fill
+    where the reference is valid, the model's fill elsewhere (the model runs only for
+    batches that need it)."""
+    import torch
+
+    from .fills import reference_fill
+
+    module.eval()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device)
+            model_in, ref, ref_ok = x[:, :n_bands + 1], x[:, n_bands + 1:2 * n_bands + 1], x[:, 2 * n_bands + 1:]
+            hole = model_in[:, -1:]
+            filled = reference_fill(model_in[:, :-1], 1 - hole, ref, ref_ok)
+            if bool((hole * (1 - ref_ok)).amax() > 0):
+                filled = torch.where(ref_ok > 0.5, filled, module(model_in).float())
+            return filled.float().cpu().numpy()
+
+    return predict

@@ -1,0 +1,1 @@
+"""Satellite -> map translation (Pix2Pix): paired data, training, applying."""

@@ -1,0 +1,500 @@
+"""Aligned satellite -> map training pairs for Pix2Pix, split by spatial blocks.
+
+`load_pair` reads the input bands and warps the target map onto the input's
+grid (nearest neighbour, so map colours stay pure), whatever the target's CRS
+and resolution; the pair is cropped to where both are valid.
+
+`BlockSplit` cuts the grid into square blocks and holds a deterministic,
+scene-wide spread of them out for validation. Training patches (`PairPatches`)
+are drawn wholly inside one training block and validation tiles (`val_tiles`)
+wholly inside one validation block, so no training window ever touches a
+held-out pixel. The input scaling is fitted on training blocks only.
+
+Augmentation is joint: the same one of the 8 dihedral transforms (flips and
+quarter turns) is applied to input, target and validity, so the pair stays
+aligned.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.transform import Affine
+from rasterio.warp import reproject
+from rasterio.warp import transform as warp_transform
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from ..errors import InputError
+from ..raster import GDAL_ENV, BlockReader, open_raster
+from ..scaling import BandScaling, fit_percentiles
+from ..splits import BlockSplit, Box, box_slices, dihedral
+
+# points per axis sampled to find where two rasters overlap
+OVERLAP_SAMPLES = 257
+# a target finer than the input is read decimated to at most this many times the input's pixels
+TARGET_OVERSAMPLING = 4
+# ways to reach the fix for a one-band target
+MAP_HINT = "give an RGB(A) map image, or render one from vector land use with satgen:render_map_target"
+
+
+@dataclass
+class Pair:
+    """An input raster and its map target on the same pixel grid."""
+
+    x: np.ndarray  # (bands, H, W) input values in the raster's dtype
+    y: np.ndarray  # (3, H, W) uint8 RGB map
+    valid: np.ndarray  # (H, W) bool: input valid and target covered and valid (what the loss sees)
+    transform: Affine  # of pixel (0, 0) of x, y and valid
+    crs: object  # rasterio CRS of the input
+    band_names: list[str]
+    bands: list[int]  # 1-based input bands read
+    window: Box  # where x lies in the input raster
+    input_valid: np.ndarray | None = None  # (H, W) bool: input pixels that are not nodata (None: all)
+
+    @property
+    def height(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.x.shape[2])
+
+    @property
+    def dtype(self) -> str:
+        return str(self.x.dtype)
+
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, bands: list[int] | None = None,
+              max_pixels: int = 64_000_000, patch: int | None = None) -> Pair:
+    """Read `bands` (1-based; None: all) of the input and the target map warped onto the input's grid.
+
+    The result is cropped to the bounding box of pixels valid in both. `patch`,
+    if given, is the training patch size the overlap must at least hold.
+    """
+    with rasterio.Env(**GDAL_ENV):
+        with open_raster(input_path) as src, open_raster(target_path) as tgt:
+            band_idx = _input_bands(src, bands, input_path)
+            t_bands, alpha, lut = _target_layout(tgt, target_path)
+            _check_crs(src, tgt, input_path, target_path)
+            box = _overlap_box(src, (0, 0, src.height, src.width), tgt, (0, 0, tgt.height, tgt.width))
+            if box is None:
+                raise InputError(_no_overlap_message(src, tgt, input_path, target_path))
+            r0, c0, r1, c1 = box
+            h, w = r1 - r0, c1 - c0
+            if h * w > max_pixels:
+                raise InputError(
+                    f"the area where {_name(input_path)} and {_name(target_path)} overlap is {w} x {h} px "
+                    f"({h * w / 1e6:.0f} million pixels), more than the {max_pixels / 1e6:.0f} million that "
+                    f"training holds in memory; crop the input to a smaller area of interest (QGIS: Clip Raster "
+                    f"by Extent; GDAL: gdal_translate -projwin) or resample it to a coarser resolution")
+            reader = BlockReader(src, band_idx)
+            x, x_valid = reader.read(r0, r1, c0, c1)
+            dst_transform = window_transform(Window(c0, r0, w, h), src.transform)
+            y, y_valid = _warp_target(tgt, t_bands, alpha, lut, src, box, dst_transform, target_path)
+            names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
+            crs = src.crs
+
+    x_valid = np.ones((h, w), bool) if x_valid is None else x_valid
+    valid = y_valid & x_valid
+    if not valid.any():
+        raise InputError(f"{_name(target_path)} covers no valid pixel of {_name(input_path)} (their extents touch "
+                         f"but one is nodata wherever the other has data); give a target map of the same area")
+    rows = np.flatnonzero(valid.any(axis=1))
+    cols = np.flatnonzero(valid.any(axis=0))
+    a0, a1, b0, b1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if (a0, b0, a1, b1) != (0, 0, h, w):
+        x = np.ascontiguousarray(x[:, a0:a1, b0:b1])
+        y = np.ascontiguousarray(y[:, a0:a1, b0:b1])
+        valid = np.ascontiguousarray(valid[a0:a1, b0:b1])
+        x_valid = np.ascontiguousarray(x_valid[a0:a1, b0:b1])
+        dst_transform = dst_transform * Affine.translation(b0, a0)
+    h, w = a1 - a0, b1 - b0
+    if patch is not None and (h < patch or w < patch):
+        res = abs(dst_transform.a)
+        units = _units(crs)
+        raise InputError(
+            f"{_name(input_path)} and {_name(target_path)} overlap on only {w} x {h} px of the input grid "
+            f"(about {w * res:.4g} x {h * res:.4g} {units}), but a training patch needs {patch} x {patch} px; "
+            f"give a target map covering more of the input"
+            + (f", or use a patch size of at most {_largest_patch(min(h, w))}" if min(h, w) >= 16 else ""))
+    return Pair(x=x, y=y, valid=valid, transform=dst_transform, crs=crs, band_names=names, bands=band_idx,
+                window=(r0 + a0, c0 + b0, r0 + a1, c0 + b1), input_valid=x_valid)
+
+
+def _name(path) -> str:
+    return os.path.basename(str(path)) or str(path)
+
+
+def _units(crs) -> str:
+    try:
+        if crs is not None and crs.is_geographic:
+            return "degrees"
+        return crs.linear_units or "units"
+    except Exception:  # noqa: BLE001 - only for a message
+        return "units"
+
+
+def _largest_patch(size: int) -> int:
+    """Largest power of two <= size (a U-Net-friendly patch size), at least 1."""
+    return 1 << max(0, int(size).bit_length() - 1)
+
+
+def _input_bands(src, bands, path) -> list[int]:
+    if not bands:
+        return list(range(1, src.count + 1))
+    bad = [b for b in bands if not 1 <= int(b) <= src.count]
+    if bad:
+        raise InputError(f"band(s) {bad} do not exist in {_name(path)}: it has bands 1..{src.count}")
+    return [int(b) for b in bands]
+
+
+def _target_layout(tgt, path):
+    """(RGB band indexes or [palette band], alpha band or None, palette LUT or None)."""
+    if tgt.count >= 3:
+        kinds = {np.dtype(tgt.dtypes[b - 1]).kind for b in (1, 2, 3)}
+        if "f" in kinds or "c" in kinds:
+            raise InputError(f"target {_name(path)} has floating-point bands ({tgt.dtypes[0]}); a map target must "
+                             f"be an 8-bit RGB(A) image: export the map as 8-bit RGB, or {MAP_HINT}")
+        interp = list(tgt.colorinterp)
+        alpha = next((i + 1 for i, c in enumerate(interp) if c == ColorInterp.alpha and i >= 3), None)
+        if alpha is None and tgt.count == 4:
+            alpha = 4  # RGBA without the alpha flag: still the alpha
+        return [1, 2, 3], alpha, None
+    if tgt.count == 1 and tgt.dtypes[0] == "uint8":
+        try:
+            cmap = tgt.colormap(1)
+        except ValueError:
+            cmap = None
+        if cmap:
+            lut = np.zeros((256, 4), np.uint8)
+            for k, v in cmap.items():
+                lut[int(k)] = v
+            return [1], None, lut
+    raise InputError(
+        f"target {_name(path)} has {tgt.count} band(s); a map target must have 3 bands (RGB) or 4 (RGBA), "
+        f"in the colours the model should draw: {MAP_HINT}")
+
+
+def _check_crs(src, tgt, input_path, target_path) -> None:
+    if src.crs is None and tgt.crs is None and (src.width, src.height) == (tgt.width, tgt.height) \
+            and src.transform == tgt.transform:
+        return  # same pixel grid without georeferencing: aligned pixel for pixel
+    for ds, path in ((src, input_path), (tgt, target_path)):
+        if ds.crs is None:
+            raise InputError(f"{_name(path)} has no coordinate reference system, so it cannot be aligned with the "
+                             f"other raster; assign one (QGIS: Assign Projection; GDAL: gdal_edit.py -a_srs)")
+
+
+def _robust_transform(src_crs, dst_crs, xs: np.ndarray, ys: np.ndarray):
+    """Transform coordinates; points that fail become NaN instead of failing the batch."""
+    ox = np.full(xs.shape, np.nan)
+    oy = np.full(ys.shape, np.nan)
+    if src_crs is None or dst_crs is None or src_crs == dst_crs:
+        return xs.astype(float), ys.astype(float)
+
+    def run(lo: int, hi: int) -> None:
+        try:
+            tx, ty = warp_transform(src_crs, dst_crs, xs[lo:hi], ys[lo:hi])
+            ox[lo:hi], oy[lo:hi] = tx, ty
+        except Exception:  # noqa: BLE001 - GDAL fails the batch for one point outside the projection's domain
+            if hi - lo > 1:
+                step = max(1, (hi - lo) // 16)
+                for s in range(lo, hi, step):
+                    run(s, min(hi, s + step))
+
+    run(0, xs.size)
+    return ox, oy
+
+
+def _grid(box: Box, n: int):
+    """Pixel-centre (rows, cols) of an up-to n x n grid spanning `box`, as 2-D arrays."""
+    r0, c0, r1, c1 = box
+    rows = np.linspace(r0 + 0.5, r1 - 0.5, min(r1 - r0, n))
+    cols = np.linspace(c0 + 0.5, c1 - 0.5, min(c1 - c0, n))
+    return np.meshgrid(rows, cols, indexing="ij")
+
+
+def _map_pixels(a, rows, cols, b):
+    """Pixel (rows, cols) of raster a -> pixel coordinates in raster b (NaN where it fails)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # points outside a projection's domain are inf/NaN
+        xs, ys = a.transform * (cols.ravel(), rows.ravel())
+        xs, ys = _robust_transform(a.crs, b.crs, np.asarray(xs, float), np.asarray(ys, float))
+        bc, br = ~b.transform * (xs, ys)
+    return np.asarray(br, float).reshape(rows.shape), np.asarray(bc, float).reshape(rows.shape)
+
+
+def _inside(rows, cols, box: Box):
+    r0, c0, r1, c1 = box
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(rows) & np.isfinite(cols) & (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)
+
+
+def _overlap_box(a, a_box: Box, b, b_box: Box, n: int = OVERLAP_SAMPLES) -> Box | None:
+    """Pixel box of raster a (within a_box) holding everything of a_box that b_box of b covers.
+
+    Sampled both ways (a grid of a mapped into b, and of b into a), then widened
+    by the sampling step, so it errs on the large side; None when no sample overlaps.
+    """
+    ar, ac = _grid(a_box, n)
+    br_, bc_ = _map_pixels(a, ar, ac, b)
+    hit_a = _inside(br_, bc_, b_box)
+    gr, gc = _grid(b_box, n)
+    mr, mc = _map_pixels(b, gr, gc, a)
+    hit_b = _inside(mr, mc, a_box)
+    if not hit_a.any() and not hit_b.any():
+        return None
+    rows = np.concatenate([ar[hit_a], mr[hit_b]])
+    cols = np.concatenate([ac[hit_a], mc[hit_b]])
+    r0, c0, r1, c1 = a_box
+    step = max((r1 - r0) / max(1, ar.shape[0] - 1), (c1 - c0) / max(1, ar.shape[1] - 1))
+    # spacing of b's samples seen in a's pixels, between neighbouring samples that both fall inside
+    for axis in (0, 1):
+        both = np.logical_and(np.take(hit_b, range(1, hit_b.shape[axis]), axis=axis),
+                              np.take(hit_b, range(0, hit_b.shape[axis] - 1), axis=axis))
+        if both.any():
+            d = np.hypot(np.diff(mr, axis=axis), np.diff(mc, axis=axis))[both]
+            step = max(step, float(d.max()))
+    margin = int(math.ceil(step)) + 1
+    return (max(r0, int(math.floor(rows.min())) - margin), max(c0, int(math.floor(cols.min())) - margin),
+            min(r1, int(math.floor(rows.max())) + margin + 1), min(c1, int(math.floor(cols.max())) + margin + 1))
+
+
+def _no_overlap_message(src, tgt, input_path, target_path) -> str:
+    def bounds(ds):
+        b = ds.bounds
+        return f"{b.left:.6g}, {b.bottom:.6g}, {b.right:.6g}, {b.top:.6g} in {ds.crs}"
+    return (f"{_name(input_path)} and {_name(target_path)} do not overlap (input bounds {bounds(src)}; "
+            f"target bounds {bounds(tgt)}); give a target map of the same area as the input, or check that "
+            f"both rasters carry the right CRS")
+
+
+def _target_mask(tgt, t_bands, data, window, shape) -> np.ndarray:
+    """Validity of the target pixels read: nodata (a pixel is nodata when all its
+    colour bands are), else GDAL's per-dataset or alpha mask; cheap when all valid."""
+    flags = [tgt.mask_flag_enums[b - 1] for b in t_bands]
+    if all(MaskFlags.all_valid in f for f in flags):
+        return np.ones(shape, bool)
+    if tgt.nodata is not None:
+        return ~(data == tgt.nodata).all(axis=0)
+    return tgt.read_masks(t_bands[0], window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+
+
+def _warp_target(tgt, t_bands, alpha, lut, src, box: Box, dst_transform, target_path):
+    """Target RGB (3, h, w) uint8 and validity (h, w) bool on the input's window `box`."""
+    h, w = box[2] - box[0], box[3] - box[1]
+    t_box = _overlap_box(tgt, (0, 0, tgt.height, tgt.width), src, box) if src.crs is not None else \
+        (box[0], box[1], min(box[2], tgt.height), min(box[3], tgt.width))
+    if t_box is None:
+        return np.zeros((3, h, w), np.uint8), np.zeros((h, w), bool)
+    tr0, tc0, tr1, tc1 = t_box
+    th, tw = tr1 - tr0, tc1 - tc0
+    window = Window(tc0, tr0, tw, th)
+    out_h, out_w = th, tw
+    if th * tw > TARGET_OVERSAMPLING * h * w:  # far finer than the input: read it decimated (nearest)
+        f = math.sqrt(th * tw / (TARGET_OVERSAMPLING * h * w))
+        out_h, out_w = max(1, math.ceil(th / f)), max(1, math.ceil(tw / f))
+    # colour band(s) and validity in one uint8 stack, warped together so they stay consistent
+    stack = np.empty((len(t_bands) + 1, out_h, out_w), np.uint8)
+    if all(tgt.dtypes[b - 1] == "uint8" for b in t_bands):
+        data = tgt.read(t_bands, window=window, out=stack[:-1], resampling=Resampling.nearest)
+    else:
+        data = tgt.read(t_bands, window=window, out_shape=(len(t_bands), out_h, out_w),
+                        resampling=Resampling.nearest)
+    valid = _target_mask(tgt, t_bands, data, window, (out_h, out_w))
+    if alpha is not None:
+        valid &= tgt.read(alpha, window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
+    if data.dtype != np.uint8:
+        vals = data[:, valid]
+        if vals.size and (vals.min() < 0 or vals.max() > 255):
+            raise InputError(f"target {_name(target_path)} holds values {vals.min()}..{vals.max()} ({data.dtype}); "
+                             f"a map target must be an 8-bit RGB(A) image with colours 0..255: export the map as "
+                             f"8-bit RGB, or {MAP_HINT}")
+        np.clip(data, 0, 255, out=data)
+        stack[:-1] = data
+    del data
+    stack[-1] = valid
+    del valid
+    src_transform = window_transform(window, tgt.transform) * Affine.scale(tw / out_w, th / out_h)
+    same_grid = (src.crs == tgt.crs or (src.crs is None and tgt.crs is None)) \
+        and src_transform.almost_equals(dst_transform) and (out_h, out_w) == (h, w)
+    if same_grid:
+        warped = stack
+    elif src.crs is None:  # ungeoreferenced but identical grids are handled above; nothing else aligns
+        raise InputError("cannot align rasters without a coordinate reference system")
+    else:
+        warped = np.zeros((stack.shape[0], h, w), np.uint8)  # 0 in the validity band: not covered
+        for i in range(stack.shape[0]):  # band by band: GDAL copies its source, so this bounds the copy
+            reproject(stack[i], warped[i], src_transform=src_transform, src_crs=tgt.crs,
+                      dst_transform=dst_transform, dst_crs=src.crs, resampling=Resampling.nearest,
+                      src_nodata=None, dst_nodata=None, init_dest_nodata=False, num_threads=1)
+        del stack
+    ok = warped[-1] > 0
+    if lut is not None:
+        idx = warped[0]
+        ok &= lut[idx, 3] > 0
+        rgb = np.ascontiguousarray(np.moveaxis(lut[idx, :3], -1, 0))
+    else:
+        rgb = np.ascontiguousarray(warped[:3])
+    return rgb, ok
+
+
+def _check_grid(pair: Pair, split: BlockSplit) -> None:
+    if (split.height, split.width) != (pair.height, pair.width):
+        raise InputError(f"the split is for a {split.width} x {split.height} px grid but the pair is "
+                         f"{pair.width} x {pair.height} px; build the split from the pair's height and width")
+
+
+# --------------------------------------------------------------------------- scaling
+
+def fit_input_scaling(pair: Pair, split: BlockSplit, lower: float = 2, upper: float = 98,
+                      max_samples: int = 200_000, seed: int = 0) -> BandScaling:
+    """Per-band percentile stretch fitted on valid pixels of the training blocks only."""
+    _check_grid(pair, split)
+    train = split.mask("train") & pair.valid
+    count = int(train.sum())
+    if count == 0:
+        raise InputError("the training blocks hold no valid pixels to fit the input scaling on; use a smaller "
+                         "block size or a larger validation-free area")
+    rng = np.random.default_rng(seed)
+    if count <= max_samples:
+        idx = np.flatnonzero(train)
+    else:  # draw uniformly over the grid and keep training pixels, without listing all of them
+        found, total = [], 0
+        batch = int(min(4 * max_samples * train.size / count, 16_000_000))
+        while total < max_samples:
+            cand = rng.integers(0, train.size, batch)
+            cand = cand[train.ravel()[cand]]
+            found.append(cand)
+            total += cand.size
+        idx = np.unique(np.concatenate(found))
+        if idx.size > max_samples:
+            idx = rng.choice(idx, max_samples, replace=False)
+    samples = pair.x.reshape(pair.x.shape[0], -1)[:, idx].astype(np.float64)
+    return fit_percentiles(samples, lower, upper)
+
+
+# --------------------------------------------------------------------------- samples
+
+def pair_sample(pair: Pair, scaling: BandScaling, row: int, col: int, patch: int, k: int = 0,
+                clip: float = 3.0) -> dict[str, np.ndarray]:
+    """The patch at (row, col) as model arrays, transformed jointly by dihedral k.
+
+    x: float32 (C, p, p), scaled to about [-1, 1] and clipped to +-clip;
+    y: float32 (3, p, p) in [-1, 1]; valid: bool (p, p), the pixels the loss may use.
+    Input nodata is 0 in x, as the tile pipeline feeds it at inference; target pixels
+    that are not valid (uncovered, nodata, unlabelled) are 0 in y. The input stays
+    intact wherever it has data, even where the target has no label.
+    """
+    sl = (slice(row, row + patch), slice(col, col + patch))
+    valid = pair.valid[sl]
+    if valid.shape != (patch, patch):
+        raise ValueError(f"patch at ({row}, {col}) runs past the {pair.width} x {pair.height} grid")
+    x = scaling.to_model(pair.x[(slice(None),) + sl], clip=clip)
+    y = pair.y[(slice(None),) + sl].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    if pair.input_valid is not None:
+        x[:, ~pair.input_valid[sl]] = 0.0
+    y[:, ~valid] = 0.0
+    if k:
+        x, y, valid = dihedral(x, k), dihedral(y, k), dihedral(valid, k)
+    return {"x": np.ascontiguousarray(x, np.float32), "y": np.ascontiguousarray(y, np.float32),
+            "valid": np.ascontiguousarray(valid)}
+
+
+class PairPatches(torch.utils.data.Dataset):
+    """`length` random training patches per epoch, each wholly inside one training block.
+
+    Item i of epoch e depends only on (seed, e, i), so results do not depend on
+    DataLoader workers or order; call `set_epoch(e)` before each epoch (before
+    creating the epoch's DataLoader iterator when workers are persistent).
+    Positions are uniform over all patch positions in training blocks; a patch
+    with fewer than `min_valid` valid pixels is redrawn (up to `max_tries`
+    times, then the best one drawn is kept). Items are dicts of tensors:
+    x (C, p, p) float32, y (3, p, p) float32 in [-1, 1], valid (p, p) bool,
+    and the patch's row, col and dihedral transform k.
+    """
+
+    def __init__(self, pair: Pair, split: BlockSplit, scaling: BandScaling, patch: int = 256, length: int = 1000,
+                 seed: int = 0, min_valid: float = 0.9, augment: bool = True, clip: float = 3.0,
+                 max_tries: int = 50):
+        _check_grid(pair, split)
+        if patch < 1 or length < 1:
+            raise InputError(f"patch size and patches per epoch must be positive, got {patch} and {length}")
+        if seed < 0:
+            raise InputError(f"seed must be 0 or more, got {seed}")
+        self.pair, self.split, self.scaling = pair, split, scaling
+        self.patch, self.length, self.seed = int(patch), int(length), int(seed)
+        self.min_valid, self.augment, self.clip, self.max_tries = float(min_valid), bool(augment), clip, max_tries
+        self.epoch = 0
+        self.blocks = [b for b in split.train_blocks if b[2] - b[0] >= patch and b[3] - b[1] >= patch]
+        if not self.blocks:
+            raise InputError(f"no training block is at least {patch} x {patch} px (blocks are {split.block} px, "
+                             f"smaller at the scene's edges); use a block size of at least {patch} "
+                             f"(better {2 * patch}) or a smaller patch size")
+        weights = np.array([(b[2] - b[0] - patch + 1) * (b[3] - b[1] - patch + 1) * pair.valid[box_slices(b)].mean()
+                            for b in self.blocks], dtype=np.float64)
+        if weights.sum() <= 0:
+            raise InputError("the training blocks hold no valid pixels; check the input's nodata and the target's "
+                             "coverage, or use other blocks (another seed or block size)")
+        self.weights = weights / weights.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def window(self, index: int) -> tuple[int, int, int]:
+        """(row, col, k) of item `index` in the current epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        p = self.patch
+        best, best_frac = None, -1.0
+        for _ in range(self.max_tries):
+            r0, c0, r1, c1 = self.blocks[int(rng.choice(len(self.blocks), p=self.weights))]
+            row = int(rng.integers(r0, r1 - p + 1))
+            col = int(rng.integers(c0, c1 - p + 1))
+            frac = float(self.pair.valid[row:row + p, col:col + p].mean())
+            if frac > best_frac:
+                best, best_frac = (row, col), frac
+            if frac >= self.min_valid:
+                break
+        k = int(rng.integers(8)) if self.augment else 0
+        return best[0], best[1], k
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        row, col, k = self.window(index)
+        s = pair_sample(self.pair, self.scaling, row, col, self.patch, k, self.clip)
+        return {"x": torch.from_numpy(s["x"]), "y": torch.from_numpy(s["y"]), "valid": torch.from_numpy(s["valid"]),
+                "row": row, "col": col, "k": k}
+
+
+def val_tiles(pair: Pair, split: BlockSplit, patch: int, scaling: BandScaling | None = None,
+              min_valid: float = 0.5, clip: float = 3.0) -> list:
+    """Non-overlapping `patch` tiles inside the validation blocks, in a fixed order.
+
+    Tiles are laid from each block's top-left corner; those with fewer than
+    `min_valid` valid pixels are left out. Without `scaling`: a list of
+    (row, col); with it: a list of `pair_sample` dicts (numpy arrays, no
+    augmentation) plus their "row" and "col".
+    """
+    _check_grid(pair, split)
+    out = []
+    for r0, c0, r1, c1 in split.val_blocks:
+        for row in range(r0, r1 - patch + 1, patch):
+            for col in range(c0, c1 - patch + 1, patch):
+                if pair.valid[row:row + patch, col:col + patch].mean() >= min_valid:
+                    out.append((row, col))
+    if scaling is None:
+        return out
+    return [{**pair_sample(pair, scaling, row, col, patch, 0, clip), "row": row, "col": col} for row, col in out]

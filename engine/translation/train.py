@@ -1,0 +1,226 @@
+"""Pix2Pix training for satellite -> map translation.
+
+Configuration at the top; one `train_translation(config)` call does the
+whole run: aligned pair, spatial block split, normalisation fitted on the
+training blocks, U-Net generator + conditional PatchGAN, adversarial + lambda*L1
+loss, validation on held-out blocks every epoch, a checkpoint every epoch
+(re-running the same command resumes), and a report next to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..bands import display_bands
+from ..card import Bands, ModelCard
+from ..device import resolve_device
+from ..errors import InputError
+from ..modelfile import save_model
+from ..models.patchgan import PatchGAN
+from ..models.unet import UNet
+from ..progress import Feedback
+from ..splits import BlockSplit
+from ..training.checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
+from ..training.objectives import gan_loss, masked_l1
+from ..training.report import plot_history, save_grid, to_display, write_json
+from .config import TranslationConfig
+from .data import PairPatches, fit_input_scaling, load_pair, val_tiles
+
+# settings that do not change what is learned: a run may resume with other values
+_NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_per_epoch", "half_precision_file",
+                 "name", "attribution", "licence", "data_description", "extra")
+
+
+def _check(config: TranslationConfig) -> None:
+    multiple = 2 ** config.depth
+    for name in ("patch_size", "tile_size"):
+        value = getattr(config, name)
+        if value % multiple:
+            raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
+    if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
+        raise InputError("epochs, patches per epoch and batch size must all be at least 1")
+
+
+def _legend(path: str | None) -> dict[str, list[int]]:
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        legend = {str(label): [int(v) for v in color] for label, color in data.items()}
+        if not all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in legend.values()):
+            raise ValueError("colours must be [r, g, b] in 0..255")
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise InputError(f"cannot read the legend {path} ({exc}); give the JSON written by "
+                         f"satgen:render_map_target's OUTPUT_LEGEND") from None
+    return legend
+
+
+def _predict_uint8(generator, x: torch.Tensor) -> np.ndarray:
+    with torch.inference_mode():
+        y = generator(x).float().cpu().numpy()
+    return np.clip(np.rint((y + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], batch: int = 4) -> dict[str, float]:
+    """Metrics of the generator (eval mode) on held-out tiles, as in `make evaluate`."""
+    generator.eval()
+    preds, targets, valids = [], [], []
+    for i in range(0, len(tiles), batch):
+        chunk = tiles[i:i + batch]
+        x = torch.from_numpy(np.stack([t["x"] for t in chunk])).to(device)
+        preds.extend(_predict_uint8(generator, x))
+        targets.extend(np.clip(np.rint((np.stack([t["y"] for t in chunk]) + 1) * 127.5), 0, 255).astype(np.uint8))
+        valids.extend(t["valid"] for t in chunk)
+    pred, target, valid = (np.concatenate(a, axis=-1) for a in (preds, targets, valids))
+    out = {
+        "val_l1": float(np.abs(pred.astype(np.float32) - target)[:, valid].mean() / 127.5),
+        "val_acc_delta5": metrics.acc_delta(pred, target, 5, valid),
+        "val_acc_delta10": metrics.acc_delta(pred, target, 10, valid),
+        "val_psnr_db": metrics.psnr(pred, target, valid=valid),
+    }
+    if legend:
+        out["val_miou"] = metrics.miou(pred, target, list(legend.values()), valid)[0]
+    return out
+
+
+def prepare_data(config: TranslationConfig):
+    """(pair, legend, split) for a configuration: training and evaluation both call
+    this, so evaluation scores exactly the blocks training held out."""
+    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
+    legend = _legend(config.legend)
+    if config.unlabelled_background:
+        if "background" not in legend:
+            raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
+        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
+    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
+                       valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
+    return pair, legend, split
+
+
+def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
+    """The training configuration a translation model card records."""
+    fields = dict(card.training.get("config", {}))
+    fields.setdefault("output_model", "")
+    fields.setdefault("report_dir", "")
+    fields.update(overrides)
+    return TranslationConfig(**{k: v for k, v in fields.items() if k in TranslationConfig.__dataclass_fields__})
+
+
+def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:
+    """Train, checkpointing every epoch; returns the path of the model file."""
+    feedback = feedback or Feedback()
+    _check(config)
+    report = Path(config.report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    ckpt_path = report / "checkpoint.pt"
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    pair, legend, split = prepare_data(config)
+    scaling = fit_input_scaling(pair, split)
+    dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed,
+                          min_valid=config.min_valid)
+    tiles = val_tiles(pair, split, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
+    if not tiles:
+        raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a smaller "
+                         f"patch size or a larger raster")
+    in_ch = pair.x.shape[0]
+    g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
+    generator = UNet(**g_params).to(device)
+    discriminator = PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf).to(device)
+    parts = pix2pix_parts(generator, discriminator, config)
+    opt_g, opt_d, sched_g, sched_d = (parts[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d"))
+    fingerprint = fingerprint_of(config, _NOT_TRAINING)
+    start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
+
+    card = ModelCard(
+        task="translate", architecture="unet", params=g_params,
+        inputs=Bands(names=pair.band_names, low=list(scaling.low), high=list(scaling.high),
+                     dtype=pair.dtype, clip=3.0),
+        outputs=Bands(names=["red", "green", "blue"], low=[0.0] * 3, high=[255.0] * 3, dtype="uint8"),
+        tile_size=config.tile_size, overlap=config.overlap, scale=1,
+        classes=[k for k in legend if k != "background"], legend=legend, name=config.name,
+        description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
+        + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an RGB map",
+        training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
+                  "attribution": config.attribution, "licence": config.licence,
+                  "config": fingerprint, **config.extra},
+    )
+
+    epoch_tiles = tiles[::max(1, len(tiles) // config.val_tiles_per_epoch)][:config.val_tiles_per_epoch]
+    steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
+    total_steps = config.epochs * steps
+    vis_idx = list(range(0, len(epoch_tiles), max(1, len(epoch_tiles) // 4)))[:4]
+    show = display_bands(pair.band_names)
+    for epoch in range(start_epoch, config.epochs):
+        generator.train()
+        discriminator.train()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=False)
+        dataset.set_epoch(epoch)
+        sums = {"loss_g_l1": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
+        started = time.perf_counter()
+        for step, batch in enumerate(loader):
+            feedback.check_cancelled()
+            x, y, valid = batch["x"].to(device), batch["y"].to(device), batch["valid"].to(device)
+            fake = generator(x)
+            if config.adversarial:
+                # discriminator: real pairs -> 1, generated pairs -> 0
+                discriminator.requires_grad_(True)
+                opt_d.zero_grad(set_to_none=True)
+                # where the target is unlabelled the discriminator sees the real target in both
+                # pairs, so it judges (and the generator learns from) labelled pixels only
+                mask = valid.unsqueeze(1)
+                fake_d = torch.where(mask, fake, y)
+                loss_d = 0.5 * (gan_loss(discriminator(x, fake_d.detach()), False, config.gan_mode)
+                                + gan_loss(discriminator(x, y), True, config.gan_mode))
+                loss_d.backward()
+                opt_d.step()
+                discriminator.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            loss_l1 = masked_l1(fake, y, valid)
+            loss_g = config.lambda_l1 * loss_l1
+            if config.adversarial:
+                loss_gan = gan_loss(discriminator(x, fake_d), True, config.gan_mode)
+                loss_g = loss_g + loss_gan
+                sums["loss_g_gan"] += loss_gan.item()
+                sums["loss_d"] += loss_d.item()
+            loss_g.backward()
+            opt_g.step()
+            sums["loss_g_l1"] += loss_l1.item()
+            feedback.progress((epoch * steps + step + 1) / total_steps)
+        sched_g.step()
+        sched_d.step()
+
+        entry = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
+                 **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
+        history.append(entry)
+        feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
+        checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
+        _write_report(report, history, generator, epoch_tiles, vis_idx, show, device, card.name)
+
+    card.metrics = evaluate_generator(generator, tiles, device, legend)
+    card.metrics["validation"] = (f"{len(split.val_blocks)} held-out blocks of {config.block_size} px "
+                                  f"({len(tiles)} tiles of {config.patch_size} px)")
+    generator.eval()
+    path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
+    write_json(report / "metrics.json", {"final": card.metrics, "history": history})
+    return path
+
+
+def _write_report(report: Path, history, generator, tiles, vis_idx, show, device, title) -> None:
+    write_json(report / "metrics.json", {"history": history})
+    plot_history(history, report / "loss_curves.png", title)
+    generator.eval()
+    rows = []
+    for i in vis_idx:
+        x = torch.from_numpy(tiles[i]["x"][None]).to(device)
+        pred = _predict_uint8(generator, x)[0].transpose(1, 2, 0)
+        rows.append([to_display(tiles[i]["x"][show]), pred, to_display(tiles[i]["y"])])
+    save_grid(rows, report / "samples.png")
