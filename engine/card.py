@@ -153,5 +153,5 @@ def _bands(data: dict, side: str) -> Bands:
     _expect(clip is None or (isinstance(clip, (int, float)) and clip > 0), f"{side}.clip must be positive")
     low = _numbers(data.get("low"), f"{side}.low", len(names))
     high = _numbers(data.get("high"), f"{side}.high", len(names))
-    _expect(all(h != lo for lo, h in zip(low, high)), f"{side}.low and {side}.high must differ")
+    _expect(all(h != lo for lo, h in zip(low, high, strict=True)), f"{side}.low and {side}.high must differ")
     return Bands(names=names, low=low, high=high, dtype=dtype, clip=clip)

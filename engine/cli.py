@@ -119,7 +119,9 @@ def cmd_preview(args) -> int:
 def cmd_preview_inpaint(args) -> int:
     from .preview import inpaint_preview
 
-    print(f"wrote {inpaint_preview(args.input, args.filled, args.mask, args.output, args.input_bands, args.filled_bands, args.labels)}")
+    path = inpaint_preview(args.input, args.filled, args.mask, args.output, args.input_bands, args.filled_bands,
+                           args.labels)
+    print(f"wrote {path}")
     return 0
 
 

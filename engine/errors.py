@@ -16,5 +16,5 @@ class ModelFileError(SatGenError):
     """A model file that is missing, malformed, unsafe, or for another task."""
 
 
-class Cancelled(SatGenError):
+class Cancelled(SatGenError):  # noqa: N818
     """The user cancelled; partial outputs have been removed."""

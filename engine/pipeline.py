@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import rasterio
@@ -37,7 +38,7 @@ from .windows import TileGrid, tile_weights
 # (batch, channels, tile, tile) model-space input -> (batch, channels, tile*scale, tile*scale)
 Predict = Callable[[np.ndarray], np.ndarray]
 # a (channels, rows, cols) chunk of finished model-space rows, its (rows, cols) validity, its first column
-Chunk = "tuple[np.ndarray, np.ndarray, int]"
+Chunk: TypeAlias = "tuple[np.ndarray, np.ndarray, int]"
 # (number of finished rows, their chunks left to right) -> written
 Sink = Callable[[int, "Iterator[Chunk]"], None]
 # (row0, row1, col0, col1) -> (channels, rows, cols) model-space input, validity or None, and
@@ -68,7 +69,7 @@ CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporarie
 _helper: ThreadPoolExecutor | None = None
 
 
-def in_halves(work: Callable[[int, int], None], n: int) -> None:
+def in_halves(work: Callable[[int, int], object], n: int) -> None:
     """work(0, n//2) here and work(n//2, n) on a helper thread, at once; returns when both
     are done. For numpy work on disjoint rows between forward passes, when torch's threads
     wait: numpy releases the GIL, so the second core helps. Small n: all here."""
@@ -140,9 +141,9 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
         if keep:
             if batch is None or batch.shape[1:] != (x.shape[0], t, t) or batch.dtype != x.dtype:
                 batch = np.empty((batch_size, x.shape[0], t, t), x.dtype)
-            tiles = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep], out=batch[:len(keep)])
+            stacked = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep], out=batch[:len(keep)])
             start = time.perf_counter()
-            out = predict(tiles)
+            out = predict(stacked)
             stats.forward_seconds += time.perf_counter() - start
             if out.shape != (len(keep), out_channels, t * s, t * s):
                 raise ModelFileError(
@@ -151,7 +152,7 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
             stats.tiles_run += len(keep)
             stats.batch_sizes.append(len(keep))
             tiles = []
-            for c, y in zip(keep, out):
+            for c, y in zip(keep, out, strict=True):
                 sides = (top, bottom, c > 0, c != cols[-1])
                 if sides not in weights:
                     weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)

@@ -46,7 +46,7 @@ def side_by_side(images: list[np.ndarray], labels: list[str], output: str | os.P
     canvas = Image.new("RGB", (width, height + caption), "white")
     draw = ImageDraw.Draw(canvas)
     x = 0
-    for img, label in zip(images, labels):
+    for img, label in zip(images, labels, strict=False):
         canvas.paste(Image.fromarray(img), (x, caption))
         draw.text((x + 2, 3), label, fill="black")
         x += img.shape[1] + gap

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import rasterio
@@ -20,6 +21,9 @@ from rasterio.windows import Window
 
 from .errors import InputError
 from .windows import reflect_indices
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 BLOCK = 256
 # GDAL's block cache defaults to 5 % of RAM, which would let memory grow with the
@@ -59,7 +63,7 @@ def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
     described = {(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions)}
     matched = [described.get(n.lower()) for n in names]
     if all(matched):
-        return matched
+        return cast(list[int], matched)
     raise InputError(
         f"the model takes {expected} band(s) ({', '.join(names)}) but the raster has {src.count}; "
         f"choose which with BANDS / --bands, e.g. {','.join(str(i + 1) for i in range(min(expected, src.count)))}"
@@ -146,7 +150,7 @@ class RollingReader(BlockReader):
         self._twin = twin if twin is not None and 0 < half < src.width else None
         self._half = half
         self._block_cols = max(1, min(block_cols, src.width))
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
         block = block_rows
         # whole block rows, unless blocks are much taller than a window (e.g. a single strip) or
         # the rows read ahead would take more than look_ahead_bytes: on wide rasters memory comes

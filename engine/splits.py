@@ -42,7 +42,7 @@ class BlockSplit:
         self.val_fraction, self.seed = float(val_fraction), int(seed)
         n_rows, n_cols = math.ceil(height / block), math.ceil(width / block)
         self.grid_shape = (n_rows, n_cols)
-        order = []  # serpentine: neighbours along the path are neighbours in the scene
+        order: list[tuple[int, int]] = []  # serpentine: neighbours along the path are neighbours in the scene
         for i in range(n_rows):
             cols = range(n_cols) if i % 2 == 0 else range(n_cols - 1, -1, -1)
             order.extend((i, j) for j in cols)

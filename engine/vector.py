@@ -256,7 +256,7 @@ def _read_gpkg(path: Path, layer: str | None):
         pk = _primary_key(con, layer)
         rows = []
         for record in cursor:
-            attrs = {n: v for n, v in zip(names, record) if n not in (geom_col, pk)}
+            attrs = {n: v for n, v in zip(names, record, strict=True) if n not in (geom_col, pk)}
             rows.append((_decode_gpkg_geometry(record[g], path, layer), attrs))
         return layer, crs, rows
     finally:

@@ -27,10 +27,14 @@ def paired(xtr, ytr, xv, yv, classes, sets: dict) -> dict:
     trainings, then the mean gains +- standard error in points and the mean recall per class.
     Returns {key: balanced accuracy per repeat}, "real" included."""
     k, keys = len(classes), ["real"] + list(sets)
-    res, rec = {key: [] for key in keys}, {key: [] for key in keys}
+    res: dict[str, list[float]] = {key: [] for key in keys}
+    rec: dict[str, list[dict]] = {key: [] for key in keys}
     for r in range(int(os.environ.get("REPEATS", 10))):
         for key in keys:
-            x, y = (xtr, ytr) if key == "real" else (np.concatenate([xtr, sets[key][0]]), np.concatenate([ytr, sets[key][1]]))
+            if key == "real":
+                x, y = xtr, ytr
+            else:
+                x, y = np.concatenate([xtr, sets[key][0]]), np.concatenate([ytr, sets[key][1]])
             a = accuracies(predict(train_classifier(x, y, k, steps=250, batch_size=32, seed=r), xv)[0], yv, classes)
             res[key].append(a["balanced_accuracy"])
             rec[key].append(a["recall"])

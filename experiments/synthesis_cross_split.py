@@ -12,44 +12,60 @@ Fixed on 2026-11-22, before any of its results were seen (session 7):
 - Verdict for each way (100 per class, top-up): "real + synthetic not worse than real alone" holds when the
   mean over the four splits of the mean paired gain is >= 0.
 
-    PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py OUT.json MODEL [MODEL ...]
+    PYTHONPATH=. .venv/bin/python experiments/synthesis_cross_split.py OUT.json MODEL [MODEL ...]
 A .json argument in place of a model takes the splits of an earlier run's report (to merge runs).
 """
+import argparse
 import json
 import sys
 
 import numpy as np
 import torch
-from synthesis_common import paired, split
 
 from engine.progress import Feedback
-from engine.synthesis.evaluation import SEED, _first, _synthetic, paired_gain, top_up_counts
+from engine.synthesis.evaluation import SEED, first_per_class, paired_gain, synthetic_patches, top_up_counts
 from engine.training.report import write_json
+from experiments.synthesis_common import paired, split
 
-torch.set_num_threads(1)
-out, models = sys.argv[1], sys.argv[2:]
-per_split, commands = {}, []
-for path in models:
-    if path.endswith(".json"):
-        with open(path) as f:
-            earlier = json.load(f)
-        per_split.update(earlier["splits"])
-        commands += earlier["commands"]
-        continue
-    loaded, classes, xtr, ytr, xv, yv = split(path)
-    k, split_seed = len(classes), loaded.card.training["config"]["seed"]
-    top = top_up_counts(ytr, k)
-    xs, ys, info = _synthetic(path, classes, [max(100, t) for t in top], loaded.card.outputs.scaling, Feedback(), SEED)
-    print(path, "seed", split_seed, info, flush=True)
-    res = paired(xtr, ytr, xv, yv, classes, {"plus": _first(xs, ys, [100] * k), "topup": _first(xs, ys, top)})
-    gains = {way: paired_gain(res[way], res["real"]) for way in ("plus", "topup")}
-    per_split[str(path)] = {"split_seed": split_seed, "model": info,
-                            "held_out": dict(zip(classes, np.bincount(yv, minlength=k).tolist())),
-                            "acc_real": float(np.mean(res["real"])), "gain": gains}
-commands.append("PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_cross_split.py " + " ".join(sys.argv[1:]))
-summary = {way: float(np.mean([s["gain"][way]["mean"] for s in per_split.values()])) for way in ("plus", "topup")}
-report = {"splits": per_split, "mean_gain_over_splits": summary,
-          "goals": {f"real_{way}_synthetic_not_worse": v >= 0 for way, v in summary.items()},
-          "commands": commands}
-write_json(out, report)
-print(summary, report["goals"])
+COMMAND = "PYTHONPATH=. .venv/bin/python experiments/synthesis_cross_split.py"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="report to write (.json)")
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="synthesis model file, one per split, or an earlier run's report (.json) to merge")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    per_split, commands = {}, []
+    for path in args.models:
+        if path.endswith(".json"):
+            with open(path) as f:
+                earlier = json.load(f)
+            per_split.update(earlier["splits"])
+            commands += earlier["commands"]
+            continue
+        loaded, classes, xtr, ytr, xv, yv = split(path)
+        k, split_seed = len(classes), loaded.card.training["config"]["seed"]
+        top = top_up_counts(ytr, k)
+        xs, ys, info = synthetic_patches(path, classes, [max(100, t) for t in top], loaded.card.outputs.scaling,
+                                         Feedback(), SEED)
+        print(path, "seed", split_seed, info, flush=True)
+        sets = {"plus": first_per_class(xs, ys, [100] * k), "topup": first_per_class(xs, ys, top)}
+        res = paired(xtr, ytr, xv, yv, classes, sets)
+        gains = {way: paired_gain(res[way], res["real"]) for way in ("plus", "topup")}
+        per_split[str(path)] = {"split_seed": split_seed, "model": info,
+                                "held_out": dict(zip(classes, np.bincount(yv, minlength=k).tolist(), strict=True)),
+                                "acc_real": float(np.mean(res["real"])), "gain": gains}
+    commands.append(f"{COMMAND} " + " ".join(argv))
+    summary = {way: float(np.mean([s["gain"][way]["mean"] for s in per_split.values()])) for way in ("plus", "topup")}
+    report = {"splits": per_split, "mean_gain_over_splits": summary,
+              "goals": {f"real_{way}_synthetic_not_worse": v >= 0 for way, v in summary.items()},
+              "commands": commands}
+    write_json(args.out, report)
+    print(summary, report["goals"])
+
+
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,9 @@ training patch: synthetic patches (seed 1000, the model's default guidance) vs r
 Synthetic patches much nearer than held-out ones would mean memorisation (README, Synthesis).
 
 Run from the repository root:
-    PYTHONPATH=. .venv/bin/python reports/scripts/synthesis_memorisation.py resources/models/synthesize_s2_osm.satgen
+    PYTHONPATH=. .venv/bin/python experiments/synthesis_memorisation.py resources/models/synthesize_s2_osm.satgen
 """
-import sys
+import argparse
 
 import numpy as np
 import torch
@@ -19,10 +19,11 @@ from engine.synthesis.training import config_from_card, prepare_patches
 
 def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """RMS distance of each patch of a to its nearest patch of b in any of the 8 orientations."""
-    b8 = np.concatenate([np.rot90(b, k, (2, 3)) for k in range(4)] + [np.rot90(b[..., ::-1], k, (2, 3)) for k in range(4)])
-    A = torch.from_numpy(a.reshape(len(a), -1)).float()
-    B = torch.from_numpy(np.ascontiguousarray(b8).reshape(len(b8), -1)).float()
-    return (torch.cdist(A, B).min(1).values / np.sqrt(A.shape[1])).numpy()
+    b8 = np.concatenate([np.rot90(b, k, (2, 3)) for k in range(4)]
+                        + [np.rot90(b[..., ::-1], k, (2, 3)) for k in range(4)])
+    flat_a = torch.from_numpy(a.reshape(len(a), -1)).float()
+    flat_b = torch.from_numpy(np.ascontiguousarray(b8).reshape(len(b8), -1)).float()
+    return (torch.cdist(flat_a, flat_b).min(1).values / np.sqrt(flat_a.shape[1])).numpy()
 
 
 def main(path: str) -> None:
@@ -39,4 +40,7 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "resources/models/synthesize_s2_osm.satgen")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default="resources/models/synthesize_s2_osm.satgen",
+                        help="synthesis model file (default: %(default)s)")
+    main(parser.parse_args().model)

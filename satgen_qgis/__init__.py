@@ -53,7 +53,7 @@ def _link_engine() -> None:
 _link_engine()
 
 
-def classFactory(iface):  # noqa: N802 (QGIS's name)
+def classFactory(iface):
     from .plugin import SatGenPlugin
 
     return SatGenPlugin(iface)

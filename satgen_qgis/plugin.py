@@ -8,14 +8,14 @@ class SatGenPlugin:
         self.iface = iface
         self.provider = None
 
-    def initProcessing(self):  # noqa: N802 (QGIS's name); qgis_process calls only this
+    def initProcessing(self):  # qgis_process calls only this
         from .provider import SatGenProvider
 
         if self.provider is None:
             self.provider = SatGenProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self):  # noqa: N802
+    def initGui(self):
         self.initProcessing()
 
     def unload(self):

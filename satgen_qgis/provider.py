@@ -14,6 +14,7 @@ from .algorithms.train_translation import TrainTranslationAlgorithm
 from .algorithms.translate import TranslateAlgorithm
 from .icon import ICON
 
+
 class SatGenProvider(QgsProcessingProvider):
     def id(self):
         return "satgen"
@@ -21,17 +22,17 @@ class SatGenProvider(QgsProcessingProvider):
     def name(self):
         return "SatGen"
 
-    def longName(self):  # noqa: N802
+    def longName(self):
         return "SatGen: generative models for satellite imagery"
 
     def icon(self):
         return QIcon(str(ICON))
 
-    def loadAlgorithms(self):  # noqa: N802
+    def loadAlgorithms(self):
         for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm(),
                     TrainTranslationAlgorithm(), InpaintCloudsAlgorithm(), TrainInpaintingAlgorithm(),
                     SynthesizeAlgorithm(), TrainSynthesisAlgorithm(), EvaluateSynthesisAlgorithm()):
             self.addAlgorithm(alg)
 
-    def supportedOutputRasterLayerExtensions(self):  # noqa: N802
+    def supportedOutputRasterLayerExtensions(self):
         return ["tif"]  # the engine writes tiled, compressed GeoTIFF

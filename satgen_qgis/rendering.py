@@ -5,11 +5,18 @@ This is the QGIS side of map targets: the engine never renders, it only reads th
 resulting GeoTIFF and the legend that decodes its colours back to classes.
 Rendering is aliased (no antialiasing, no labels, no simplification), so every
 pixel is exactly one symbol's colour or the background.
+
+render_map_target() is the body of satgen:render_map_target: it renders the strips
+and hands them to the engine (engine/translation/targets.py), which writes the
+georeferenced GeoTIFF and the legend and counts the colours.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +31,7 @@ from qgis.core import (
     QgsMapLayer,
     QgsMapRendererCustomPainterJob,
     QgsMapSettings,
+    QgsProcessingException,
     QgsRasterLayer,
     QgsRectangle,
     QgsRenderContext,
@@ -157,13 +165,21 @@ def render_layers_to_grid(layers: list[QgsMapLayer], grid: Grid, background: QCo
     progress, and is checked for cancellation before every strip. Layers in other
     CRSs are reprojected on the fly.
     """
+    for rgb in render_strips(layers, grid, background, feedback, strip_rows, transform_context, expression_context):
+        sink(rgb)
+
+
+def render_strips(layers: list[QgsMapLayer], grid: Grid, background: QColor, feedback=None,
+                  strip_rows: int = STRIP_ROWS, transform_context=None, expression_context=None
+                  ) -> Iterator[np.ndarray]:
+    """The strips of render_layers_to_grid, top to bottom, each rendered when asked for."""
     settings = map_settings(layers, grid, background, transform_context, expression_context)
     step = strip_rows_for(grid.width, strip_rows)
     for row0 in range(0, grid.height, step):
         if feedback is not None:
             feedback.check_cancelled()
         rows = min(step, grid.height - row0)
-        sink(render_strip(settings, grid, row0, rows))
+        yield render_strip(settings, grid, row0, rows)
         if feedback is not None:
             feedback.progress((row0 + rows) / grid.height)
 
@@ -293,7 +309,99 @@ def closest_colours(legend: dict) -> tuple[int, str, str] | None:
         for b, cb in items[i + 1:]:
             if ca == cb:
                 continue
-            d = max(abs(x - y) for x, y in zip(ca, cb))
+            d = max(abs(x - y) for x, y in zip(ca, cb, strict=True))
             if best is None or d < best[0]:
                 best = (d, a, b)
     return best
+
+
+# -- map targets (satgen:render_map_target) -------------------------------------
+
+def apply_style(layers: list[QgsMapLayer], style: str, warn) -> str:
+    """Load the .qml `style` onto every vector layer of `layers`, which must be clones (the
+    user's layers keep their styles). Return the problem for the user, '' when there is none;
+    `warn(message)` gets what is only worth a warning."""
+    vectors = [layer for layer in layers if isinstance(layer, QgsVectorLayer)]
+    if not os.path.isfile(style):
+        return f"STYLE: the style file {style} does not exist; give the path of a .qml file"
+    if not vectors:
+        warn("STYLE is ignored: none of LAYERS is a vector layer")
+    for layer in vectors:
+        message, ok = layer.loadNamedStyle(style)
+        if not ok:
+            return (f"STYLE: QGIS could not load the style {style} onto layer '{layer.name()}': "
+                    f"{message or 'unknown error'}. Check that it is a QGIS layer style file "
+                    f"(.qml, saved from a vector layer's Symbology)")
+    return ""
+
+
+def check_target_layers(layers: list[QgsMapLayer], crs: QgsCoordinateReferenceSystem, grid_extent: QgsRectangle,
+                        background: QColor, warn, transform_context: QgsCoordinateTransformContext | None = None
+                        ) -> dict:
+    """The legend {label: [r, g, b], ..., "background": [r, g, b]} of a map target of `layers`
+    on a grid of `grid_extent` in `crs`. Raise a clear error for a target that would be empty
+    or undecodable; `warn(message)` gets what may make it hard to decode."""
+    legends = [layer_legend(layer) for layer in layers]
+    silent = [lg for lg in legends if lg.draws_nothing]
+    if silent:
+        raise QgsProcessingException(
+            "a target with no styled layers: " + "; ".join(f"layer '{lg.layer}' draws nothing "
+                                                          f"({lg.draws_nothing})" for lg in silent)
+            + ". Give each layer a style with visible symbols (Layer Properties > Symbology), pass a "
+              "STYLE file, or leave such layers out of LAYERS")
+
+    outside = []
+    for layer in layers:
+        extent = extent_in(layer, crs, transform_context)
+        if extent is not None and (extent.isNull() or not extent.intersects(grid_extent)):
+            outside.append(layer.name())
+    if len(outside) == len(layers):
+        raise QgsProcessingException(
+            f"none of LAYERS overlaps the INPUT raster's extent ({grid_extent.toString(0)} in "
+            f"{crs.authid() or crs.description()}), so the target would be only background. "
+            f"Choose layers that cover the raster's area, and check that each layer's CRS is set correctly")
+    for name in outside:
+        warn(f"layer '{name}' lies outside the INPUT raster's extent and draws nothing there")
+
+    legend, warnings = build_legend(legends, background)
+    for message in [w for lg in legends for w in lg.warnings] + warnings:
+        warn(message)
+    closest = closest_colours(legend)
+    if closest is not None and closest[0] < 30:
+        warn(f"the colours of '{closest[1]}' and '{closest[2]}' differ by only {closest[0]} "
+             f"(of 255) in a channel; decoding the map back to classes will confuse them")
+    return legend
+
+
+def render_map_target(layers: list[QgsMapLayer], input_path: str, crs: QgsCoordinateReferenceSystem,
+                      background: QColor, output: str, legend: dict, legend_path: str | None, feedback, warn,
+                      transform_context: QgsCoordinateTransformContext | None = None,
+                      expression_context: QgsExpressionContext | None = None) -> None:
+    """Render `layers` (clones, first on top; see check_target_layers for `legend`) onto the grid
+    of the raster `input_path` (in `crs`), written as an RGB GeoTIFF at `output` and, with
+    `legend_path`, the legend as JSON; nothing is written on an error or cancel.
+
+    `feedback` (the engine's Feedback) gets progress, messages and cancel; `warn(message)`
+    is told when the target is only background.
+    """
+    from .engine.translation.targets import target_grid, write_map_target
+
+    target = target_grid(input_path)
+    grid = Grid(crs=crs, x_min=target.x_min, y_max=target.y_max, pixel_size=target.pixel_size,
+                width=target.width, height=target.height)
+    for layer in layers:
+        unclip_symbols(layer)
+    started = time.perf_counter()
+    feedback.info(f"rendering {len(layers)} layer(s) onto {grid.width} x {grid.height} px "
+                  f"at {grid.pixel_size:g} map units per pixel")
+    strips = render_strips(layers, grid, background, feedback, transform_context=transform_context,
+                           expression_context=expression_context)
+    try:
+        coverage = write_map_target(output, target, strips, legend, legend_path)
+    except RenderError as exc:
+        raise QgsProcessingException(str(exc)) from None
+    feedback.info(f"rendered in {time.perf_counter() - started:.1f} s; share of pixels per legend colour: "
+                  + coverage.summary(legend))
+    if coverage.only(legend["background"]):
+        warn("every pixel of the target is background: no layer draws inside the raster, "
+             "although their extents overlap it")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict
 
 # torch, rasterio and numpy are imported inside the functions: `python -m engine --help`
 # imports this module and must stay fast.
@@ -24,9 +25,20 @@ SEED = 0
 SEAM_MODEL = "resources/models/translate_s2_osm.satgen"
 RSS_BUDGET_S = 600.0  # above this estimated time the RSS runs use a narrower U-Net
 
-FULL = dict(ngf=32, sizes=(2048, 8192, 16384), crop=None, efficiency_crop=None, repeats=5)
+
+class BenchSetup(TypedDict):
+    """What a bench run measures on: the full run's or --quick's."""
+
+    ngf: int
+    sizes: tuple[int, ...]
+    crop: int | None
+    efficiency_crop: int | None
+    repeats: int
+
+
+FULL: BenchSetup = dict(ngf=32, sizes=(2048, 8192, 16384), crop=None, efficiency_crop=None, repeats=5)
 # --quick: a smoke run in seconds (tiny model, small rasters); its figures mean nothing
-QUICK = dict(ngf=4, sizes=(256, 512, 1024), crop=512, efficiency_crop=512, repeats=1)
+QUICK: BenchSetup = dict(ngf=4, sizes=(256, 512, 1024), crop=512, efficiency_crop=512, repeats=1)
 
 
 def _seam_vs_crop(p):
@@ -228,8 +240,8 @@ def profile_pipeline(loaded, input_path: str, work: Path, options) -> dict:
         profiler.enable()
         apply_model(loaded, input_path, output, options)
         profiler.disable()
-        found = {}
-        for (file, _line, func), (_cc, _nc, tottime, cumtime, _callers) in pstats.Stats(profiler).stats.items():
+        found: dict[tuple[str, str], float] = {}
+        for (file, _line, func), (_cc, _nc, tottime, cumtime, _callers) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
             key = (os.path.basename(file), func)
             if key in PROFILED:
                 # run_tiles' own time is the blending (acc += y * w), tile stacking and row
@@ -342,7 +354,7 @@ def stitch_centre_crop(x, tile: int, overlap: int, predict, scale: int = 1, batc
         batch = places[b0:b0 + batch_size]
         tiles = np.stack([x[:, reflect_indices(r, r + tile, h)][:, :, reflect_indices(c, c + tile, w)]
                           for r, c in batch])
-        for (r, c), y in zip(batch, predict(tiles)):
+        for (r, c), y in zip(batch, predict(tiles), strict=True):
             if out is None:
                 out = np.zeros((y.shape[0], h * s, w * s), y.dtype)
             r0 = r + lo if r > 0 else 0
@@ -550,7 +562,7 @@ def format_table(report: dict) -> str:
         ("seam_psnr_db", "n/a" if p["seam_psnr_db"] is None else f"{p['seam_psnr_db']:.2f}", "(reported)", ""),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     other = report["details"]["efficiency"].get("other_processes_cpu")
     if other and other > 0.1:

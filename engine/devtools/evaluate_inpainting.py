@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -87,7 +88,7 @@ def _scores(pred, truth, cloud, low, high) -> dict:
 def fill_nodata(image: np.ndarray, cloud: np.ndarray) -> np.ndarray:
     """GDAL FillNodata per band (inverse-distance interpolation from the hole's edge)."""
     out = np.empty_like(image)
-    distance = int(np.ceil(np.hypot(*cloud.shape)))  # reach every pixel of the hole
+    distance = int(np.ceil(np.hypot(cloud.shape[0], cloud.shape[1])))  # reach every pixel of the hole
     for b in range(image.shape[0]):
         out[b] = fillnodata(image[b].copy(), mask=(~cloud).astype(np.uint8), max_search_distance=distance,
                             smoothing_iterations=0)
@@ -232,12 +233,13 @@ def evaluate_series(work: Path, feedback: Feedback | None = None, epochs: int = 
         for name, pred in (("model", filled), ("reference", with_ref), ("fillnodata", fill_nodata(image, cloud))):
             row.update({f"{k}_{name}": v for k, v in _scores(pred, truth, cloud, low, high).items()})
         rows.append(row)
-    out = {"data": "Landsat TM/ETM+ surface reflectance series (b3 b4 b5, 30 m, 61 x 61 px) with Fmask; "
-                   "cloud (4) + cloud shadow (2) filled, compared with the nearest clear date",
-           "model": f"trained for this on {len(train)} clear dates (never a date scored against), "
-                    f"{epochs} epochs x 400 patches of 32 px",
-           "reference": "with a reference: the nearest clear date other than the one scored against",
-           "cases": rows}
+    out: dict[str, Any] = {
+        "data": "Landsat TM/ETM+ surface reflectance series (b3 b4 b5, 30 m, 61 x 61 px) with Fmask; "
+                "cloud (4) + cloud shadow (2) filled, compared with the nearest clear date",
+        "model": f"trained for this on {len(train)} clear dates (never a date scored against), "
+                 f"{epochs} epochs x 400 patches of 32 px",
+        "reference": "with a reference: the nearest clear date other than the one scored against",
+        "cases": rows}
     for method in ("model", "reference", "fillnodata"):
         for metric in ("psnr_mask_db", "ssim_mask", "mae_mask"):
             out[f"{metric}_{method}"] = _mean(rows, f"{metric}_{method}")

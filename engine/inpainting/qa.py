@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import NoReturn
 
 import numpy as np
 
@@ -13,10 +14,12 @@ from ..errors import InputError
 
 QA_EXAMPLES = ("e.g. 'bits(14, 15) == 3' (Landsat-8 Collection-1 BQA high-confidence cloud) or "
                 "'qa in (8, 9, 10)' (Sentinel-2 SCL cloud classes)")
-_BINOPS = {ast.BitAnd: np.bitwise_and, ast.BitOr: np.bitwise_or, ast.BitXor: np.bitwise_xor,
-           ast.LShift: np.left_shift, ast.RShift: np.right_shift}
-_CMPOPS = {ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
-           ast.Gt: np.greater, ast.GtE: np.greater_equal}
+_BINOPS: dict[type[ast.operator], np.ufunc] = {
+    ast.BitAnd: np.bitwise_and, ast.BitOr: np.bitwise_or, ast.BitXor: np.bitwise_xor,
+    ast.LShift: np.left_shift, ast.RShift: np.right_shift}
+_CMPOPS: dict[type[ast.cmpop], np.ufunc] = {
+    ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
+    ast.Gt: np.greater, ast.GtE: np.greater_equal}
 _FUNCS = {"bits": 2, "bit": 1}
 _MAX_LEN = 1000
 
@@ -64,7 +67,7 @@ class QAExpression:
     def __repr__(self) -> str:
         return f"QAExpression({self.text!r})"
 
-    def _fail(self, problem: str, node: ast.AST | None = None):
+    def _fail(self, problem: str, node: ast.expr | None = None) -> NoReturn:
         where = ""
         if node is not None:
             segment = ast.get_source_segment(self._source, node) or ""
@@ -73,7 +76,7 @@ class QAExpression:
                          f"QA value qa with bit(n), bits(lo, hi), integers, & | ^ ~ >> <<, comparisons, in, "
                          f"and/or/not, {QA_EXAMPLES}")
 
-    def _check(self, node: ast.AST) -> None:
+    def _check(self, node: ast.expr) -> None:
         """Raise InputError unless every node is on the whitelist."""
         if isinstance(node, ast.Constant):
             self._literal(node)
@@ -101,7 +104,7 @@ class QAExpression:
                 self._check(value)
         elif isinstance(node, ast.Compare):
             self._check(node.left)
-            for op, right in zip(node.ops, node.comparators):
+            for op, right in zip(node.ops, node.comparators, strict=True):
                 if isinstance(op, (ast.In, ast.NotIn)):
                     if not isinstance(right, (ast.Tuple, ast.List, ast.Set)) or not right.elts:
                         self._fail("'in' needs a bracketed list of integers, e.g. qa in (8, 9, 10)", right)
@@ -124,13 +127,15 @@ class QAExpression:
         else:
             self._fail(f"{type(node).__name__.lower()} expressions are not allowed", node)
 
-    def _literal(self, node: ast.Constant) -> None:
+    def _literal(self, node: ast.Constant) -> int:
+        """The value of an integer literal; InputError for any other literal."""
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int):
             kind = {bool: "booleans", float: "decimal numbers", str: "strings"}.get(type(value), "this literal")
             self._fail(f"{kind} are not allowed, only integers (QA values are integer flags)", node)
         if not 0 <= value < 2 ** 63:
             self._fail("integers must be between 0 and 2**63 - 1", node)
+        return value
 
     def _check_call(self, node: ast.Call) -> None:
         name = node.func.id if isinstance(node.func, ast.Name) else None
@@ -139,13 +144,15 @@ class QAExpression:
         if node.keywords or len(node.args) != _FUNCS[name]:
             self._fail(f"{name} takes {_FUNCS[name]} integer argument(s): "
                        f"{'bit(n)' if name == 'bit' else 'bits(lo, hi)'}", node)
+        values: list[int] = []
         for arg in node.args:
             if not isinstance(arg, ast.Constant):
                 self._fail(f"the arguments of {name} must be integer literals", arg)
-            self._literal(arg)
-            if arg.value > 62:
+            value = self._literal(arg)
+            if value > 62:
                 self._fail("bit numbers go from 0 to 62", arg)
-        if name == "bits" and node.args[0].value > node.args[1].value:
+            values.append(value)
+        if name == "bits" and values[0] > values[1]:
             self._fail("bits(lo, hi) takes the lowest bit first, e.g. bits(14, 15)", node)
         self._uses_qa = True
 
@@ -155,14 +162,14 @@ class QAExpression:
         result = self._eval(self.tree, qa.astype(np.int64, copy=False))
         return np.broadcast_to(_truth(result), qa.shape).copy()
 
-    def _eval(self, node: ast.AST, qa: np.ndarray):
+    def _eval(self, node: ast.expr, qa: np.ndarray):
         if isinstance(node, ast.Constant):
-            return np.int64(node.value)
+            return np.int64(_int(node))
         if isinstance(node, ast.Name):
             return qa
         if isinstance(node, ast.Call):
-            lo = node.args[0].value
-            hi = node.args[-1].value
+            lo = _int(node.args[0])
+            hi = _int(node.args[-1])
             return (qa >> lo) & ((1 << (hi - lo + 1)) - 1)
         if isinstance(node, ast.BinOp):
             left, right = self._eval(node.left, qa), self._eval(node.right, qa)
@@ -185,19 +192,26 @@ class QAExpression:
             return out
         if isinstance(node, ast.Compare):
             left = self._eval(node.left, qa)
-            out = None
-            for op, right_node in zip(node.ops, node.comparators):
+            result: np.ndarray | None = None
+            for op, right_node in zip(node.ops, node.comparators, strict=True):
                 if isinstance(op, (ast.In, ast.NotIn)):
-                    members = np.array([e.value for e in right_node.elts], np.int64)
+                    assert isinstance(right_node, (ast.Tuple, ast.List, ast.Set))  # _check admits only these
+                    members = np.array([_int(e) for e in right_node.elts], np.int64)
                     test = np.isin(_as_int(left), members, invert=isinstance(op, ast.NotIn))
                     right = None
                 else:
                     right = self._eval(right_node, qa)
                     test = _CMPOPS[type(op)](_as_int(left), _as_int(right))
-                out = test if out is None else out & test
+                result = test if result is None else result & test
                 left = right
-            return out
+            return result
         raise AssertionError(f"unchecked node {node!r}")  # _check admits nothing else
+
+
+def _int(node: ast.expr) -> int:
+    """The value of an integer literal that `_check` admitted."""
+    assert isinstance(node, ast.Constant) and isinstance(node.value, int)
+    return node.value
 
 
 def _is_bool(x) -> bool:

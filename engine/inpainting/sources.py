@@ -23,6 +23,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -37,6 +38,9 @@ from ..raster import open_raster
 from ..vector import rasterize_features, read_features
 from .qa import QAExpression
 
+if TYPE_CHECKING:
+    from affine import Affine
+
 # --- grid --------------------------------------------------------------------------------------------------------
 
 NO_MASK = ("no cloud mask given: give a mask layer (raster or polygons), a QA band with an expression such as "
@@ -48,7 +52,7 @@ class Grid:
     """The input raster's pixel grid, on which every mask is delivered."""
 
     crs: object  # rasterio.crs.CRS
-    transform: object  # affine.Affine
+    transform: Affine
     width: int
     height: int
 
@@ -166,6 +170,7 @@ class GridBand:
     def read(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
         """(values, valid) of the window."""
         window = Window(col0, row0, col1 - col0, row1 - row0)
+        assert self.reader is not None, "read after close"
         data = self.reader.read(self.band, window=window)
         valid = self.reader.read_masks(self.band, window=window) > 0
         if self.dtype.kind == "f":

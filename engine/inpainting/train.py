@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +32,8 @@ from ..progress import Feedback
 from ..training.checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_json
-from .config import InpaintingConfig
+from .config import FILLS, InpaintingConfig
 from .data import InpaintPatches, RealMasks, fit_scaling, load_clear, validation_set
-from .config import FILLS
 
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "half_precision_file", "name",
                  "attribution", "licence", "data_description", "extra")
@@ -41,6 +41,7 @@ CLIP = 3.0
 
 
 def _check(config: InpaintingConfig) -> None:
+    assert config.depth is not None  # filled by InpaintingConfig.__post_init__
     multiple = 2 ** config.depth
     for name in ("patch_size", "tile_size"):
         value = getattr(config, name)
@@ -72,7 +73,7 @@ def hole_scores(pred: np.ndarray, truth: np.ndarray, cloud: np.ndarray, valid: n
 
 def evaluate_inpainter(generator, items, device, batch: int = 8) -> dict[str, float]:
     generator.eval()
-    preds = []
+    preds: list[np.ndarray] = []
     with torch.inference_mode():
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
@@ -89,6 +90,8 @@ def evaluate_inpainter(generator, items, device, batch: int = 8) -> dict[str, fl
 def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None) -> Path:
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
+    # filled by InpaintingConfig.__post_init__
+    assert config.depth is not None and config.tile_size is not None and config.block_size is not None
     _check(config)
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
@@ -108,7 +111,8 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         raise InputError("no held-out block has enough valid pixels for validation; use a smaller block size")
     bands = scenes[0].band_names
     n = len(bands)
-    g_params = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth, fill=config.fill)
+    g_params: dict[str, Any] = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth,
+                                    fill=config.fill)
     generator = InpaintUNet(**g_params).to(device)
     discriminator = PatchGAN(2 * n + 1, ndf=config.ndf).to(device)
     parts = pix2pix_parts(generator, discriminator, config)
@@ -121,8 +125,9 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         inputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype, clip=CLIP),
         outputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype),
         tile_size=config.tile_size, overlap=config.overlap, scale=1, name=config.name,
-        description=(f"{config.fill.replace('_', '-')} fill + U-Net correction (ngf {config.ngf}, depth {config.depth}) "
-                     f"for cloud-masked pixels of {n}-band {scenes[0].dtype} imagery; input: bands with cloudy pixels zeroed + the mask"
+        description=(f"{config.fill.replace('_', '-')} fill + U-Net correction (ngf {config.ngf}, "
+                     f"depth {config.depth}) for cloud-masked pixels of {n}-band {scenes[0].dtype} imagery; "
+                     f"input: bands with cloudy pixels zeroed + the mask"
                      + (", trained with a conditional PatchGAN" if config.adversarial else ", L1 only")),
         training={"data": config.data_description or ", ".join(Path(p).name for p in config.inputs),
                   "attribution": config.attribution, "licence": config.licence,
@@ -172,14 +177,16 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         sched_d.step()
 
         entry = {"epoch": epoch + 1,
-                 **{k: v / steps for k, v in sums.items() if config.adversarial or k in ("loss_g_hole", "loss_g_valid")},
+                 **{k: v / steps for k, v in sums.items()
+                    if config.adversarial or k in ("loss_g_hole", "loss_g_valid")},
                  **evaluate_inpainter(generator, items, device), "seconds": time.perf_counter() - started}
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
         checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
         _write_report(report, history, generator, items, vis, show, device, card.name)
 
-    card.metrics = evaluate_inpainter(generator, items, device)
+    metrics: dict[str, Any] = evaluate_inpainter(generator, items, device)
+    card.metrics = metrics
     card.metrics["validation"] = (f"{len(items)} held-out patches of {config.patch_size} px, cloud cover "
                                   f"{config.coverage_min:.0%}-{config.coverage_max:.0%}; MAE/PSNR inside the mask "
                                   f"on the training 2-98 % range scaled to 0..1")

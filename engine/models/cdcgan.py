@@ -43,7 +43,7 @@ class CDCGANGenerator(nn.Module):
         widths = [ngf * 2 ** (levels - 1 - i) for i in range(levels)]  # 64 px: 512 256 128 64
         layers: list[nn.Module] = [nn.ConvTranspose2d(nz + num_classes, widths[0], 4, 1, 0, bias=False),
                                    nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # 4x4
-        for a, b in zip(widths, widths[1:]):
+        for a, b in zip(widths, widths[1:], strict=False):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], out_channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -63,7 +63,7 @@ class CDCGANDiscriminator(nn.Module):
         widths = [ndf * 2 ** i for i in range(levels)]  # 64 px: 64 128 256 512
         layers: list[nn.Module] = [nn.Conv2d(in_channels + num_classes, widths[0], 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2, True)]
-        for a, b in zip(widths, widths[1:]):
+        for a, b in zip(widths, widths[1:], strict=False):
             layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False))  # 4x4 -> one logit
         self.net = nn.Sequential(*layers)

@@ -20,6 +20,8 @@ Two fills (the card's `fill` parameter):
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,8 +30,10 @@ from ..inpainting.config import FILLS
 from ..inpainting.fills import harmonic_fill, push_pull
 from .unet import UNet
 
+_ArrayT = TypeVar("_ArrayT", np.ndarray, torch.Tensor)
 
-def model_input(x: np.ndarray | torch.Tensor, cloud: np.ndarray | torch.Tensor):
+
+def model_input(x: _ArrayT, cloud: _ArrayT) -> _ArrayT:
     """The generator's input: the scaled image with cloudy pixels zeroed, plus the mask
     as one more channel. Works on (C, H, W) or (N, C, H, W), numpy or torch."""
     if isinstance(x, torch.Tensor):
@@ -50,7 +54,10 @@ class InpaintUNet(nn.Module):
         self.fill = fill
         self.unet = UNet(in_channels, out_channels, ngf=ngf, depth=depth, max_mult=max_mult, dropout=dropout)
         if fill == "harmonic":  # the correction starts at zero: an untrained model is the fill itself
-            last = self.unet.up[-1][1]
+            outermost = self.unet.up[-1]
+            assert isinstance(outermost, nn.Sequential)
+            last = outermost[1]  # ReLU, ConvTranspose2d, Tanh
+            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 

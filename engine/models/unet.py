@@ -23,6 +23,7 @@ class UNet(nn.Module):
 
         self.down = nn.ModuleList()
         for i, width in enumerate(widths):
+            layers: list[nn.Module]
             if i == 0:  # outermost: no activation before, no norm after
                 layers = [nn.Conv2d(in_channels, width, 4, 2, 1)]
             else:

@@ -67,7 +67,9 @@ def predict(net: PatchClassifier, x: np.ndarray, batch: int = 256) -> tuple[np.n
         feats.append(f.numpy())
         preds.append(net.head(f).argmax(1).numpy())
     if not preds:
-        return np.zeros(0, np.int64), np.zeros((0, net.head[-1].in_features), np.float32)
+        linear = net.head[-1]
+        assert isinstance(linear, nn.Linear)
+        return np.zeros(0, np.int64), np.zeros((0, linear.in_features), np.float32)
     return np.concatenate(preds), np.concatenate(feats)
 
 

@@ -99,8 +99,8 @@ def _drop_empty(patches: PatchSet, warn, min_patches: int = 1) -> PatchSet:
     new = remap[patches.labels]
     keep = new >= 0
     return PatchSet(patches.x[keep], new[keep], keep_classes, patches.band_names, patches.dtype,
-                    patches.held_out[keep], [s for s, k in zip(patches.sources, keep) if k], patches.skipped,
-                    patches.description)
+                    patches.held_out[keep], [s for s, k in zip(patches.sources, keep, strict=True) if k],
+                    patches.skipped, patches.description)
 
 
 # --------------------------------------------------------------------------- class folders
@@ -145,13 +145,20 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise InputError(f"{root} has no class sub-folders; lay the images out as {root}/<class name>/<image>")
-    images, labels, sources, skipped, dtypes, band_names = [], [], [], [], {}, None
-    classes, counts = [], {}
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    sources: list[str] = []
+    skipped: list[str] = []
+    dtypes: dict[str, int] = {}
+    band_names: list[str] | None = None
+    classes: list[str] = []
+    counts: dict[str, int] = {}
     rng = np.random.default_rng(seed)
     for folder in folders:
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if max_per_class and len(files) > max_per_class:
-            files = sorted(rng.choice(files, max_per_class, replace=False).tolist())
+            # numpy's stubs admit no sequence of objects (Paths) as an array-like; choice takes any
+            files = sorted(rng.choice(files, max_per_class, replace=False).tolist())  # type: ignore[arg-type]
         index = len(classes)
         count = 0
         for f in files:
@@ -205,7 +212,7 @@ def _check_split(patch_size: int, val_fraction: float) -> None:
 def read_polygons(path: str | os.PathLike, field_name: str, layer: str | None = None):
     """[(shapely geometry, class value as str)], CRS (rasterio CRS or None) of a polygon layer."""
     try:  # the shared vector reader, where this SatGen has it
-        from .. import vector  # type: ignore[attr-defined]
+        from .. import vector
 
         feats = vector.read_features(path, layer, where_field=field_name)
         return _from_shared_reader(feats, field_name, path)
@@ -223,7 +230,7 @@ def read_polygons(path: str | os.PathLike, field_name: str, layer: str | None = 
 
 def _from_shared_reader(feats, field_name: str, path):
     rows = []
-    for geom, props in zip(feats.geometries, feats.attributes):
+    for geom, props in zip(feats.geometries, feats.attributes, strict=True):
         if field_name not in props:
             raise InputError(f"{Path(path).name} has no field {field_name!r}; its fields: {', '.join(props)}")
         if props[field_name] is not None and geom is not None:

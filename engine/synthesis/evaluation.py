@@ -26,13 +26,15 @@ KID and FID are taken in ImageNet Inception-v3 space as well
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..bands import display_bands
 from ..errors import InputError
 from ..modelfile import load_model
 from ..progress import Feedback
-from .classifier import accuracies, predict, train_classifier
+from .classifier import PatchClassifier, accuracies, predict, train_classifier
 from .datasets import patches_to_model
 from .scores import fid, kid
 from .synthesize import generate, sampler_defaults
@@ -42,7 +44,7 @@ SEED = 1000  # synthetic patches for evaluation: fixed, and apart from the seeds
 
 
 def _mean_dicts(runs: list[dict]) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for key in runs[0]:
         if isinstance(runs[0][key], dict):
             out[key] = _mean_dicts([r[key] for r in runs])
@@ -51,30 +53,30 @@ def _mean_dicts(runs: list[dict]) -> dict:
     return out
 
 
-def _synthetic(path, classes: list[str], counts: list[int], scaling, feedback,
-               seed: int = SEED) -> tuple[np.ndarray, np.ndarray, dict]:
-    """counts[i] patches of class i from a model file, in the evaluated model's value scaling."""
+def synthetic_patches(path, classes: list[str], counts: list[int], scaling, feedback,
+                      seed: int = SEED) -> tuple[np.ndarray, np.ndarray, dict]:
+    """-> (x, y, model info): counts[i] patches of classes[i] drawn by the model file `path`, in the value `scaling`."""
     loaded = load_model(path, tasks=("synthesize",))
     card = loaded.card
     missing = [c for c in classes if c not in card.classes]
     if missing:
         raise InputError(f"{path} knows no class {', '.join(missing)}; compare models trained on the same classes")
     xs, ys = [], []
-    for i, (c, n) in enumerate(zip(classes, counts)):
+    for i, (c, n) in enumerate(zip(classes, counts, strict=True)):
         x = generate(loaded, card.classes.index(c), n, seed=seed)
         values = np.moveaxis(card.outputs.scaling.from_model(np.moveaxis(x, 1, 0)), 0, 1)  # band units
         xs.append(patches_to_model(scaling, values))  # then the common scaling
         ys.append(np.full(n, i, np.int64))
         feedback.info(f"  {path}: {n} x {c}")
     guidance, steps = sampler_defaults(card)
-    info = {"architecture": card.architecture, "file": str(path)}
+    info: dict[str, Any] = {"architecture": card.architecture, "file": str(path)}
     if card.architecture != "cdcgan":
         info.update(guidance=guidance, steps=steps)
     return np.concatenate(xs), np.concatenate(ys), info
 
 
-def _first(x: np.ndarray, y: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The first counts[i] patches of each class i."""
+def first_per_class(x: np.ndarray, y: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """-> (x, y) of the first counts[i] patches of each class i (labels y), class by class."""
     keep = np.concatenate([np.flatnonzero(y == i)[:c] for i, c in enumerate(counts)]).astype(np.int64)
     return x[keep], y[keep]
 
@@ -119,20 +121,21 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
     equal = [n] * k
     synthetic, info = {}, {}
     for name, path in (("model", model), ("cdcgan", baseline)):
-        xs, ys, info[name] = _synthetic(path, classes, [max(a, b) for a, b in zip(equal, top_up)], scaling, feedback,
-                                        seed)
-        synthetic[name] = {"equal": _first(xs, ys, equal), "top_up": _first(xs, ys, top_up)}
+        counts = [max(a, b) for a, b in zip(equal, top_up, strict=True)]
+        xs, ys, info[name] = synthetic_patches(path, classes, counts, scaling, feedback, seed)
+        synthetic[name] = {"equal": first_per_class(xs, ys, equal), "top_up": first_per_class(xs, ys, top_up)}
 
-    def judge(x, y, seed):
+    def judge(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[PatchClassifier, dict]:
         net = train_classifier(x, y, k, steps=steps, batch_size=batch_size, seed=seed, feedback=feedback)
         return net, accuracies(predict(net, x_val)[0], y_val, classes)
 
     runs: dict[str, list] = {key: [] for key in ("real", "cas_model", "cas_cdcgan", "real_plus_model",
                                                  "real_plus_cdcgan", "real_topup_model", "real_topup_cdcgan")}
-    feature_net = None
+    feature_net: PatchClassifier | None = None
     for r in range(classifier_seed, classifier_seed + repeats):
         net, acc = judge(x_tr, y_tr, r)
-        feature_net = feature_net or net
+        if feature_net is None:
+            feature_net = net
         runs["real"].append(acc)
         for name in ("model", "cdcgan"):
             xs, ys = synthetic[name]["equal"]
@@ -152,6 +155,8 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         table["real_train"] = _distances(features(x_tr), y_tr, held_out, y_val, classes)
         return table
 
+    if feature_net is None:  # no repeat ran (_mean_dicts above already fails then)
+        raise InputError("repeats must be at least 1")
     dist = distance_table(lambda x: predict(feature_net, x)[1])
     dist_inception = None
     if inception is not None:
@@ -165,7 +170,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "counts": {"train": patches.counts("train"), "held_out": patches.counts("val")},
         "n_synthetic_per_class": n,
         "seeds": {"synthetic": seed, "classifiers": list(range(classifier_seed, classifier_seed + repeats))},
-        "top_up_per_class": dict(zip(classes, top_up)),
+        "top_up_per_class": dict(zip(classes, top_up, strict=True)),
         "feature_space": "penultimate layer (128-d) of a small CNN classifier trained on the real training patches "
                          "only (engine.synthesis.classifier); not ImageNet Inception",
         "reference": "real held-out patches of each class (spatial blocks training never saw); 'real_train' scores "
@@ -181,7 +186,7 @@ def evaluate_synthesis(model, baseline, n: int = 100, repeats: int = 2, steps: i
         "distances": dist,
         "classifiers": scores,
     }
-    if dist_inception is not None:
+    if inception is not None:
         out["distances_inception"] = dist_inception
         out["inception"] = {"weights": str(inception.path), "variant": inception.variant,
                             "feature_space": "ImageNet Inception-v3 pool (2048-d), natural-colour bands "

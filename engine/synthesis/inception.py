@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,9 @@ SIZE = 299
 def _read_state(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"Inception weights file {path} does not exist; give the path of "
-                         f"inception_v3_google-0cc3c7bd.pth (torchvision) or pt_inception-2015-12-05-*.pth (pytorch-fid)")
+                         f"inception_v3_google-0cc3c7bd.pth (torchvision) or pt_inception-2015-12-05-*.pth "
+                         f"(pytorch-fid)")
+    state: Any  # whatever the file holds, checked below
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

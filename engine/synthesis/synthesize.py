@@ -67,6 +67,7 @@ def resolve_classes(card: ModelCard, classes) -> list[int]:
 def _noise(card: ModelCard, class_index: int, count: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, class_index])
                                           .generate_state(1)[0]))
+    shape: tuple[int, ...]
     if card.architecture == "cdcgan":
         shape = (int(card.params.get("nz", 100)),)
     else:

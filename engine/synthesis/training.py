@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,6 +132,8 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     is_gan = config.arch == "cdcgan"
     lr = config.lr or (2e-4 if is_gan else 5e-4)
     beta1 = config.beta1 if config.beta1 is not None else (0.5 if is_gan else 0.9)
+    params: dict[str, Any]
+    net: CDCGANGenerator | ClassUNet
     if is_gan:
         params = dict(out_channels=ch, num_classes=k, patch_size=config.patch_size, nz=config.nz, ngf=config.ngf)
         net = CDCGANGenerator(**params).to(device)
@@ -191,7 +194,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    for pe, pn in zip(ema.parameters(), net.parameters()):
+                    for pe, pn in zip(ema.parameters(), net.parameters(), strict=True):
                         pe.lerp_(pn, 1 - config.ema)
                 losses = {"loss_denoise": loss.item()}
             for key, v in losses.items():

@@ -16,10 +16,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..bands import parse_bands
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MISSING = dataclasses.MISSING
 
@@ -47,7 +50,7 @@ def unet_depth(patch_size: int) -> int:
     return depth
 
 
-def default_of(config_class: type, name: str) -> Any:
+def default_of(config_class: type[DataclassInstance], name: str) -> Any:
     """The default value of a configuration field (for a front end's own parameter default)."""
     field = config_class.__dataclass_fields__[name]
     if field.default is not MISSING:
@@ -73,7 +76,7 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def add_arguments(parser: argparse.ArgumentParser, config_class: type) -> None:
+def add_arguments(parser: argparse.ArgumentParser, config_class: type[DataclassInstance]) -> None:
     """One flag per documented field of `config_class`; fields without a default are required.
 
     Every flag defaults to None, so `from_arguments` keeps the configuration's own

@@ -42,5 +42,5 @@ def translate(input_path: str | os.PathLike, output_path: str | os.PathLike, mod
               options: TileOptions | None = None, feedback: Feedback | None = None,
               snap: bool = True) -> ApplyResult:
     """Draw a map of `input_path`; with `snap`, in the exact colours of the model's legend."""
-    return apply_model(model or default_model("translate"), input_path, output_path, options, feedback, tasks=("translate",),
-                       postprocess=snap_to_legend if snap else None)
+    return apply_model(model or default_model("translate"), input_path, output_path, options, feedback,
+                       tasks=("translate",), postprocess=snap_to_legend if snap else None)

@@ -468,9 +468,10 @@ class PairPatches(torch.utils.data.Dataset):
             if frac >= self.min_valid:
                 break
         k = int(rng.integers(8)) if self.augment else 0
+        assert best is not None  # every draw beats the initial -1.0 (max_tries >= 1)
         return best[0], best[1], k
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not 0 <= index < self.length:
             raise IndexError(index)
         row, col, k = self.window(index)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_pe
 
 
 def _check(config: TranslationConfig) -> None:
+    assert config.depth is not None  # filled by TranslationConfig.__post_init__
     multiple = 2 ** config.depth
     for name in ("patch_size", "tile_size"):
         value = getattr(config, name)
@@ -70,7 +72,9 @@ def _predict_uint8(generator, x: torch.Tensor) -> np.ndarray:
 def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], batch: int = 4) -> dict[str, float]:
     """Metrics of the generator (eval mode) on held-out tiles, as in `make evaluate`."""
     generator.eval()
-    preds, targets, valids = [], [], []
+    preds: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
     for i in range(0, len(tiles), batch):
         chunk = tiles[i:i + batch]
         x = torch.from_numpy(np.stack([t["x"] for t in chunk])).to(device)
@@ -92,6 +96,7 @@ def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], b
 def prepare_data(config: TranslationConfig):
     """(pair, legend, split) for a configuration: training and evaluation both call
     this, so evaluation scores exactly the blocks training held out."""
+    assert config.block_size is not None and config.min_valid is not None  # filled by TranslationConfig.__post_init__
     pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
     legend = _legend(config.legend)
     if config.unlabelled_background:
@@ -115,6 +120,8 @@ def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
 def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
+    # filled by TranslationConfig.__post_init__
+    assert config.depth is not None and config.tile_size is not None and config.min_valid is not None
     _check(config)
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
@@ -198,14 +205,16 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
         sched_g.step()
         sched_d.step()
 
-        entry = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
+        entry = {"epoch": epoch + 1,
+                 **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
                  **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
         checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
         _write_report(report, history, generator, epoch_tiles, vis_idx, show, device, card.name)
 
-    card.metrics = evaluate_generator(generator, tiles, device, legend)
+    scores: dict[str, Any] = evaluate_generator(generator, tiles, device, legend)
+    card.metrics = scores
     card.metrics["validation"] = (f"{len(split.val_blocks)} held-out blocks of {config.block_size} px "
                                   f"({len(tiles)} tiles of {config.patch_size} px)")
     generator.eval()

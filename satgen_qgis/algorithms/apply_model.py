@@ -13,10 +13,10 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
     def name(self):
         return "apply_model"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Apply model file"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Runs an image-to-image SatGen model file (.satgen) over a raster of any size: the raster is "
                 "cut into overlapping tiles, the tiles run through the model in batches, and the results are "
                 "blended back without seams into a GeoTIFF with the input's CRS and extent.\n\n"
@@ -24,7 +24,7 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
                 "else bands whose names match the model card). Nodata pixels of the input stay nodata.\n\n"
                 "Command line names: INPUT, BANDS, MODEL, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
         self.add_band_parameter()
         self.addParameter(QgsProcessingParameterFile(

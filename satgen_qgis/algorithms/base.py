@@ -15,8 +15,8 @@ from qgis.core import (
 )
 
 from .. import deps
-from ..icon import ICON
 from ..feedback import QgisFeedback
+from ..icon import ICON
 
 DEVICES = ["auto", "cpu", "cuda"]
 
@@ -25,17 +25,15 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
     def icon(self):
         from qgis.PyQt.QtGui import QIcon
 
-        from ..provider import ICON
-
         return QIcon(str(ICON))
 
     def group(self):
         return ""
 
-    def groupId(self):  # noqa: N802
+    def groupId(self):
         return ""
 
-    def createInstance(self):  # noqa: N802
+    def createInstance(self):
         return type(self)()
 
     # -- parameters ---------------------------------------------------------
@@ -78,7 +76,10 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         for name, field, label, advanced in self.TRAINING_PARAMETERS:
             if name == "WIDTH" and width_help:
                 label = width_help
-            limits = dict(minValue=32, maxValue=512) if name == "PATCH_SIZE" else dict(minValue=0 if name == "SEED" else 1)
+            if name == "PATCH_SIZE":
+                limits = dict(minValue=32, maxValue=512)
+            else:
+                limits = dict(minValue=0 if name == "SEED" else 1)
             param = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer,
                                                  defaultValue=default_of(config_class, field), **limits)
             self.add_advanced(param) if advanced else self.addParameter(param)
@@ -147,7 +148,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         return parts.get("path") or layer.source()
 
     # -- running --------------------------------------------------------------
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters, context, feedback):
         missing = deps.missing()
         if missing:
             raise QgsProcessingException(deps.missing_message(missing))

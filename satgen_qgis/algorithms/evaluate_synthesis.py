@@ -16,10 +16,10 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
     def name(self):
         return "evaluate_synthesis"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Evaluate patch synthesis models"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Scores a synthesis model and a baseline (e.g. the cDCGAN) on the real held-out patches of the "
                 "model's own training data (rebuilt from its model card). Feature space: a small classifier "
                 "trained on the real training patches (not ImageNet Inception). Per class and pooled: KID and FID "
@@ -31,7 +31,7 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
                 "space as well (natural-colour bands). Files holding anything but tensors are refused.\n\n"
                 "Command line names: MODEL, BASELINE, N, REPEATS, INCEPTION_WEIGHTS, OUTPUT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile("MODEL", "Synthesis model file", extension="satgen"))
         self.addParameter(QgsProcessingParameterFile("BASELINE", "Baseline model file (same classes)",
                                                      extension="satgen"))

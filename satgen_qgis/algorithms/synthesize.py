@@ -29,10 +29,10 @@ class SynthesizeAlgorithm(SatGenAlgorithm):
     def name(self):
         return "synthesize"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Synthesize labelled patches"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         classes = default_classes()
         return ("Generates realistic image patches of chosen land-cover classes with a class-conditional model, to "
                 "enlarge a labelled training set (e.g. a rare class). The output folder becomes a labelled data "
@@ -53,7 +53,7 @@ class SynthesizeAlgorithm(SatGenAlgorithm):
                 "Command line names: MODEL, CLASS, COUNT, SEED, GUIDANCE, STEPS, FORMAT, DEVICE, OUTPUT_FOLDER, "
                 "OUTPUT_PREVIEW.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Synthesis model file (empty: the default model)", extension="satgen", optional=True))
         classes = default_classes()

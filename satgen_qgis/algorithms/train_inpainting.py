@@ -9,9 +9,7 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
-    QgsProcessingUtils,
 )
 
 from ..engine.inpainting.config import InpaintingConfig
@@ -22,10 +20,10 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
     def name(self):
         return "train_inpainting"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Train cloud inpainting model"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Trains a cloud-inpainting model on clear (cloud-free) rasters: a U-Net that takes the bands with "
                 "cloudy pixels blanked plus the cloud mask, and a conditional PatchGAN judging the filled result; "
                 "losses: L1 inside the mask, L1 outside it, adversarial. The clouds are masks of realistic shape "
@@ -40,7 +38,7 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
                 "Command line names: INPUT, BANDS, REAL_MASKS, EPOCHS, PATCH_SIZE, BATCH_SIZE, PATCHES_PER_EPOCH, "
                 "WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "INPUT", "Clear raster(s)", QgsProcessing.TypeRaster))
         self.addParameter(QgsProcessingParameterString(

@@ -20,15 +20,14 @@ from ..engine.training.options import default_of
 from .base import DEVICES, SatGenAlgorithm
 
 
-
 class TrainSynthesisAlgorithm(SatGenAlgorithm):
     def name(self):
         return "train_synthesis"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Train patch synthesis model"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Trains a class-conditional model that generates image patches of each class, for 'Synthesize "
                 "labelled patches'. Data: a folder with one sub-folder of images per class (EuroSAT, UC Merced, AID "
                 "layout; any size and band count, unreadable files are skipped and listed), or a raster with a "
@@ -44,7 +43,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
                 "SEED, GUIDANCE, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
             "DATASET", "Class folders (one sub-folder of images per class)",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
@@ -58,8 +57,8 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             defaultValue=default_of(SynthesisConfig, "patch_size"),
             minValue=16, maxValue=128))
         self.addParameter(QgsProcessingParameterNumber(
-            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, defaultValue=default_of(SynthesisConfig, "epochs"),
-            minValue=1))
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer,
+            defaultValue=default_of(SynthesisConfig, "epochs"), minValue=1))
         for param in (
             QgsProcessingParameterNumber("THRESHOLD", "Share of a patch its dominant class must cover",
                                          QgsProcessingParameterNumber.Double,

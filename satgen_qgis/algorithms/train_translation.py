@@ -15,7 +15,6 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
@@ -27,10 +26,10 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
     def name(self):
         return "train_translation"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Train satellite-to-map model"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Trains a Pix2Pix model (U-Net generator, conditional 70x70 PatchGAN discriminator, adversarial + "
                 "100 x L1 loss, Adam 2e-4) that turns the satellite raster into a map. Give either a map raster "
                 "(RGB; any CRS and resolution, it is warped onto the satellite raster's grid) or layers to render "
@@ -44,9 +43,10 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
-                "PATCH_SIZE (was TILE_SIZE), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+                "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
+                "OUTPUT_MODEL, OUTPUT_REPORT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
         self.addParameter(QgsProcessingParameterRasterLayer("TARGET", "Map raster (RGB)", optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(
@@ -54,8 +54,8 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "LEGEND", "Legend of the map (JSON from 'Render map target'; lets the report score each class)", extension="json",
-            optional=True))
+            "LEGEND", "Legend of the map (JSON from 'Render map target'; lets the report score each class)",
+            extension="json", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "UNLABELLED_BACKGROUND", "Background colour marks unmapped land (leave it out of training)",
             defaultValue=False))

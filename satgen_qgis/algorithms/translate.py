@@ -14,10 +14,10 @@ class TranslateAlgorithm(SatGenAlgorithm):
     def name(self):
         return "translate"
 
-    def displayName(self):  # noqa: N802
+    def displayName(self):
         return "Translate satellite image to map"
 
-    def shortHelpString(self):  # noqa: N802
+    def shortHelpString(self):
         return ("Draws a map from a satellite raster with a Pix2Pix model (U-Net generator trained with a PatchGAN "
                 "discriminator). The raster is processed in overlapping tiles blended without seams, so it can "
                 "be of any size; the result is an RGB GeoTIFF with the input's CRS and extent.\n\n"
@@ -29,7 +29,7 @@ class TranslateAlgorithm(SatGenAlgorithm):
                 "the classes can be told apart exactly (untick for the model's raw, blended colours).\n\n"
                 "Command line names: INPUT, BANDS, MODEL, SNAP, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
 
-    def initAlgorithm(self, config=None):  # noqa: N802
+    def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
         self.add_band_parameter()
         self.addParameter(QgsProcessingParameterFile(

@@ -67,3 +67,51 @@ def test_one_version_number():
 
     metadata = (ENGINE.parent / "metadata.txt").read_text()
     assert f"version={engine.__version__}\n" in metadata
+
+
+def _import_graph(packages=("engine", "satgen_qgis")) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (at the top or inside functions); `satgen_qgis.engine` is `engine`."""
+    root = ENGINE.parent
+    modules = {}
+    for package in packages:
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(here[:len(here) - node.level + 1] + [node.module or ""]).strip(".") \
+                    if node.level else (node.module or "")
+                targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                target = target.replace("satgen_qgis.engine", "engine")
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_cycles_in_engine_or_plugin():
+    graph = _import_graph()
+    assert graph["engine.pipeline"] >= {"engine.raster", "engine.windows"}  # the graph sees imports
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])

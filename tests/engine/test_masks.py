@@ -207,7 +207,7 @@ def test_qa_band_of_the_input_and_of_a_separate_raster(tmp_path):
 def brute_dilate(mask, r):
     out = np.zeros_like(mask)
     rows, cols = mask.shape
-    for y, x in zip(*np.nonzero(mask)):
+    for y, x in zip(*np.nonzero(mask), strict=True):
         for dy in range(-r, r + 1):
             for dx in range(-r, r + 1):
                 if dy * dy + dx * dx <= r * r and 0 <= y + dy < rows and 0 <= x + dx < cols:

@@ -25,7 +25,7 @@ def test_round_trip_keeps_weights_and_card(tmp_path):
     again = save_model(tmp_path / "again.satgen", loaded.module, loaded.card)
     reloaded = load_model(again)
     assert reloaded.card == loaded.card
-    for (k, a), (_, b) in zip(loaded.module.state_dict().items(), reloaded.module.state_dict().items()):
+    for (k, a), (_, b) in zip(loaded.module.state_dict().items(), reloaded.module.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     assert not loaded.module.training  # loaded models are in eval mode
 

@@ -113,7 +113,7 @@ def test_rolling_reader_reads_each_block_row_once(tmp_path):
             assert not out.flags.writeable and valid is None
     rows = [(int(w.row_off), int(w.row_off + w.height)) for w in windows]
     assert rows[0][0] == 0 and rows[-1][1] == 300
-    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))  # consecutive: no row twice
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))  # consecutive: no row twice
     assert all(r1 % 32 == 0 for _r0, r1 in rows[:-1])  # whole block rows
     assert all(w.col_off == 0 and w.width == 90 for w in windows)
     assert reader.capacity == 48 + 31

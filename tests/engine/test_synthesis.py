@@ -191,7 +191,7 @@ def test_synthesize_dataset_seed_and_bad_input(tiny_models, tmp_path, arch):
         with rasterio.open(p) as src:
             return src.read()
     first = [read(p) for p in a.files["bright"]]
-    assert all(np.array_equal(x, read(p)) for x, p in zip(first, b.files["bright"]))
+    assert all(np.array_equal(x, read(p)) for x, p in zip(first, b.files["bright"], strict=True))
     assert not np.array_equal(first[0], read(c.files["bright"][0]))
     assert first[0].shape == (2, 16, 16) and first[0].dtype == np.uint16
     rows = list(csv.DictReader(open(a.manifest)))

@@ -97,7 +97,8 @@ def test_where_field_keeps_labelled_features_and_names_missing_fields(tmp_path):
 def test_geojson_default_and_named_crs(tmp_path):
     ring = [[13.0, 52.0], [13.01, 52.0], [13.01, 52.01], [13.0, 52.0]]
     polygon = {"type": "Polygon", "coordinates": [ring]}
-    doc = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"cls": "a"}, "geometry": polygon}]}
+    feature = {"type": "Feature", "properties": {"cls": "a"}, "geometry": polygon}
+    doc = {"type": "FeatureCollection", "features": [feature]}
     (tmp_path / "a.geojson").write_text(json.dumps(doc))
     features = read_features(tmp_path / "a.geojson")
     assert features.crs == CRS.from_epsg(4326) and features.attributes == [{"cls": "a"}]

@@ -14,7 +14,7 @@ def test_offsets_cover_axis_exactly_once_in_order(size, tile, overlap):
     assert offsets[0] == 0
     assert offsets[-1] + tile >= size  # the last tile reaches the edge (padded past it, never shrunk)
     assert len(offsets) == 1 or offsets[-2] + tile < size + overlap  # no tile lies wholly in padding
-    assert all(b - a == tile - overlap for a, b in zip(offsets, offsets[1:]))
+    assert all(b - a == tile - overlap for a, b in zip(offsets, offsets[1:], strict=False))
     covered = np.zeros(size, int)
     for o in offsets:
         covered[o:o + tile] += 1

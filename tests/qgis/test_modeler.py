@@ -13,7 +13,8 @@ MODEL3 = ROOT / "resources" / "modeler" / "train_and_translate.model3"
 STYLE = ROOT / "resources" / "styles" / "osm_landuse.qml"
 LANDUSE = SAMPLES / "havel_osm_landuse.gpkg"
 SCENE = SAMPLES / "s2_havel_10m.tif"
-ALGORITHMS = {"apply_model", "render_map_target", "train_translation", "translate", "inpaint_clouds", "train_inpainting"}
+ALGORITHMS = {"apply_model", "render_map_target", "train_translation", "translate", "inpaint_clouds",
+              "train_inpainting"}
 
 
 def crop(out, row, col, height, width):
