@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training.options import option, unet_depth
+from ..training.options import derive_from_patch, option
 
 FILLS = ("harmonic", "push_pull")  # the interpolations the U-Net may correct (engine.inpainting.fills)
+
+
+MAX_DEPTH = 7  # the inpainter needs context, not a 1 px bottleneck
 
 
 @dataclass
@@ -54,12 +57,4 @@ class InpaintingConfig:
 
     def __post_init__(self) -> None:
         """Values derived from the patch size, the same whichever front end built the configuration."""
-        if self.depth is None:
-            self.depth = min(unet_depth(self.patch_size), MAX_DEPTH)
-        if self.tile_size is None:
-            self.tile_size = max(self.patch_size, 256)
-        if self.block_size is None:
-            self.block_size = 2 * self.patch_size
-
-
-MAX_DEPTH = 7  # the inpainter needs context, not a 1 px bottleneck
+        derive_from_patch(self, MAX_DEPTH)

@@ -29,6 +29,7 @@ from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
 from ..progress import Feedback
 from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.options import from_card
 from ..training.report import plot_history, save_grid, write_json
 from .config import ARCHS, SynthesisConfig
 from .datasets import (
@@ -63,11 +64,7 @@ def prepare_patches(config: SynthesisConfig, warn=print) -> PatchSet:
 
 
 def config_from_card(card: ModelCard, **overrides) -> SynthesisConfig:
-    fields = dict(card.training.get("config", {}))
-    fields.setdefault("output_model", "")
-    fields.setdefault("report_dir", "")
-    fields.update(overrides)
-    return SynthesisConfig(**{k: v for k, v in fields.items() if k in SynthesisConfig.__dataclass_fields__})
+    return from_card(SynthesisConfig, card, **overrides)
 
 
 def _check(config: SynthesisConfig) -> None:

@@ -118,3 +118,26 @@ def from_arguments(config_class: type, args: argparse.Namespace):
     """The configuration of the flags given; the others keep their defaults."""
     names = {f.name for f in dataclasses.fields(config_class)}
     return config_class(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def derive_from_patch(config: Any, max_depth: int) -> None:
+    """Fill a U-Net trainer's values left None from its patch size: the depth (log2 of the patch,
+    at most `max_depth`), the tile size stored for applying (the patch, at least 256 px) and the
+    side of the split's blocks (two patches)."""
+    if config.depth is None:
+        config.depth = min(unet_depth(config.patch_size), max_depth)
+    if config.tile_size is None:
+        config.tile_size = max(config.patch_size, 256)
+    if config.block_size is None:
+        config.block_size = 2 * config.patch_size
+
+
+def from_card(config_class: Any, card: Any, **overrides: Any) -> Any:
+    """The training configuration a model card records (`card.training["config"]`), with overrides;
+    fields the card lacks keep their defaults, fields the configuration no longer has are dropped."""
+    fields = dict(card.training.get("config", {}))
+    fields.setdefault("output_model", "")
+    fields.setdefault("report_dir", "")
+    fields.update(overrides)
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{k: v for k, v in fields.items() if k in names})

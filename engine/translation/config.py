@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training.options import option, unet_depth
+from ..training.options import derive_from_patch, option
+
+MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters
 
 
 @dataclass
@@ -54,14 +56,6 @@ class TranslationConfig:
 
     def __post_init__(self) -> None:
         """Values derived from the patch size, the same whichever front end built the configuration."""
-        if self.depth is None:
-            self.depth = min(unet_depth(self.patch_size), MAX_DEPTH)
-        if self.tile_size is None:
-            self.tile_size = max(self.patch_size, 256)
-        if self.block_size is None:
-            self.block_size = 2 * self.patch_size
+        derive_from_patch(self, MAX_DEPTH)
         if self.min_valid is None:
             self.min_valid = 0.3 if self.unlabelled_background else 0.9
-
-
-MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters

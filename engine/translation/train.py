@@ -29,6 +29,7 @@ from ..progress import Feedback
 from ..splits import BlockSplit
 from ..training.checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import gan_loss, masked_l1
+from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_json
 from .config import TranslationConfig
 from .data import PairPatches, fit_input_scaling, load_pair, val_tiles
@@ -110,11 +111,7 @@ def prepare_data(config: TranslationConfig):
 
 def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
     """The training configuration a translation model card records."""
-    fields = dict(card.training.get("config", {}))
-    fields.setdefault("output_model", "")
-    fields.setdefault("report_dir", "")
-    fields.update(overrides)
-    return TranslationConfig(**{k: v for k, v in fields.items() if k in TranslationConfig.__dataclass_fields__})
+    return from_card(TranslationConfig, card, **overrides)
 
 
 def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:

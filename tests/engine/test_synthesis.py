@@ -124,6 +124,7 @@ def tiny_models(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cdcgan", "diffusion"])
 def test_tiny_training_writes_model_and_report(tiny_models, arch):
     path, config = tiny_models[arch]
@@ -339,6 +340,7 @@ def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path):
         InceptionFeatures(tmp_path / "missing.pth")
 
 
+@pytest.mark.slow
 def test_evaluation_in_inception_space(tiny_models, inception_weights):
     from engine.synthesis.evaluation import evaluate_synthesis
 
