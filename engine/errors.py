@@ -16,5 +16,10 @@ class ModelFileError(SatGenError):
     """A model file that is missing, malformed, unsafe, or for another task."""
 
 
+class OutputError(SatGenError):
+    """An output that cannot be written completely (folder, permissions, disk space, file-size
+    limit); nothing was written under the output's name and an existing file there is untouched."""
+
+
 class Cancelled(SatGenError):  # noqa: N818
     """The user cancelled; partial outputs have been removed."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import RESOURCES, models
 from .card import ModelCard
-from .errors import ModelFileError
+from .errors import ModelFileError, OutputError
 from .fileio import atomic_path
 
 CARD_KEY = "satgen.card"
@@ -64,9 +64,31 @@ def save_model(path: str | os.PathLike, module: nn.Module, card: ModelCard, half
         if half and value.is_floating_point():
             value = value.half()
         tensors[key] = value
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={CARD_KEY: card.to_json()})
+    from safetensors import SafetensorError
+
+    with atomic_path(path, verify=_verify_written) as tmp:
+        try:
+            save_file(tensors, tmp, metadata={CARD_KEY: card.to_json()})
+        except SafetensorError as exc:
+            raise OutputError(f"writing the model file failed ({exc}); the disk may be full or a file-size "
+                              f"limit reached") from None
     return path
+
+
+def _verify_written(path: str) -> None:
+    """Raise OutputError unless the safetensors file at `path` holds its whole header and every tensor."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        complete = size == 8 + length + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        complete = False
+    if not complete:
+        raise OutputError("the model file was not written completely; the disk may be full or a file-size "
+                          "limit reached")
 
 
 def read_card(path: str | os.PathLike) -> ModelCard:

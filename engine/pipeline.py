@@ -28,7 +28,7 @@ from rasterio.transform import Affine
 from .card import ModelCard
 from .device import resolve_device
 from .errors import InputError, ModelFileError
-from .fileio import atomic_path
+from .fileio import atomic_path, check_not_same_file
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
 from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, open_raster, output_nodata, select_bands
@@ -309,18 +309,6 @@ def _check_dtype(src, bands: list[int], card: ModelCard) -> None:
         )
 
 
-def check_not_same_file(inputs, outputs) -> None:
-    """Refuse outputs that would overwrite any input (raster, mask, QA, reference, model) or each other."""
-    outputs = [o for o in outputs if o is not None]
-    for out in outputs:
-        for inp in inputs:
-            if inp is not None and os.path.exists(out) and os.path.exists(inp) and os.path.samefile(inp, out):
-                raise InputError(f"the output {out} would overwrite the input {inp}; choose another output file")
-    resolved = [os.path.abspath(o) for o in outputs]
-    if len(set(resolved)) < len(resolved):
-        raise InputError("two outputs name the same file; give each output its own file")
-
-
 @dataclass
 class ApplySetup:
     """What every apply-algorithm settles before reading a pixel."""
@@ -336,7 +324,7 @@ def prepare_apply(model: LoadedModel | str | os.PathLike, options: TileOptions, 
     """Device, model (loaded for one of `tasks`), tile size and overlap, checked; outputs never overwrite inputs."""
     if options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")
-    check_not_same_file(inputs, outputs)
+    check_not_same_file([*inputs, None if isinstance(model, LoadedModel) else model], outputs)
     device = resolve_device(options.device)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=device, tasks=tasks)

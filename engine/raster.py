@@ -9,6 +9,7 @@ complete, so a failed or cancelled run never leaves a file under the target name
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from typing import TYPE_CHECKING, cast
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import rasterio
 import rasterio.io
-from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags
 from rasterio.windows import Window
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .windows import reflect_indices
 
 if TYPE_CHECKING:
@@ -317,7 +318,11 @@ class GeoTiffWriter:
         count = self._filled - self._filled % self.block_rows if whole_blocks else self._filled
         if count == 0:
             return
-        self.dst.write(self._buffer[:, :count], window=Window(0, self._next_row, self._buffer.shape[2], count))
+        try:
+            self.dst.write(self._buffer[:, :count], window=Window(0, self._next_row, self._buffer.shape[2], count))
+        except rasterio.errors.RasterioIOError as exc:  # the input is not read here: a failed write
+            raise OutputError(f"writing the GeoTIFF failed ({exc}); the disk may be full or a file-size limit "
+                              f"reached") from None
         self._next_row += count
         rest = self._filled - count
         self._buffer[:, :rest] = self._buffer[:, count:self._filled]
@@ -327,7 +332,30 @@ class GeoTiffWriter:
         self._flush(whole_blocks=False)
         if self._next_row != self.dst.height:
             raise RuntimeError(f"wrote {self._next_row} of {self.dst.height} rows")  # a pipeline bug, not user error
-        self.dst.close()
+        self.dst.close()  # GDAL writes the last blocks and the directory here, and does not say if that fails
+        verify_geotiff(self.dst.name)
 
     def abort(self) -> None:
         self.dst.close()
+
+
+def verify_geotiff(path: str) -> None:
+    """Raise OutputError unless the GeoTIFF at `path` is complete: it opens, and every block of
+    every band lies inside the file (a write cut short by a full disk or a file-size limit leaves
+    blocks past the end, or none at all, while GDAL's close reports nothing)."""
+    try:
+        size = os.path.getsize(path)
+        with rasterio.open(path) as src:
+            bands = [1] if src.interleaving == Interleaving.pixel else list(src.indexes)
+            block_h, block_w = src.block_shapes[0]
+            for b in bands:
+                for y in range(math.ceil(src.height / block_h)):
+                    for x in range(math.ceil(src.width / block_w)):
+                        offset = int(src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b) or 0)
+                        length = int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b) or 0)
+                        if offset <= 0 or length <= 0 or offset + length > size:
+                            raise OutputError(f"the GeoTIFF was not written completely (block {x}, {y} of band "
+                                              f"{b} missing); the disk may be full or a file-size limit reached")
+    except rasterio.errors.RasterioIOError as exc:
+        raise OutputError(f"the GeoTIFF written cannot be read back ({str(exc).replace(path, 'the file')}); "
+                          f"the disk may be full or a file-size limit reached") from None

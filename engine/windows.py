@@ -38,9 +38,10 @@ class TileGrid:
             raise InputError(f"raster has no pixels ({self.width} x {self.height})")
         if self.tile < 1:
             raise InputError(f"tile size must be positive, got {self.tile}")
-        if not 0 <= self.overlap < self.tile:
+        if not 0 <= 2 * self.overlap <= self.tile:
+            # wider overlaps would let three tiles share a pixel, and the ramps no longer sum to one
             raise InputError(
-                f"overlap must be at least 0 and smaller than the tile size ({self.tile}), "
+                f"overlap must be between 0 and half the tile size ({self.tile // 2} px), "
                 f"got {self.overlap}; try overlap = tile size / 8"
             )
 

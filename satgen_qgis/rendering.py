@@ -384,8 +384,11 @@ def render_map_target(layers: list[QgsMapLayer], input_path: str, crs: QgsCoordi
     `feedback` (the engine's Feedback) gets progress, messages and cancel; `warn(message)`
     is told when the target is only background.
     """
+    from .engine.fileio import check_not_same_file
     from .engine.translation.targets import target_grid, write_map_target
 
+    layer_files = [layer.source().split("|")[0] for layer in layers]
+    check_not_same_file([input_path, *layer_files], [output, legend_path])
     target = target_grid(input_path)
     grid = Grid(crs=crs, x_min=target.x_min, y_max=target.y_max, pixel_size=target.pixel_size,
                 width=target.width, height=target.height)

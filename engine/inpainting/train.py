@@ -25,6 +25,7 @@ from ..bands import display_bands
 from ..card import Bands, ModelCard
 from ..device import resolve_device
 from ..errors import InputError
+from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import save_model
 from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
@@ -93,6 +94,8 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     # filled by InpaintingConfig.__post_init__
     assert config.depth is not None and config.tile_size is not None and config.block_size is not None
     _check(config)
+    check_not_same_file([*config.inputs, *config.real_masks, *config.exclude_masks], [config.output_model])
+    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
     ckpt_path = report / "checkpoint.pt"

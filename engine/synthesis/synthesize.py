@@ -18,6 +18,7 @@ patches only appends new ones.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from ..bands import display_bands
 from ..card import ModelCard
 from ..device import resolve_device
 from ..errors import InputError
-from ..fileio import atomic_path
+from ..fileio import atomic_folder, atomic_path, check_not_same_file, check_output_folder
 from ..modelfile import LoadedModel, default_model, load_model
 from ..progress import Feedback
 from ..scaling import cast_to_dtype
@@ -167,6 +168,7 @@ class SynthesisResult:
     manifest: Path
     files: dict[str, list[Path]] = field(default_factory=dict)
     preview: Path | None = None
+    previews: list[np.ndarray] = field(default_factory=list, repr=False)  # natural-colour patches per class
 
 
 def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None = None, classes=None,
@@ -185,21 +187,43 @@ def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None
     default_g, default_s = sampler_defaults(card)
     guidance = default_g if guidance is None else guidance
     steps = default_s if steps is None else steps
+    if steps < 1:
+        raise InputError(f"the sampler needs at least 1 step, got {steps}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise InputError(f"guidance must be a finite number of 0 or more (1: plain conditional sampling), "
+                         f"got {guidance}")
     folder = Path(output_folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check_not_same_file([loaded.path], [output_preview])
+    if output_preview is not None:
+        check_output_folder(output_preview)
+    with atomic_folder(folder) as work:  # the data set appears whole, or not at all (error, cancel)
+        result = _write_dataset(work, loaded, indexes, count, seed, guidance, steps, fmt, batch_size, feedback)
+    result.folder, result.manifest = folder, folder / "manifest.csv"
+    result.files = {name: [folder / p.relative_to(work) for p in files] for name, files in result.files.items()}
+    if output_preview:
+        result.preview = write_preview(output_preview, mosaic(result.previews))
+    feedback.progress(1.0)
+    return result
+
+
+def _write_dataset(folder: Path, loaded: LoadedModel, indexes: list[int], count: int, seed: int, guidance: float,
+                   steps: int, fmt: str, batch_size: int, feedback: Feedback) -> SynthesisResult:
+    """The class folders, patches and manifest in `folder`."""
+    card = loaded.card
     result = SynthesisResult(folder=folder, manifest=folder / "manifest.csv")
-    rows, previews = [], []
+    rows: list[dict] = []
     diffusion = card.architecture != "cdcgan"
+    stems = _folder_names([card.classes[ci] for ci in indexes])
     for k, ci in enumerate(indexes):
         name = card.classes[ci]
         span = (k / len(indexes), (k + 1) / len(indexes))
         x = generate(loaded, ci, count, seed, guidance, steps, batch_size, feedback, span)
-        sub = folder / _safe(name)
+        sub = folder / stems[k]
         sub.mkdir(exist_ok=True)
         values, rgb = to_values(card, x), to_rgb8(card, x)
         files = []
         for i in range(count):
-            path = sub / f"{_safe(name)}_s{seed}_{i:04d}.{fmt}"
+            path = sub / f"{stems[k]}_s{seed}_{i:04d}.{fmt}"
             if fmt == "tif":
                 _write_tif(path, values[i], card.outputs.names)
             else:
@@ -210,16 +234,21 @@ def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None
                          "guidance": guidance if diffusion else "", "steps": steps if diffusion else "",
                          "patch_size": card.tile_size, "bands": " ".join(card.outputs.names)})
         result.files[name] = files
-        previews.append(rgb)
-        feedback.info(f"{name}: {count} patch(es) in {sub}")
+        result.previews.append(rgb)
+        feedback.info(f"{name}: {count} patch(es)")
     with atomic_path(result.manifest) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    if output_preview:
-        result.preview = write_preview(output_preview, mosaic(previews))
-    feedback.progress(1.0)
     return result
+
+
+def _folder_names(names: list[str]) -> list[str]:
+    """A file-system-safe folder name per class; classes whose names sanitise alike get a number each,
+    so no class writes into another's folder (names are compared without case: some file systems do)."""
+    safe = [_safe(n) for n in names]
+    clash = {s.lower() for s in safe if sum(t.lower() == s.lower() for t in safe) > 1}
+    return [f"{s}_{i + 1}" if s.lower() in clash else s for i, s in enumerate(safe)]
 
 
 def _safe(name: str) -> str:

@@ -12,6 +12,7 @@ and the model file (task "synthesize").
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.nn import functional as F
 from ..card import Bands, ModelCard
 from ..device import resolve_device
 from ..errors import InputError
+from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import LoadedModel, save_model
 from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
@@ -72,9 +74,9 @@ def _check(config: SynthesisConfig) -> None:
         raise InputError(f"unknown architecture {config.arch!r}; use {' or '.join(ARCHS)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError("epochs and batch size must be at least 1")
-    if config.guidance is not None and config.guidance < 0:
-        raise InputError(f"guidance must be 0 or more (1: plain conditional sampling; none: chosen after "
-                         f"training), got {config.guidance}")
+    if config.guidance is not None and not (math.isfinite(config.guidance) and config.guidance >= 0):
+        raise InputError(f"guidance must be a finite number of 0 or more (1: plain conditional sampling; none: "
+                         f"chosen after training), got {config.guidance}")
     if config.guidance_samples < 2:
         raise InputError(f"guidance_samples must be at least 2, got {config.guidance_samples}")
     p = config.patch_size
@@ -111,6 +113,8 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     _check(config)
+    check_not_same_file([config.dataset, config.input, config.labels], [config.output_model])
+    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
     ckpt_path = report / "checkpoint.pt"

@@ -22,6 +22,7 @@ from ..bands import display_bands
 from ..card import Bands, ModelCard
 from ..device import resolve_device
 from ..errors import InputError
+from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
@@ -120,6 +121,8 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     # filled by TranslationConfig.__post_init__
     assert config.depth is not None and config.tile_size is not None and config.min_valid is not None
     _check(config)
+    check_not_same_file([config.input, config.target, config.legend], [config.output_model])
+    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
     ckpt_path = report / "checkpoint.pt"

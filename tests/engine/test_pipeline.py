@@ -35,7 +35,7 @@ def stitch(data, tile, overlap, scale=1, batch=3, predict=None):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 5), (3, 64, 64), (1, 100, 37), (2, 33, 129), (1, 20, 4500)])
-@pytest.mark.parametrize("tile,overlap", [(16, 0), (16, 4), (32, 8), (8, 7)])
+@pytest.mark.parametrize("tile,overlap", [(16, 0), (16, 4), (32, 8), (8, 4)])
 def test_stitching_a_pointwise_model_is_exact(shape, tile, overlap):
     data = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(stitch(data, tile, overlap), data, atol=1e-5)

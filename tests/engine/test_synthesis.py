@@ -12,8 +12,9 @@ import rasterio
 import torch
 from PIL import Image
 
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.modelfile import read_card
+from engine.progress import Feedback
 from engine.synthesis.datasets import load_class_folders, load_raster_patches
 from engine.synthesis.scores import fid, kid
 from engine.synthesis.synthesize import synthesize
@@ -176,9 +177,10 @@ def test_fixed_guidance_is_kept_and_bad_values_refused(tmp_path):
                              guidance=1.25, class_names={"1": "dark", "2": "bright"}, device="cpu")
     sampler = read_card(train_synthesis(config)).training["sampler"]
     assert sampler["guidance"] == 1.25 and "guidance_selection" not in sampler
-    config.guidance = -1
-    with pytest.raises(InputError, match="guidance must be 0 or more"):
-        train_synthesis(config)
+    for bad in (-1.0, float("nan"), float("inf")):
+        config.guidance = bad
+        with pytest.raises(InputError, match="guidance must be a finite number of 0 or more"):
+            train_synthesis(config)
 
 
 @pytest.mark.parametrize("arch", ["cdcgan", "diffusion"])
@@ -206,6 +208,44 @@ def test_synthesize_dataset_seed_and_bad_input(tiny_models, tmp_path, arch):
         synthesize(tmp_path / "x", model, "forest", count=1)
     with pytest.raises(InputError, match="COUNT"):
         synthesize(tmp_path / "x", model, "dark", count=0)
+
+
+class _CancelAfter(Feedback):
+    """Cancelled once more than `calls` progress reports came: a user pressing Cancel half way."""
+
+    def __init__(self, calls: int):
+        self.calls = calls
+
+    def progress(self, fraction: float) -> None:
+        self.calls -= 1
+
+    def is_cancelled(self) -> bool:
+        return self.calls < 0
+
+
+def test_cancelled_or_refused_synthesis_leaves_nothing(tiny_models, tmp_path):
+    model = tiny_models["diffusion"][0]
+    with pytest.raises(Cancelled):
+        synthesize(tmp_path / "set", model, "", count=2, steps=2, device="cpu", feedback=_CancelAfter(0),
+                   output_preview=tmp_path / "preview.tif")
+    assert list(tmp_path.iterdir()) == []  # no patches, no folder, no hidden parts
+    for bad, message in ((dict(steps=0), "at least 1 step"), (dict(guidance=float("nan")), "finite"),
+                         (dict(guidance=float("inf")), "finite"), (dict(guidance=-1.0), "finite")):
+        with pytest.raises(InputError, match=message):
+            synthesize(tmp_path / "set", model, "", count=1, device="cpu", **bad)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "mine.txt").write_text("kept")
+    done = synthesize(tmp_path / "set", model, "dark", count=1, steps=2, device="cpu")
+    assert (tmp_path / "set" / "mine.txt").read_text() == "kept" and done.files["dark"][0].exists()
+    assert done.files["dark"][0].parent == tmp_path / "set" / "dark"
+
+
+def test_class_names_that_sanitise_alike_get_folders_of_their_own():
+    from engine.synthesis.synthesize import _folder_names
+
+    assert _folder_names(["A b", "A_b", "forest", "Forest", "water"]) == ["A_b_1", "A_b_2", "forest_3", "Forest_4",
+                                                                          "water"]
 
 
 def test_fid_kid_known_cases():

@@ -78,6 +78,15 @@ def test_qgis_process_inpaints_with_a_qa_band(qgis_process_env, tmp_path):
     with rasterio.open(scene) as src:
         qa_path = write_raster(tmp_path / "bqa.tif", qa, crs=src.crs, transform=src.transform)
         original = src.read()
+    qa_bytes = qa_path.read_bytes()
+    for name in ("OUTPUT", "OUTPUT_MASK"):  # an output naming the QA raster: refused, the QA raster kept
+        other = "OUTPUT_MASK" if name == "OUTPUT" else "OUTPUT"
+        run = subprocess.run([QGIS_PROCESS, "run", "satgen:inpaint_clouds", "--", f"INPUT={scene}",
+                              f"QA_BAND={qa_path}", "QA_EXPRESSION=bits(14, 15) == 3", f"{name}={qa_path}",
+                              f"{other}={tmp_path / 'other.tif'}"],
+                             env=qgis_process_env, capture_output=True, text=True, timeout=300)
+        assert run.returncode != 0 and "would overwrite the input" in run.stdout + run.stderr
+        assert qa_path.read_bytes() == qa_bytes and not (tmp_path / "other.tif").exists()
     out = tmp_path / "filled.tif"
     run = subprocess.run([QGIS_PROCESS, "run", "satgen:inpaint_clouds", "--", f"INPUT={scene}",
                           f"QA_BAND={qa_path}", "QA_EXPRESSION=bits(14, 15) == 3", f"OUTPUT={out}",
