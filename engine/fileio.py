@@ -42,6 +42,22 @@ def write_failed(target: str | os.PathLike, reason: str) -> OutputError:
                        f"(nothing was written under that name)")
 
 
+@contextlib.contextmanager
+def _reported(target: Path) -> Iterator[None]:
+    """Failures of writing `target` for want of room or permission as one OutputError naming it."""
+    try:
+        yield
+    except OutputError as exc:
+        if str(target) in str(exc):
+            raise
+        raise OutputError(f"{target}: {exc}") from None
+    except OSError as exc:
+        reason = _no_room(exc)
+        if reason is None:
+            raise
+        raise write_failed(target, reason) from None
+
+
 def _no_room(exc: BaseException) -> str | None:
     return _NO_ROOM.get(getattr(exc, "errno", None) or 0) if isinstance(exc, OSError) else None
 
@@ -105,21 +121,12 @@ def atomic_path(target: str | os.PathLike, verify: Callable[[str], None] | None 
     target = Path(target)
     tmp = _temporary(target, tempfile.mkstemp, suffix=".part" + target.suffix)
     try:
-        try:
+        with _reported(target):
             yield tmp
             if verify is not None:
                 verify(tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, target)
-        except OutputError as exc:
-            if str(target) in str(exc):
-                raise
-            raise OutputError(f"{target}: {exc}") from None
-        except OSError as exc:
-            reason = _no_room(exc)
-            if reason is None:
-                raise
-            raise write_failed(target, reason) from None
     finally:
         for suffix in _SIDECARS:
             if os.path.exists(tmp + suffix):
@@ -137,14 +144,9 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"the output folder {target} is a file; give a folder")
     tmp = Path(_temporary(target, tempfile.mkdtemp, suffix=".part", folder=True))
     try:
-        try:
+        with _reported(target):
             yield tmp
             _publish(tmp, target)
-        except OSError as exc:
-            reason = _no_room(exc)
-            if reason is None:
-                raise
-            raise write_failed(target, reason) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
