@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,16 +31,19 @@ def _umask() -> int:
     return mask
 
 
-# errors of the place written to, not of the data: reported as such
-_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file-size limit is reached",
-            errno.EDQUOT: "the disk quota is used up", errno.EROFS: "the file system is read-only",
-            errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EIO: "an I/O error occurred"}
+# errors of the place written to, not of the data: (reason, what to do)
+_FREE = "free space or choose another folder"
+_OTHER = "choose a folder you can write to, or close the file where another program holds it open"
+_NO_ROOM = {errno.ENOSPC: ("the disk is full", _FREE), errno.EFBIG: ("the file-size limit is reached", _FREE),
+            errno.EDQUOT: ("the disk quota is used up", _FREE),
+            errno.EROFS: ("the file system is read-only", _OTHER), errno.EACCES: ("permission denied", _OTHER),
+            errno.EPERM: ("permission denied", _OTHER), errno.EIO: ("an I/O error occurred", "check the disk"),
+            errno.EXDEV: ("the output lies on another file system than its temporary copy", _OTHER)}
 
 
-def write_failed(target: str | os.PathLike, reason: str) -> OutputError:
+def write_failed(target: str | os.PathLike, reason: str, fix: str = _FREE) -> OutputError:
     """The error of an output that could not be written completely."""
-    return OutputError(f"could not write {target}: {reason}; free space or choose another folder "
-                       f"(nothing was written under that name)")
+    return OutputError(f"could not write {target}: {reason}; {fix} (nothing was written under that name)")
 
 
 @contextlib.contextmanager
@@ -52,31 +56,37 @@ def _reported(target: Path) -> Iterator[None]:
             raise
         raise OutputError(f"{target}: {exc}") from None
     except OSError as exc:
-        reason = _no_room(exc)
-        if reason is None:
+        known = _no_room(exc)
+        if known is None:
             raise
-        raise write_failed(target, reason) from None
+        raise write_failed(target, *known) from None
 
 
-def _no_room(exc: BaseException) -> str | None:
+def _no_room(exc: BaseException) -> tuple[str, str] | None:
     return _NO_ROOM.get(getattr(exc, "errno", None) or 0) if isinstance(exc, OSError) else None
 
 
-# temporary names carry their writer, so a later run can tell the leftovers of a killed one
-_OWNER = f"{socket.gethostname().replace('.', '_').replace('-', '_')}-{os.getpid()}"
+# Temporary names carry their writer (host and process id), so a later run can tell the
+# leftovers of a killed one. A leftover is removed only when its writer is gone from this host
+# AND it has not changed for an hour: a process in another PID namespace, or on another machine
+# of the same name sharing the folder, may look gone while it still writes.
+_OWNER = f"{socket.gethostname().replace('.', '_').replace('-', '_')[:32]}-{os.getpid()}"
+STALE_SECONDS = 3600
+_STEM = 64  # characters of the target's name kept in temporary names (file names have limits)
 
 
-def _remove_leftovers(target: Path, suffix: str) -> None:
-    """Delete temporary files (or folders) for `target` that a killed run of this machine left:
-    those whose writing process is gone. Others' (live, or of another machine) stay."""
-    prefix = f".{target.stem}."
+def _remove_leftovers(target: Path, suffix: str, where: Path) -> None:
+    if where.name.endswith(".part"):
+        return  # inside a temporary folder of atomic_folder: nothing can be left over there
+    prefix = f".{target.stem[:_STEM]}."
     host = _OWNER.rsplit("-", 1)[0]
-    for path in target.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
+    now = time.time()
+    for path in where.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
         owner = path.name[len(prefix):].split(".", 1)[0]
         name, _, pid = owner.rpartition("-")
-        if name != host or not pid.isdigit() or _alive(int(pid)):
-            continue
         with contextlib.suppress(OSError):
+            if name != host or not pid.isdigit() or now - path.stat().st_mtime < STALE_SECONDS or _alive(int(pid)):
+                continue
             if path.is_dir():
                 shutil.rmtree(path)
             else:
@@ -86,26 +96,41 @@ def _remove_leftovers(target: Path, suffix: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` may still run here (when unsure: yes)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is not a probe on Windows
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
+    except OSError:  # e.g. another user's process
         return True
     return True
 
 
-def _temporary(target: Path, make: Callable[..., object], **kwargs) -> str:
-    if not target.parent.is_dir():
-        raise InputError(f"output folder {target.parent} does not exist; create it or choose another output")
-    if target.is_dir() and not kwargs.get("folder"):
-        raise InputError(f"the output {target} is a folder; give a file name")
-    kwargs.pop("folder", None)
-    _remove_leftovers(target, kwargs["suffix"])
+def _temporary(target: Path, make: Callable[..., object], *, suffix: str, folder: bool = False,
+               inside: Path | None = None) -> str:
+    """A new temporary file (or folder) for `target`, beside it, or in `inside`."""
+    where = inside or target.parent
+    if not where.is_dir():
+        raise InputError(f"output folder {where} does not exist; create it or choose another output")
     try:
-        made = make(prefix=f".{target.stem}.{_OWNER}.", dir=target.parent, **kwargs)
+        is_dir = target.is_dir()
     except OSError as exc:
-        raise OutputError(f"cannot write into the folder {target.parent} ({exc.strerror or exc}); choose a folder "
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(f"the output name {target.name[:40]}... is too long for this file system; choose a "
+                             f"shorter name") from None
+        raise
+    if is_dir and not folder:
+        raise InputError(f"the output {target} is a folder; give a file name")
+    _remove_leftovers(target, suffix, where)
+    try:
+        made = make(prefix=f".{target.stem[:_STEM]}.{_OWNER}.", suffix=suffix, dir=where)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InputError(f"the output name {target.name} is too long for this file system; choose a shorter "
+                             f"name") from None
+        raise OutputError(f"cannot write into the folder {where} ({exc.strerror or exc}); choose a folder "
                           f"you can write to") from None
     if isinstance(made, tuple):  # mkstemp: (fd, path)
         os.close(made[0])
@@ -135,14 +160,16 @@ def atomic_path(target: str | os.PathLike, verify: Callable[[str], None] | None 
 
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `target` to fill; on success move its contents into
-    `target` (the folder itself when `target` does not exist yet, else file by file, replacing
-    files of the same name); on any error, cancel or interrupt delete it, so nothing appears."""
+    """Yield a temporary folder to fill; on success move its contents into `target` (the folder
+    itself when `target` does not exist yet, else file by file, replacing files of the same name,
+    from a temporary folder inside `target`, so on its file system); on any error, cancel or
+    interrupt delete it, so nothing appears."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not target.is_dir():
         raise InputError(f"the output folder {target} is a file; give a folder")
-    tmp = Path(_temporary(target, tempfile.mkdtemp, suffix=".part", folder=True))
+    inside = target if target.is_dir() else None
+    tmp = Path(_temporary(target, tempfile.mkdtemp, suffix=".part", folder=True, inside=inside))
     try:
         with _reported(target):
             yield tmp
@@ -156,14 +183,41 @@ def _publish(tmp: Path, target: Path) -> None:
     for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
         os.chmod(folder, mode)  # mkdtemp makes 0700; give the usual permissions
     if not target.exists():
-        os.rename(tmp, target)
-        return
+        try:
+            os.rename(tmp, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # another run made the folder meanwhile: merge into it, from a temporary folder inside it
+            moved = Path(_temporary(target, tempfile.mkdtemp, suffix=".part", folder=True, inside=target))
+            os.rmdir(moved)
+            os.rename(tmp, moved)
+            try:
+                _publish(moved, target)
+            finally:
+                shutil.rmtree(moved, ignore_errors=True)
+            return
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.parent == tmp)  # files at the top (e.g. a manifest) last
-    for path in files:
-        dest = target / path.relative_to(tmp)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, dest)
+    moves = [(path, target / path.relative_to(tmp)) for path in files]
+    for _, dest in moves:  # everything checked before anything moves
+        if dest.is_dir():
+            raise InputError(f"{dest} is a folder, where the data set has a file; choose another output folder")
+        parent = next(p for p in [dest.parent, *dest.parents] if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write into {parent}; choose an output folder you can write to")
+    done: list[Path] = []
+    try:
+        for path, dest in moves:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            done.append(dest)
+    except OSError as exc:
+        known = _no_room(exc)
+        raise OutputError(f"moving the new files into {target} failed after {len(done)} of {len(moves)} "
+                          f"({known[0] if known else exc}); the folder holds a mix of old and new files "
+                          f"(see its manifest.csv): run again into an empty folder") from None
 
 
 def check_not_same_file(inputs, outputs) -> None:

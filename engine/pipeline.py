@@ -31,7 +31,7 @@ from .errors import InputError, ModelFileError
 from .fileio import atomic_path, check_not_same_file
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
-from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, open_raster, output_nodata, select_bands
+from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, is_georeferenced, open_raster, output_nodata, select_bands
 from .scaling import cast_to_dtype
 from .windows import TileGrid, tile_weights
 
@@ -202,9 +202,17 @@ def check_tile_size(module: torch.nn.Module, tile: int) -> None:
         raise InputError(f"tile size {tile} does not suit this model: it must be a multiple of {multiple}")
 
 
-def output_transform(src, scale: int) -> Affine:
-    """The input's geotransform with pixels `scale` times smaller."""
+def output_transform(src, scale: int) -> Affine | None:
+    """The input's geotransform with pixels `scale` times smaller; None for an input without georeferencing."""
+    if not is_georeferenced(src):
+        return None
     return src.transform * Affine.scale(1 / scale)
+
+
+def warn_if_not_georeferenced(src, feedback: Feedback) -> None:
+    if not is_georeferenced(src):
+        feedback.info(f"warning: {src.name} has no georeferencing (no CRS, geotransform or GCPs); the output has "
+                      f"none either and matches the input pixel for pixel")
 
 
 @dataclass
@@ -255,6 +263,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
             return x, valid, None
 
+        warn_if_not_georeferenced(src, feedback)
         feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
                       f"(overlap {overlap}), batch {options.batch_size}, device {device}")
         with atomic_path(output_path) as tmp:

@@ -32,6 +32,11 @@ BLOCK = 256
 GDAL_ENV = {"GDAL_CACHEMAX": 32, "GDAL_NUM_THREADS": 1}
 
 
+def is_georeferenced(src) -> bool:
+    """Whether a raster has a CRS, a geotransform or GCPs (else GDAL reports an identity transform)."""
+    return src.crs is not None or not src.transform.is_identity or bool(src.gcps[0])
+
+
 def open_raster(path: str | os.PathLike):
     """Open a GDAL-readable raster, or fail with a message naming the file."""
     path = str(path)
@@ -281,13 +286,17 @@ class GeoTiffWriter:
                  nodata, band_names: list[str]):
         tiled = width >= BLOCK and height >= BLOCK
         kind = np.dtype(dtype).kind
+        # no transform (an input without georeferencing): none written, not an identity that flips the image
+        georef = dict(crs=crs, transform=transform) if transform is not None else {}
         profile = dict(driver="GTiff", width=width, height=height, count=len(band_names), dtype=dtype,
-                       crs=crs, transform=transform, nodata=nodata, **output_compression(),
+                       **georef, nodata=nodata, **output_compression(),
                        predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", tiled=tiled)
         if tiled:
             profile.update(blockxsize=BLOCK, blockysize=BLOCK)
         self.block_rows = BLOCK if tiled else 1
-        self.dst = rasterio.open(path, "w", **profile)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            self.dst = rasterio.open(path, "w", **profile)
         for i, name in enumerate(band_names, start=1):
             self.dst.set_band_description(i, name)
         interp = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
@@ -341,11 +350,15 @@ class GeoTiffWriter:
 
 def verify_geotiff(path: str) -> None:
     """Raise OutputError unless the GeoTIFF at `path` is complete: it opens, and every block of
-    every band lies inside the file (a write cut short by a full disk or a file-size limit leaves
-    blocks past the end, or none at all, while GDAL's close reports nothing)."""
+    every band is there and lies inside the file (a write cut short by a full disk or a file-size
+    limit leaves blocks past the end, or none at all, while GDAL's close reports nothing). For the
+    outputs written here, which are never sparse: a sparse file's empty blocks count as missing."""
     try:
         size = os.path.getsize(path)
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():  # a patch or preview without georeferencing is fine here
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             bands = [1] if src.interleaving == Interleaving.pixel else list(src.indexes)
             block_h, block_w = src.block_shapes[0]
             for b in bands:

@@ -27,7 +27,15 @@ from ..errors import InputError
 from ..fileio import atomic_path
 from ..modelfile import LoadedModel, default_model
 from ..models.inpaint_unet import model_input
-from ..pipeline import RunStats, TileOptions, prepare_apply, run_tiles, torch_predictor
+from ..pipeline import (
+    RunStats,
+    TileOptions,
+    output_transform,
+    prepare_apply,
+    run_tiles,
+    torch_predictor,
+    warn_if_not_georeferenced,
+)
 from ..progress import Feedback
 from ..raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, RollingReader, open_raster, select_bands
 from ..scaling import BandScaling, cast_to_dtype, fit_percentiles
@@ -202,6 +210,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             if n_valid == 0:
                 raise InputError(f"{input_path} holds no valid pixel (all nodata) in bands {bands}; nothing to fill")
             fraction = n_cloud / n_valid
+            warn_if_not_georeferenced(src, feedback)
             feedback.info(f"{src.width} x {src.height} px, bands {bands}: cloud cover {fraction:.1%} of valid pixels")
             if n_cloud == n_valid:
                 raise InputError("every valid pixel is under the cloud mask, so there is no clear ground to fill "
@@ -261,11 +270,12 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
     with atomic_path(output_path) as tmp, \
             (atomic_path(output_mask) if output_mask else contextlib.nullcontext()) as tmp_mask:
         writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
-                               transform=src.transform, nodata=src.nodata, band_names=names)
+                               transform=output_transform(src, 1), nodata=src.nodata, band_names=names)
         mask_writer = None
         if tmp_mask:
             mask_writer = GeoTiffWriter(tmp_mask, width=src.width, height=src.height, dtype="uint8", crs=src.crs,
-                                        transform=src.transform, nodata=MASK_NODATA, band_names=["cloud"])
+                                        transform=output_transform(src, 1), nodata=MASK_NODATA,
+                                        band_names=["cloud"])
         row = [0]
 
         def sink(n, chunks):

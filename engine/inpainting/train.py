@@ -95,9 +95,9 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     assert config.depth is not None and config.tile_size is not None and config.block_size is not None
     _check(config)
     check_not_same_file([*config.inputs, *config.real_masks, *config.exclude_masks], [config.output_model])
-    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
+    check_output_folder(config.output_model)  # now, not after the last epoch
     ckpt_path = report / "checkpoint.pt"
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

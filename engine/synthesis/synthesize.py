@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..fileio import atomic_folder, atomic_path, check_not_same_file, check_output_folder
 from ..modelfile import LoadedModel, default_model, load_model
 from ..progress import Feedback
+from ..raster import verify_geotiff
 from ..scaling import cast_to_dtype
 from .diffusion import heun_sample
 
@@ -125,7 +126,7 @@ def _write_tif(path: Path, data: np.ndarray, names: list[str]) -> None:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path, verify=verify_geotiff) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype=data.dtype, compress="deflate") as dst:
@@ -194,8 +195,8 @@ def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None
                          f"got {guidance}")
     folder = Path(output_folder)
     check_not_same_file([loaded.path], [output_preview])
-    if output_preview is not None:
-        check_output_folder(output_preview)
+    if output_preview is not None and folder.resolve() not in Path(output_preview).resolve().parents:
+        check_output_folder(output_preview)  # now, not after the patches (inside the data set: made with it)
     with atomic_folder(folder) as work:  # the data set appears whole, or not at all (error, cancel)
         result = _write_dataset(work, loaded, indexes, count, seed, guidance, steps, fmt, batch_size, feedback)
     result.folder, result.manifest = folder, folder / "manifest.csv"
@@ -213,17 +214,17 @@ def _write_dataset(folder: Path, loaded: LoadedModel, indexes: list[int], count:
     result = SynthesisResult(folder=folder, manifest=folder / "manifest.csv")
     rows: list[dict] = []
     diffusion = card.architecture != "cdcgan"
-    stems = _folder_names([card.classes[ci] for ci in indexes])
+    stems = _folder_names(card.classes)  # over all classes: the same folder for a class in every run
     for k, ci in enumerate(indexes):
         name = card.classes[ci]
         span = (k / len(indexes), (k + 1) / len(indexes))
         x = generate(loaded, ci, count, seed, guidance, steps, batch_size, feedback, span)
-        sub = folder / stems[k]
+        sub = folder / stems[ci]
         sub.mkdir(exist_ok=True)
         values, rgb = to_values(card, x), to_rgb8(card, x)
         files = []
         for i in range(count):
-            path = sub / f"{stems[k]}_s{seed}_{i:04d}.{fmt}"
+            path = sub / f"{stems[ci]}_s{seed}_{i:04d}.{fmt}"
             if fmt == "tif":
                 _write_tif(path, values[i], card.outputs.names)
             else:

@@ -114,9 +114,9 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     feedback = feedback or Feedback()
     _check(config)
     check_not_same_file([config.dataset, config.input, config.labels], [config.output_model])
-    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
+    check_output_folder(config.output_model)  # now, not after the last epoch
     ckpt_path = report / "checkpoint.pt"
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

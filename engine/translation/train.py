@@ -122,9 +122,9 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     assert config.depth is not None and config.tile_size is not None and config.min_valid is not None
     _check(config)
     check_not_same_file([config.input, config.target, config.legend], [config.output_model])
-    check_output_folder(config.output_model)  # now, not after the last epoch
     report = Path(config.report_dir)
     report.mkdir(parents=True, exist_ok=True)
+    check_output_folder(config.output_model)  # now, not after the last epoch
     ckpt_path = report / "checkpoint.pt"
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)

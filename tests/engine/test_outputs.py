@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -170,11 +171,27 @@ def test_atomic_folder_appears_whole_or_not_at_all(tmp_path):
         (work / "manifest.csv").write_text("two")
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*.*")) == ["a/1.txt", "b/2.txt", "manifest.csv"]
     assert (target / "manifest.csv").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["set"]
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # its temporary folder (inside) is gone
+    with pytest.raises(InputError, match="is a folder, where"), atomic_folder(target) as work:
+        (work / "b.txt").write_text("a file where a folder is")  # nothing moves when one file cannot
+        (work / "manifest.csv").write_text("three")
+        (work / "b").mkdir(exist_ok=True)
+        (work / "b" / "x").write_text("")
+        (target / "b.txt").mkdir()
+    assert (target / "manifest.csv").read_text() == "two"
+
+
+def test_a_long_output_name_keeps_working_or_says_so(tmp_path):
+    with atomic_path(tmp_path / ("x" * 200 + ".tif")) as tmp, open(tmp, "wb") as f:
+        f.write(b"ok")  # the temporary name keeps only part of the stem
+    assert (tmp_path / ("x" * 200 + ".tif")).read_bytes() == b"ok"
+    with pytest.raises(InputError, match="too long"), atomic_path(tmp_path / ("y" * 300 + ".tif")):
+        pass
 
 
 
 def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(tmp_path):
-    from engine.fileio import _OWNER
+    from engine.fileio import _OWNER, STALE_SECONDS
 
     host = _OWNER.rsplit("-", 1)[0]
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -182,6 +199,10 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(tmp_path):
     killed = tmp_path / f".out.{host}-{dead}.abc123.part.tif"
     killed.write_bytes(b"half a GeoTIFF")
     (tmp_path / (killed.name + ".aux.xml")).write_text("<PAMDataset/>")
+    hour_ago = time.time() - STALE_SECONDS - 60
+    os.utime(killed, (hour_ago, hour_ago))
+    recent = tmp_path / f".out.{host}-{dead}.jkl012.part.tif"  # writer gone, but changed lately: kept (it may
+    recent.write_bytes(b"recent")  # be a writer in another PID namespace that only looks gone from here)
     live = tmp_path / f".out.{host}-{os.getpid()}.def456.part.tif"  # a writer still at work: kept
     live.write_bytes(b"in progress")
     elsewhere = tmp_path / f".out.otherhost-{dead}.ghi789.part.tif"  # another machine's (shared folder): kept
@@ -189,4 +210,9 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(tmp_path):
     with atomic_path(tmp_path / "out.tif") as tmp:
         with open(tmp, "wb") as f:
             f.write(b"new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, "out.tif"])
+    for kept in (live, elsewhere):
+        os.utime(kept, (hour_ago, hour_ago))
+    with atomic_path(tmp_path / "out.tif") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, recent.name, "out.tif"])

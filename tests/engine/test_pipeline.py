@@ -2,6 +2,7 @@
 cancel and errors, on real GeoTIFFs and real (tiny) torch models."""
 
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -241,3 +242,30 @@ def test_missing_input_and_missing_output_folder(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(3, 20, 20))
     with pytest.raises(InputError, match="output folder"):
         apply_model(model, src, tmp_path / "no" / "out.tif")
+
+
+def test_a_raster_without_georeferencing_stays_without_and_is_said(tmp_path):
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from engine.raster import is_georeferenced
+
+    data = smooth_image(3, 70, 90)
+    plain = tmp_path / "plain.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(plain, "w", driver="GTiff", width=90, height=70, count=3, dtype=data.dtype) as dst:
+            dst.write(data)
+        messages = []
+
+        class Listen(Feedback):
+            def info(self, message):
+                messages.append(message)
+
+        out = apply_model(make_model(tmp_path / "m.satgen"), plain, tmp_path / "out.tif",
+                          TileOptions(device="cpu"), Listen()).output
+        with rasterio.open(out) as o:
+            assert not is_georeferenced(o) and o.crs is None  # no identity transform that flips it in QGIS
+            assert "Origin" not in subprocess.run(["gdalinfo", str(out)], capture_output=True, text=True).stdout
+    assert any("no georeferencing" in m for m in messages)

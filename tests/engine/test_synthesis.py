@@ -171,7 +171,7 @@ def test_cli_guidance_auto_or_a_number():
 
 def test_fixed_guidance_is_kept_and_bad_values_refused(tmp_path):
     raster, labels = _scene(tmp_path)
-    config = SynthesisConfig(output_model=str(tmp_path / "m.satgen"), report_dir=str(tmp_path / "r"),
+    config = SynthesisConfig(output_model=str(tmp_path / "r" / "m.satgen"), report_dir=str(tmp_path / "r"),
                              input=str(raster), labels=str(labels), patch_size=16, threshold=0.9, block_size=32,
                              stride=8, epochs=1, patches_per_epoch=8, batch_size=8, base=8, depth=2, steps=2,
                              guidance=1.25, class_names={"1": "dark", "2": "bright"}, device="cpu")
@@ -237,6 +237,9 @@ def test_cancelled_or_refused_synthesis_leaves_nothing(tiny_models, tmp_path):
     (tmp_path / "set").mkdir()
     (tmp_path / "set" / "mine.txt").write_text("kept")
     done = synthesize(tmp_path / "set", model, "dark", count=1, steps=2, device="cpu")
+    inside = synthesize(tmp_path / "new", model, "dark", count=1, steps=2, device="cpu",
+                        output_preview=tmp_path / "new" / "preview.png")  # a preview inside the new data set
+    assert inside.preview is not None and inside.preview.exists()
     assert (tmp_path / "set" / "mine.txt").read_text() == "kept" and done.files["dark"][0].exists()
     assert done.files["dark"][0].parent == tmp_path / "set" / "dark"
 
