@@ -232,6 +232,13 @@ def check_not_same_file(inputs, outputs) -> None:
         raise InputError("two outputs name the same file; give each output its own file")
 
 
+def check_geotiff_name(path: str | os.PathLike | None) -> None:
+    """Raster outputs are GeoTIFF: refuse a name that promises another format (a .png holding a GeoTIFF)."""
+    if path is not None and Path(path).suffix.lower() not in (".tif", ".tiff"):
+        raise InputError(f"{Path(path).name}: SatGen writes GeoTIFF rasters; name the output .tif (for a picture, "
+                         f"`python -m engine preview` makes a PNG of it)")
+
+
 def check_output_folder(path: str | os.PathLike) -> None:
     """Fail now, before hours of work, if output file `path` cannot be created in its folder."""
     os.remove(_temporary(Path(path), tempfile.mkstemp, suffix=".part"))

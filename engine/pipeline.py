@@ -28,7 +28,7 @@ from rasterio.transform import Affine
 from .card import ModelCard
 from .device import resolve_device
 from .errors import InputError, ModelFileError
-from .fileio import atomic_path, check_not_same_file
+from .fileio import atomic_path, check_geotiff_name, check_not_same_file
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
 from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, is_georeferenced, open_raster, output_nodata, select_bands
@@ -334,6 +334,8 @@ def prepare_apply(model: LoadedModel | str | os.PathLike, options: TileOptions, 
     if options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")
     check_not_same_file([*inputs, None if isinstance(model, LoadedModel) else model], outputs)
+    for output in outputs:
+        check_geotiff_name(output)
     device = resolve_device(options.device)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=device, tasks=tasks)

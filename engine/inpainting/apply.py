@@ -182,6 +182,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
         raise InputError(NO_MASK)
     if masks.qa_expression:
         QAExpression(masks.qa_expression)  # a typo fails here, before any work
+    if reference_bands and reference is None:
+        raise InputError("reference bands were given without a reference image; give the reference (REFERENCE / "
+                         "--reference) or leave the reference bands out")
     setup = prepare_apply(model or default_model("inpaint"), options, ("inpaint",),
                           inputs=[input_path, reference, masks.mask, masks.qa], outputs=[output_path, output_mask])
     model, device, tile, overlap = setup.model, setup.device, setup.tile, setup.overlap
@@ -198,8 +201,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
         dtype = dtypes.pop()
         if normalize == "model" and card.inputs.dtype and dtype != card.inputs.dtype:
             raise InputError(f"the model was trained on {card.inputs.dtype} bands but the selected bands are {dtype}; "
-                             f"use normalize='scene' (NORMALIZE=scene) to stretch this scene by its own clear "
-                             f"pixels, or retrain on imagery of this kind")
+                             f"stretch this scene by its own clear pixels instead (--normalize scene; in QGIS "
+                             f"Normalization: scene, in qgis_process NORMALIZE=1), or retrain on imagery of this "
+                             f"kind")
         reader = BlockReader(src, bands)
         grid = TileGrid(src.height, src.width, tile, overlap)
         with open_mask(Grid.of(src), mask_path=masks.mask, mask_layer=masks.mask_layer, qa_path=masks.qa,

@@ -39,6 +39,7 @@ from ..raster import GDAL_ENV, BlockReader, open_raster
 from ..scaling import BandScaling, fit_percentiles
 from ..splits import BlockSplit
 
+MAX_IMAGE_SIDE = 1024  # px: class-folder images larger than this are read decimated to it
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".jp2", ".gif")
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp")
 
@@ -123,9 +124,18 @@ def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
-            data = src.read()
             names = [(d or "").strip() for d in src.descriptions]
             interp = [ci.name for ci in src.colorinterp]
+            # a patch needs no more: larger images (or a file that claims to be huge) are read decimated,
+            # so memory stays bounded by what the file declares
+            side = max(src.width, src.height)
+            if side > MAX_IMAGE_SIDE:
+                scale = MAX_IMAGE_SIDE / side
+                shape = (src.count, max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+                resampling = Resampling.nearest if "palette" in interp else Resampling.average
+                data = src.read(out_shape=shape, resampling=resampling)
+            else:
+                data = src.read()
             if src.count in (2, 4) and interp[-1] == "alpha":  # RGBA / grey+alpha PNGs: drop alpha
                 data, names = data[:-1], names[:-1]
             elif src.count == 1 and interp[0] == "palette":

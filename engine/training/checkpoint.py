@@ -25,9 +25,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None when there is none; a damaged one is an InputError that says
+    how to go on (it is never executed: tensors and plain values only)."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "epoch" not in state or "config" not in state:
+            raise ValueError("not a SatGen training checkpoint")
+    except Exception as exc:  # noqa: BLE001 -- whatever torch says of a damaged file, the fix is the same
+        raise InputError(f"the checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); it may "
+                         f"be damaged: delete it to train from the start, or choose another report folder") from None
+    return state
 
 
 def linear_decay(total_epochs: int, decay_epochs: int):
@@ -60,8 +69,12 @@ def resume(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], feedb
     if state["config"] != fingerprint:
         raise InputError(f"{path} belongs to a run with other settings; delete it to start afresh "
                          f"or use another report folder")
-    for name, part in parts.items():
-        part.load_state_dict(state[name])
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise InputError(f"the checkpoint {path} does not fit this run ({type(exc).__name__}: {str(exc)[:200]}); "
+                         f"delete it to train from the start, or choose another report folder") from None
     torch.set_rng_state(state["rng"])
     epoch = int(state["epoch"])
     feedback.info(f"resuming from {path} after epoch {epoch}")

@@ -216,3 +216,20 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(tmp_path):
         with open(tmp, "wb") as f:
             f.write(b"newer")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, recent.name, "out.tif"])
+
+
+def test_a_raster_output_named_png_is_refused_before_any_work(scene, tmp_path):
+    _, raster, model, _ = scene
+    from engine.pipeline import TileOptions, apply_model
+
+    for name in ("map.png", "map.jpg", "map"):
+        with pytest.raises(InputError, match="SatGen writes GeoTIFF"):
+            apply_model(model, raster, tmp_path / name, TileOptions(device="cpu"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_bands_without_a_reference_are_refused(tmp_path):
+    image = write_raster(tmp_path / "img.tif", smooth_image(4, 64, 64, dtype="uint16"))
+    mask = write_raster(tmp_path / "mask.tif", np.ones((1, 64, 64), np.uint8))
+    with pytest.raises(InputError, match="without a reference image"):
+        inpaint(image, tmp_path / "out.tif", None, MaskOptions(mask=str(mask)), reference_bands=[1, 2, 3, 4])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from engine.synthesis.datasets import load_class_folders, load_raster_patches
 from engine.synthesis.scores import fid, kid
 from engine.synthesis.synthesize import synthesize
 from engine.synthesis.training import SynthesisConfig, train_synthesis
-from helpers import write_raster
+from helpers import ROOT, write_raster
 
 
 def _png(path, rgb):
@@ -51,6 +53,26 @@ def test_class_folders_skip_unreadable_and_empty(folders):
     assert any("broken.png" in w for w in warnings) and any("empty" in w for w in warnings)
     assert ps.held_out.sum() >= 1 and (~ps.held_out).sum() >= 2
     assert ps.x[ps.labels == 0].mean() > 150 > ps.x[ps.labels == 1].mean()
+
+
+def test_a_file_declaring_a_huge_image_is_read_decimated_or_skipped(folders):
+    # 16000 x 16000 px declared, a few kB on disk (no block written): read whole it would take 768 MB
+    with rasterio.open(folders / "dark" / "huge.tif", "w", driver="GTiff", width=16000, height=16000, count=3,
+                       dtype="uint8", tiled=True, compress="deflate", sparse_ok=True) as dst:
+        dst.write_band(1, np.full((256, 256), 20, np.uint8), window=rasterio.windows.Window(0, 0, 256, 256))
+    assert (folders / "dark" / "huge.tif").stat().st_size < 100_000
+    data = (folders / "dark" / "cut.tif")
+    data.write_bytes((folders / "dark" / "huge.tif").read_bytes()[:300])  # the same header, cut short
+    code = ("import json, resource, sys; from engine.synthesis.datasets import load_class_folders; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"ps = load_class_folders({str(folders)!r}, patch_size=16, warn=lambda m: None); "
+            "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024; "
+            "print(json.dumps([grown, ps.sources, ps.skipped]))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    grown_mb, sources, skipped = json.loads(run.stdout.strip().splitlines()[-1])
+    assert grown_mb < 300  # bounded by the decimated read (a whole read: 768 MB), not by what the file declares
+    assert any("huge.tif" in s for s in sources) and any("cut.tif" in s for s in skipped)
 
 
 def test_class_folders_bad_input(tmp_path, folders):

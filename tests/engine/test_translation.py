@@ -68,6 +68,11 @@ def test_tiny_training_writes_model_card_and_report_and_resumes(real_pair, tmp_p
     # a checkpoint of other settings is not silently mixed in
     with pytest.raises(InputError, match="other settings"):
         train_translation(tiny_config(real_pair, tmp_path, epochs=3, lambda_l1=10.0))
+    # a damaged checkpoint (a run killed by a full disk, a copy cut short): a message with the way on
+    checkpoint = report / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(InputError, match="damaged: delete it"):
+        train_translation(tiny_config(real_pair, tmp_path, epochs=3))
 
 
 @pytest.fixture(scope="module")
