@@ -90,7 +90,8 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
             options=NORMALIZE, defaultValue=0))
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Filled raster"))
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Cloud mask used"))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Cloud mask used", optional=True,
+                                                                  createByDefault=True))
 
     def run_engine(self, parameters, context, feedback):
         from ..engine.inpainting.apply import MaskOptions, inpaint
@@ -112,7 +113,7 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         )
         masks.mask, masks.mask_layer = self.mask_file(parameters, context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        output_mask = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context)
+        output_mask = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context) or None
         result = inpaint(self.raster_path(parameters, "INPUT", context), output,
                          self.parameterAsFile(parameters, "MODEL", context) or None, masks,
                          self.tile_options(parameters, context), feedback, output_mask=output_mask,
