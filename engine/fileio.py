@@ -114,12 +114,13 @@ def _temporary(target: Path, make: Callable[..., object], *, suffix: str, folder
     where = inside or target.parent
     if not where.is_dir():
         raise InputError(f"output folder {where} does not exist; create it or choose another output")
+    too_long = InputError(f"the output name {target.name[:40]}... is too long for this file system; choose a "
+                          f"shorter name")
     try:
         is_dir = target.is_dir()
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
-            raise InputError(f"the output name {target.name[:40]}... is too long for this file system; choose a "
-                             f"shorter name") from None
+            raise too_long from None
         raise
     if is_dir and not folder:
         raise InputError(f"the output {target} is a folder; give a file name")
@@ -128,8 +129,7 @@ def _temporary(target: Path, make: Callable[..., object], *, suffix: str, folder
         made = make(prefix=f".{target.stem[:_STEM]}.{_OWNER}.", suffix=suffix, dir=where)
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
-            raise InputError(f"the output name {target.name} is too long for this file system; choose a shorter "
-                             f"name") from None
+            raise too_long from None
         raise OutputError(f"cannot write into the folder {where} ({exc.strerror or exc}); choose a folder "
                           f"you can write to") from None
     if isinstance(made, tuple):  # mkstemp: (fd, path)
@@ -189,15 +189,7 @@ def _publish(tmp: Path, target: Path) -> None:
         except OSError as exc:
             if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
-            # another run made the folder meanwhile: merge into it, from a temporary folder inside it
-            moved = Path(_temporary(target, tempfile.mkdtemp, suffix=".part", folder=True, inside=target))
-            os.rmdir(moved)
-            os.rename(tmp, moved)
-            try:
-                _publish(moved, target)
-            finally:
-                shutil.rmtree(moved, ignore_errors=True)
-            return
+            # another run made the folder meanwhile: merge into it, file by file, as below
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.parent == tmp)  # files at the top (e.g. a manifest) last
     moves = [(path, target / path.relative_to(tmp)) for path in files]

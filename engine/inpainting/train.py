@@ -23,14 +23,12 @@ import torch
 
 from ..bands import display_bands
 from ..card import Bands, ModelCard
-from ..device import resolve_device
 from ..errors import InputError
-from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import save_model
 from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
 from ..progress import Feedback
-from ..training.checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
+from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_json
 from .config import FILLS, InpaintingConfig
@@ -94,13 +92,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     # filled by InpaintingConfig.__post_init__
     assert config.depth is not None and config.tile_size is not None and config.block_size is not None
     _check(config)
-    check_not_same_file([*config.inputs, *config.real_masks, *config.exclude_masks], [config.output_model])
-    report = Path(config.report_dir)
-    report.mkdir(parents=True, exist_ok=True)
-    check_output_folder(config.output_model)  # now, not after the last epoch
-    ckpt_path = report / "checkpoint.pt"
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    report, ckpt_path, device = begin_run(config, [*config.inputs, *config.real_masks, *config.exclude_masks])
 
     scenes = load_clear(config.inputs, config.bands, config.block_size, config.val_fraction, config.seed,
                         config.patch_size, config.exclude_masks)

@@ -23,14 +23,12 @@ import torch
 from torch.nn import functional as F
 
 from ..card import Bands, ModelCard
-from ..device import resolve_device
 from ..errors import InputError
-from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import LoadedModel, save_model
 from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
 from ..progress import Feedback
-from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.checkpoint import begin_run, load_checkpoint, save_checkpoint
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, write_json
 from .config import ARCHS, SynthesisConfig
@@ -113,13 +111,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     _check(config)
-    check_not_same_file([config.dataset, config.input, config.labels], [config.output_model])
-    report = Path(config.report_dir)
-    report.mkdir(parents=True, exist_ok=True)
-    check_output_folder(config.output_model)  # now, not after the last epoch
-    ckpt_path = report / "checkpoint.pt"
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    report, ckpt_path, device = begin_run(config, [config.dataset, config.input, config.labels])
 
     patches = prepare_patches(config, warn=feedback.info)
     feedback.info(describe(patches))

@@ -14,8 +14,22 @@ from typing import Any
 
 import torch
 
+from ..device import resolve_device
 from ..errors import InputError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_not_same_file, check_output_folder
+
+
+def begin_run(config: Any, inputs: list) -> tuple[Path, Path, torch.device]:
+    """What every trainer does first: refuse a model file over one of its `inputs`, make the report
+    folder, check the model file's folder now (not after the last epoch), resolve the device, seed
+    torch; returns (report folder, checkpoint path, device)."""
+    check_not_same_file(inputs, [config.output_model])
+    report = Path(config.report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    check_output_folder(config.output_model)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    return report, report / "checkpoint.pt", device
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -20,15 +20,13 @@ import torch
 from .. import metrics
 from ..bands import display_bands
 from ..card import Bands, ModelCard
-from ..device import resolve_device
 from ..errors import InputError
-from ..fileio import check_not_same_file, check_output_folder
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
 from ..progress import Feedback
 from ..splits import BlockSplit
-from ..training.checkpoint import checkpoint, fingerprint_of, pix2pix_parts, resume
+from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_json
@@ -121,13 +119,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     # filled by TranslationConfig.__post_init__
     assert config.depth is not None and config.tile_size is not None and config.min_valid is not None
     _check(config)
-    check_not_same_file([config.input, config.target, config.legend], [config.output_model])
-    report = Path(config.report_dir)
-    report.mkdir(parents=True, exist_ok=True)
-    check_output_folder(config.output_model)  # now, not after the last epoch
-    ckpt_path = report / "checkpoint.pt"
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    report, ckpt_path, device = begin_run(config, [config.input, config.target, config.legend])
     np.random.seed(config.seed)
 
     pair, legend, split = prepare_data(config)

@@ -21,6 +21,11 @@ from ..icon import ICON
 DEVICES = ["auto", "cpu", "cuda"]
 
 
+def device_parameter() -> QgsProcessingParameterEnum:
+    """DEVICE, as every algorithm that runs a model has it."""
+    return QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES, defaultValue=0)
+
+
 class SatGenAlgorithm(QgsProcessingAlgorithm):
     def icon(self):
         from qgis.PyQt.QtGui import QIcon
@@ -51,8 +56,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
                                          QgsProcessingParameterNumber.Integer, defaultValue=-1, minValue=-1),
             QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer,
                                          defaultValue=4, minValue=1),
-            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                       defaultValue=0),
+            device_parameter(),
         ):
             self.add_advanced(param)
 
@@ -82,9 +86,11 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
                 limits = dict(minValue=0 if name == "SEED" else 1)
             param = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer,
                                                  defaultValue=default_of(config_class, field), **limits)
-            self.add_advanced(param) if advanced else self.addParameter(param)
-        self.add_advanced(QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                                     defaultValue=0))
+            if advanced:
+                self.add_advanced(param)
+            else:
+                self.addParameter(param)
+        self.add_advanced(device_parameter())
         for name, old in (renamed or {}).items():
             alias = QgsProcessingParameterNumber(old, f"{name} (old name)", QgsProcessingParameterNumber.Integer,
                                                  optional=True)

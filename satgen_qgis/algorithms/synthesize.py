@@ -10,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import DEVICES, SatGenAlgorithm
+from .base import DEVICES, SatGenAlgorithm, device_parameter
 
 FORMATS = ["tif", "png"]
 
@@ -70,8 +70,7 @@ class SynthesizeAlgorithm(SatGenAlgorithm):
             QgsProcessingParameterNumber("STEPS", "Sampler steps (0: the model's default)",
                                          QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterEnum("FORMAT", "Patch format", options=FORMATS, defaultValue=0),
-            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                       defaultValue=0),
+            device_parameter(),
         ):
             self.add_advanced(param)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Labelled patches folder"))

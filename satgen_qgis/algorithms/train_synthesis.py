@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..engine.synthesis.config import ARCHS, SynthesisConfig
 from ..engine.training.options import default_of
-from .base import DEVICES, SatGenAlgorithm
+from .base import DEVICES, SatGenAlgorithm, device_parameter
 
 
 class TrainSynthesisAlgorithm(SatGenAlgorithm):
@@ -71,8 +71,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             QgsProcessingParameterNumber("GUIDANCE", "Default guidance stored in the model (diffusion; empty: "
                                          "chosen after training)", QgsProcessingParameterNumber.Double,
                                          optional=True, minValue=0.0),
-            QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES,
-                                       defaultValue=0),
+            device_parameter(),
         ):
             self.add_advanced(param)
         self.addParameter(QgsProcessingParameterFileDestination(
