@@ -18,12 +18,13 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-fast lint demo data bench package dev-plugin qgis-process models evaluate clean
+.PHONY: help setup system-deps test test-fast fuzz lint demo data bench package dev-plugin qgis-process models evaluate clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
 	@echo "make test     run all tests (engine + real QGIS)"
 	@echo "make test-fast  run the engine tests without QGIS and without the slow ones (under a minute)"
+	@echo "make fuzz     fuzz model files, QA expressions, tile grids and data sets, $(FUZZ_CASES) cases each (minutes)"
 	@echo "make lint     ruff and mypy (configured in pyproject.toml)"
 	@echo "make data     fetch the real sample imagery into data/samples"
 	@echo "make bench    measure the tile pipeline (reports/bench.json)"
@@ -62,6 +63,13 @@ test: setup data dev-plugin
 
 test-fast: setup data
 	$(PY) -m pytest -m "not qgis and not slow" tests/engine
+
+# The fuzzers of tests/fuzzing.py (`make test` runs a few cases of each), FUZZ_CASES cases per target:
+# a few minutes on 2 cores. FUZZ_SEED=1 (2, ...) draws other cases; a failure prints how to replay it.
+FUZZ_CASES ?= 3000
+FUZZ_SEED ?= 0
+fuzz: setup
+	SATGEN_FUZZ_CASES=$(FUZZ_CASES) SATGEN_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -s -q tests/engine/test_fuzz.py
 
 LINT_STAMP := $(VENV)/.satgen-lint-installed
 $(LINT_STAMP): requirements-dev.txt | $(STAMP)

@@ -16,25 +16,39 @@ from .progress import ConsoleFeedback
 from .training.options import add_arguments, cli_bands, from_arguments
 
 
+def _add_normalize(p: argparse.ArgumentParser, fitted_on: str) -> None:
+    from .scaling import NORMALIZE
+
+    p.add_argument("--normalize", choices=NORMALIZE, default="model",
+                   help=f"stretch the bands as in training (model) or by {fitted_on} (scene: for imagery unlike "
+                        f"the model's training data)")
+
+
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    from .raster import OVERVIEW_SIDE, OVERVIEWS
+
     p.add_argument("--bands", type=cli_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
     p.add_argument("--tile-size", type=int, help="tile size in px (default: the model's)")
     p.add_argument("--overlap", type=int, help="overlap between tiles in px (default: the model's)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--overviews", choices=OVERVIEWS, default="auto",
+                   help=f"internal overviews in the outputs, for fast display (auto: when longer than {OVERVIEW_SIDE} "
+                        f"px on a side)")
 
 
 def _tile_options(args):
     from .pipeline import TileOptions
 
     return TileOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       device=args.device, bands=args.bands)
+                       device=args.device, bands=args.bands, overviews=args.overviews)
 
 
 def cmd_apply(args) -> int:
     from .pipeline import apply_model
 
-    result = apply_model(args.model, args.input, args.output, _tile_options(args), ConsoleFeedback())
+    result = apply_model(args.model, args.input, args.output, _tile_options(args), ConsoleFeedback(),
+                         normalize=args.normalize)
     st = result.stats
     print(f"wrote {result.output} ({result.width} x {result.height} px): {st.tiles_run} tiles run, "
           f"{st.tiles_skipped} skipped as nodata, {st.seconds:.1f} s")
@@ -44,7 +58,8 @@ def cmd_apply(args) -> int:
 def cmd_translate(args) -> int:
     from .translation.apply import translate
 
-    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback(), snap=args.snap)
+    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback(), snap=args.snap,
+                       normalize=args.normalize)
     print(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
     return 0
 
@@ -53,7 +68,8 @@ def cmd_inpaint(args) -> int:
     from .inpainting.apply import MaskOptions, inpaint
 
     masks = MaskOptions(mask=args.mask, mask_layer=args.mask_layer, qa=args.qa, qa_band=args.qa_band,
-                        qa_expression=args.qa_expression, detect=args.detect, dilate=args.dilate)
+                        qa_expression=args.qa_expression, detect=args.detect, detect_bands=args.detect_bands,
+                        dilate=args.dilate)
     if args.qa_expression and not (args.qa or args.qa_band):
         masks.qa_band = 1
     result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), ConsoleFeedback(),
@@ -163,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="SatGen model file (.satgen)")
     p.add_argument("--input", required=True, help="input raster (any GDAL-readable format)")
     p.add_argument("--output", required=True, help="output GeoTIFF")
+    _add_normalize(p, "this raster's valid pixels")
     _add_tile_options(p)
     p.set_defaults(func=cmd_apply)
 
@@ -172,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="translation model file (default: the shipped model)")
     p.add_argument("--no-snap", dest="snap", action="store_false",
                    help="keep the model's raw colours instead of the nearest legend colour")
+    _add_normalize(p, "this raster's valid pixels")
     _add_tile_options(p)
     p.set_defaults(func=cmd_translate)
 
@@ -186,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qa-band", type=int, help="1-based band of the QA raster (default 1)")
     p.add_argument("--qa-expression", help="which QA values are cloud, e.g. 'bits(14, 15) == 3'")
     p.add_argument("--detect", action="store_true", help="detect clouds with the spectral test")
+    p.add_argument("--detect-bands", help="band roles for --detect where the band names do not tell them, e.g. "
+                                          "blue=1,green=2,red=3,nir=4,swir1=5 (roles: blue green red nir swir1)")
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
-    p.add_argument("--normalize", choices=("model", "scene"), default="model",
-                   help="stretch bands as in training (model) or by this scene's clear pixels (scene)")
+    _add_normalize(p, "this scene's clear pixels")
     p.add_argument("--reference", help="a clear image of the same place on another date (any grid): the cloudy "
                                        "pixels are filled from it, matched to this date; the model fills the rest")
     p.add_argument("--reference-bands", type=cli_bands, help="1-based reference bands matching the input bands "

@@ -57,7 +57,9 @@ def save_model(path: str | os.PathLike, module: nn.Module, card: ModelCard, half
     from safetensors.torch import save_file
 
     path = Path(path)
-    models.build(card.architecture, card.params)  # a card that cannot be loaded is never written
+    # a card that cannot be loaded is never written: its fields within bounds, its model buildable
+    ModelCard.from_json(card.to_json())
+    models.build(card.architecture, card.params)
     tensors = {}
     for key, value in module.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -124,20 +126,67 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu",
             f"{path.name} is a {card.task!r} model, but this tool needs a model of task "
             f"{' or '.join(repr(t) for t in tasks)}; choose a matching model file"
         )
+    models.check_fits(card)
     module = models.build(card.architecture, card.params)
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = {key: f.get_tensor(key) for key in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = _read_weights(f, module, path.name)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for malformed files
+        raise ModelFileError(f"cannot read the weights in {path.name} ({exc}); the model file is damaged") from None
     try:
         module.load_state_dict(state, strict=True)  # copies (and widens float16) into float32 parameters
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise ModelFileError(f"the weights in {path.name} do not match its model card: {exc}") from None
     module.eval().to(device)
     return LoadedModel(module=module, card=card, path=path)
 
 
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_INT_DTYPES = ("I8", "I16", "I32", "I64", "U8", "U16", "U32")
+
+
+def _read_weights(f, module: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of an open safetensors file that `module` expects, each checked for name, shape
+    and kind before it is read (so memory never exceeds the model's own size) and for finite values."""
+    expected = module.state_dict()
+    keys = set(f.keys())
+    missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(
+            f"the weights in {name} do not match its model card: "
+            + "; ".join(part for part in (f"missing {', '.join(missing[:5])}" if missing else "",
+                                          f"unexpected {', '.join(unexpected[:5])}" if unexpected else "") if part)
+            + (" (and more)" if len(missing) > 5 or len(unexpected) > 5 else ""))
+    state = {}
+    for key, want in expected.items():
+        tensor_slice = f.get_slice(key)
+        shape, dtype = tuple(tensor_slice.get_shape()), tensor_slice.get_dtype()
+        kinds = _FLOAT_DTYPES if want.is_floating_point() else _INT_DTYPES
+        if shape != tuple(want.shape) or dtype not in kinds:
+            raise ModelFileError(
+                f"the weights in {name} do not match its model card: {key} is {dtype} {list(shape)}, the model "
+                f"needs {' or '.join(kinds) if dtype not in kinds else dtype} {list(want.shape)}")
+        tensor = f.get_tensor(key)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"the weights in {name} hold NaN or infinite values ({key}); the model file "
+                                 f"is damaged or its training diverged")
+        state[key] = tensor
+    return state
+
+
 def _check_file(path: Path) -> Path:
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; check the path")
+    try:
+        return _check_header(path)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path} ({exc.strerror or exc}); check the file and its "
+                             f"permissions") from None
+
+
+def _check_header(path: Path) -> Path:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
@@ -157,4 +206,6 @@ def _check_file(path: Path) -> Path:
             json.loads(f.read(header))
         except ValueError:
             raise ModelFileError(f"{path.name} is not a SatGen model file (header is not JSON)") from None
+        except RecursionError:
+            raise ModelFileError(f"{path.name} is not a SatGen model file (header JSON nested too deeply)") from None
     return path

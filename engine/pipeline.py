@@ -31,8 +31,17 @@ from .errors import InputError, ModelFileError
 from .fileio import atomic_path, check_geotiff_name, check_not_same_file
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
-from .raster import GDAL_ENV, GeoTiffWriter, RollingReader, is_georeferenced, open_raster, output_nodata, select_bands
-from .scaling import cast_to_dtype
+from .raster import (
+    GDAL_ENV,
+    GeoTiffWriter,
+    RollingReader,
+    is_georeferenced,
+    open_raster,
+    output_nodata,
+    sample_pixels,
+    select_bands,
+)
+from .scaling import NORMALIZE, BandScaling, cast_to_dtype, fit_percentiles, range_mismatch
 from .windows import TileGrid, tile_weights
 
 # (batch, channels, tile, tile) model-space input -> (batch, channels, tile*scale, tile*scale)
@@ -53,6 +62,7 @@ class TileOptions:
     batch_size: int = 4
     device: str = "auto"
     bands: list[int] | None = None  # 1-based; None: matched from the model card
+    overviews: str = "auto"  # of the outputs: "auto" (when long: raster.OVERVIEW_SIDE), "yes", "no"
 
 
 @dataclass
@@ -215,6 +225,34 @@ def warn_if_not_georeferenced(src, feedback: Feedback) -> None:
                       f"none either and matches the input pixel for pixel")
 
 
+def input_scaling(card: ModelCard, normalize: str, samples: np.ndarray, bands: list[int], feedback: Feedback,
+                  what: str = "pixels") -> BandScaling:
+    """The stretch of the input bands into the model's range: the card's (normalize="model"; with a
+    clear warning when the raster's values are not those the model was trained on) or one fitted on
+    `samples` (bands, n), valid `what` of this raster's `bands` (normalize="scene")."""
+    if normalize == "scene":
+        if samples.shape[1] < 100:
+            raise InputError(f"only {samples.shape[1]} valid {what} to fit a stretch on; use the model's own "
+                             f"normalisation (NORMALIZE model / --normalize model)")
+        scaling = fit_percentiles(samples)
+        low, high = (", ".join(f"{v:.6g}" for v in values) for values in (scaling.low, scaling.high))
+        feedback.info(f"scene stretch from {samples.shape[1]} {what}: low {low}, high {high}")
+        return scaling
+    names = [f"{b} (the model's {name})" for b, name in zip(bands, card.inputs.names, strict=True)]
+    mismatch = range_mismatch(samples, card.inputs.scaling, names)
+    if mismatch:
+        feedback.info("warning: this raster's values are not those the model was trained on, so its output will "
+                      "likely have nothing to do with the scene:\n  " + "\n  ".join(mismatch) + "\n  Fix: stretch "
+                      "the bands by this raster's own values (NORMALIZE scene: in qgis_process NORMALIZE=1, on the "
+                      "command line --normalize scene), or use a model trained on imagery of this kind")
+    return card.inputs.scaling
+
+
+def check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZE:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+
+
 @dataclass
 class ApplyResult:
     output: Path
@@ -227,15 +265,19 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 output_path: str | os.PathLike, options: TileOptions | None = None,
                 feedback: Feedback | None = None,
                 tasks: tuple[str, ...] = ("image-to-image", "translate"),
-                postprocess: Callable[[ModelCard], Callable[[np.ndarray], np.ndarray]] | None = None) -> ApplyResult:
+                postprocess: Callable[[ModelCard], Callable[[np.ndarray], np.ndarray]] | None = None,
+                normalize: str = "model") -> ApplyResult:
     """Run an image-to-image model over a raster of any size; write a GeoTIFF
     with the input's CRS and (scaled) geotransform.
 
     `postprocess(card)` may return a function applied to each block of output
     values (bands, rows, cols), in raster units, before they are cast and written.
+    `normalize`: "model" stretches the input bands as in training (the card's scaling),
+    "scene" by a percentile stretch fitted on this raster's valid pixels.
     """
     options = options or TileOptions()
     feedback = feedback or Feedback()
+    check_normalize(normalize)
     setup = prepare_apply(model, options, tasks, inputs=[input_path], outputs=[output_path])
     model, device, tile, overlap = setup.model, setup.device, setup.tile, setup.overlap
     card: ModelCard = model.card
@@ -244,12 +286,14 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
     stats = RunStats()
     with rasterio.Env(**GDAL_ENV), open_raster(input_path) as src, contextlib.ExitStack() as stack:
         bands = select_bands(src, options.bands, card.inputs.names)
-        _check_dtype(src, bands, card)
+        if normalize == "model":
+            check_input_dtype(card, {src.dtypes[b - 1] for b in bands})
+        in_scaling = input_scaling(card, normalize, sample_pixels(src, bands), bands, feedback)
         grid = TileGrid(src.height, src.width, tile, overlap)
         # each block of the input read once, each block row decoded by two threads
         twin = stack.enter_context(open_raster(input_path))
         reader = stack.enter_context(contextlib.closing(RollingReader(src, bands, max_rows=tile, twin=twin)))
-        in_scaling, out_scaling = card.inputs.scaling, card.outputs.scaling
+        out_scaling = card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)
         finish = postprocess(card) if postprocess else None
@@ -269,7 +313,8 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         with atomic_path(output_path) as tmp:
             writer = GeoTiffWriter(tmp, width=src.width * card.scale, height=src.height * card.scale,
                                    dtype=out_dtype, crs=src.crs, transform=output_transform(src, card.scale),
-                                   nodata=nodata, band_names=card.outputs.names)
+                                   nodata=nodata, band_names=card.outputs.names, overviews=options.overviews,
+                                   categorical=finish is not None)
 
             def sink(n, chunks):
                 rows = writer.next_rows(n)  # (bands, n, width) in the output dtype, written on return
@@ -308,13 +353,16 @@ def _mark_nodata(out: np.ndarray, valid: np.ndarray, nodata) -> None:
     out[:, ~valid] = nodata
 
 
-def _check_dtype(src, bands: list[int], card: ModelCard) -> None:
+def check_input_dtype(card: ModelCard, actual: set[str]) -> None:
+    """InputError unless the selected bands (of data types `actual`) are of the dtype the
+    model's stretch was fitted on (a card without one takes any)."""
     expected = card.inputs.dtype
-    actual = {src.dtypes[b - 1] for b in bands}
     if expected and actual != {expected}:
         raise InputError(
             f"the model was trained on {expected} bands but the selected bands are {'/'.join(sorted(actual))}; "
-            f"its scaling would not fit this data: use imagery of the same kind or retrain on it"
+            f"its scaling would not fit this data: stretch the bands by this raster's own values instead "
+            f"(NORMALIZE scene: in qgis_process NORMALIZE=1, on the command line --normalize scene), use "
+            f"imagery of the same kind, or retrain on it"
         )
 
 

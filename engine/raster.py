@@ -70,9 +70,15 @@ def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
     matched = [described.get(n.lower()) for n in names]
     if all(matched):
         return cast(list[int], matched)
+    if src.count < expected:
+        raise InputError(
+            f"the model takes {expected} bands ({', '.join(names)}) but the raster has only {src.count}, so this "
+            f"model cannot run on it; give a raster holding these bands (separate band files can be stacked into one "
+            f"with GDAL's Build Virtual Raster, one band per file: gdalbuildvrt -separate), or use a model trained "
+            f"on {src.count}-band imagery")
     raise InputError(
-        f"the model takes {expected} band(s) ({', '.join(names)}) but the raster has {src.count}; "
-        f"choose which with BANDS / --bands, e.g. {','.join(str(i + 1) for i in range(min(expected, src.count)))}"
+        f"the model takes {expected} band(s) ({', '.join(names)}) but the raster has {src.count}; choose which "
+        f"{expected}, in the model's order, with BANDS / --bands, e.g. {','.join(str(i + 1) for i in range(expected))}"
     )
 
 
@@ -123,6 +129,30 @@ class BlockReader:
             finite = np.isfinite(data).all(axis=0)
             valid = finite if valid is None else valid & finite
         return valid
+
+
+def sample_pixels(src, bands: list[int], max_pixels: int = 200_000, exclude=None, side: int = 64) -> np.ndarray:
+    """(bands, n) float64 values of valid pixels spread over the whole raster: the whole raster
+    when small, else `side`-pixel windows on a regular grid (each costs a block or two, whatever
+    the raster's size or layout). `exclude(row0, row1, col0, col1)` -> (rows, cols) bool: pixels
+    to leave out (e.g. clouds)."""
+    reader = BlockReader(src, bands)
+    if src.width * src.height <= max_pixels:
+        windows = [(0, src.height, 0, src.width)]
+    else:
+        per_axis = max(1, math.isqrt(max_pixels // (side * side)))
+        rows = np.linspace(0, max(0, src.height - side), per_axis).astype(int)
+        cols = np.linspace(0, max(0, src.width - side), per_axis).astype(int)
+        windows = [(r, min(src.height, r + side), c, min(src.width, c + side))
+                   for r in sorted(set(rows)) for c in sorted(set(cols))]
+    samples = []
+    for r0, r1, c0, c1 in windows:
+        data, valid = reader.read(r0, r1, c0, c1)
+        keep = np.ones(data.shape[1:], bool) if valid is None else valid
+        if exclude is not None:
+            keep = keep & ~np.asarray(exclude(r0, r1, c0, c1), bool)
+        samples.append(data[:, keep].astype(np.float64))
+    return np.concatenate(samples, axis=1)
 
 
 class RollingReader(BlockReader):
@@ -279,11 +309,32 @@ def output_compression() -> dict:
     return dict(compress="zstd", zstd_level=1) if _zstd() else dict(compress="deflate", zlevel=1)
 
 
+OVERVIEWS = ("auto", "yes", "no")  # "auto": for outputs longer than OVERVIEW_SIDE px on a side
+OVERVIEW_SIDE = 4096
+OVERVIEW_MIN = 256  # halved until the smallest overview fits in this many px (as gdaladdo does)
+
+
+def overview_factors(width: int, height: int, overviews: str = "auto") -> list[int]:
+    """Reduction factors (2, 4, 8, ...) of the overviews an output of this size gets; [] for none."""
+    if overviews not in OVERVIEWS:
+        raise InputError(f"overviews must be one of {', '.join(OVERVIEWS)}, got {overviews!r}")
+    if overviews == "no" or (overviews == "auto" and max(width, height) <= OVERVIEW_SIDE):
+        return []
+    factors: list[int] = []
+    while max(width, height) / (2 ** len(factors)) > OVERVIEW_MIN:
+        factors.append(2 ** (len(factors) + 1))
+    return factors
+
+
 class GeoTiffWriter:
-    """Writes rows top to bottom into an open GeoTIFF, in whole block rows."""
+    """Writes rows top to bottom into an open GeoTIFF, in whole block rows; on close, builds
+    internal overviews when asked (`overviews`, see overview_factors), by averaging or, for
+    `categorical` outputs (classes, map colours, masks), by taking one pixel."""
 
     def __init__(self, path: str, *, width: int, height: int, dtype: str, crs, transform,
-                 nodata, band_names: list[str]):
+                 nodata, band_names: list[str], overviews: str = "no", categorical: bool = False):
+        self.factors = overview_factors(width, height, overviews)
+        self.categorical = categorical
         tiled = width >= BLOCK and height >= BLOCK
         kind = np.dtype(dtype).kind
         # no transform (an input without georeferencing): none written, not an identity that flips the image
@@ -343,12 +394,29 @@ class GeoTiffWriter:
             raise RuntimeError(f"wrote {self._next_row} of {self.dst.height} rows")  # a pipeline bug, not user error
         self.dst.close()  # GDAL writes the last blocks and the directory here, and does not say if that fails
         verify_geotiff(self.dst.name)
+        if self.factors:
+            self._build_overviews()
+
+    def _build_overviews(self) -> None:
+        from rasterio.enums import Resampling
+
+        resampling = Resampling.nearest if self.categorical else Resampling.average
+        # GDAL reads the file back; on one thread (GDAL_ENV): GDAL 3.6's threaded decoding was seen to
+        # deadlock while building overviews of an 8192 px output
+        try:
+            with rasterio.open(self.dst.name, "r+") as dst:
+                dst.build_overviews(self.factors, resampling)
+        except rasterio.errors.RasterioIOError as exc:
+            raise OutputError(f"writing the overviews failed ({exc}); the disk may be full or a file-size limit "
+                              f"reached") from None
+        for level in range(len(self.factors)):
+            verify_geotiff(self.dst.name, overview_level=level)
 
     def abort(self) -> None:
         self.dst.close()
 
 
-def verify_geotiff(path: str) -> None:
+def verify_geotiff(path: str, overview_level: int | None = None) -> None:
     """Raise OutputError unless the GeoTIFF at `path` is complete: it opens, and every block of
     every band is there and lies inside the file (a write cut short by a full disk or a file-size
     limit leaves blocks past the end, or none at all, while GDAL's close reports nothing). For the
@@ -357,7 +425,7 @@ def verify_geotiff(path: str) -> None:
         size = os.path.getsize(path)
         with warnings.catch_warnings():  # a patch or preview without georeferencing is fine here
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            src = rasterio.open(path)
+            src = rasterio.open(path, **({} if overview_level is None else {"overview_level": overview_level}))
         with src:
             bands = [1] if src.interleaving == Interleaving.pixel else list(src.indexes)
             block_h, block_w = src.block_shapes[0]
@@ -367,8 +435,10 @@ def verify_geotiff(path: str) -> None:
                         offset = int(src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b) or 0)
                         length = int(src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b) or 0)
                         if offset <= 0 or length <= 0 or offset + length > size:
+                            where = "" if overview_level is None else f" of overview {overview_level + 1}"
                             raise OutputError(f"the GeoTIFF was not written completely (block {x}, {y} of band "
-                                              f"{b} missing); the disk may be full or a file-size limit reached")
+                                              f"{b}{where} missing); the disk may be full or a file-size limit "
+                                              f"reached")
     except rasterio.errors.RasterioIOError as exc:
         raise OutputError(f"the GeoTIFF written cannot be read back ({str(exc).replace(path, 'the file')}); "
                           f"the disk may be full or a file-size limit reached") from None

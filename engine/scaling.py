@@ -12,6 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# how apply-tools stretch input bands: as in training (the card's low/high) or fitted on this raster
+NORMALIZE = ("model", "scene")
+# a band whose typical value lies this far outside the trained [-1, 1], or whose 2-98 % spread is this many
+# times wider (or SPREAD_RATIO * 2 times narrower: a calm sea is legitimately flat) than the trained
+# one, is not the imagery the model knows
+FAR_OUTSIDE = 3.0
+SPREAD_RATIO = 8.0
+
 
 @dataclass(frozen=True)
 class BandScaling:
@@ -57,6 +65,29 @@ def fit_percentiles(samples: np.ndarray, lower: float = 2.0, upper: float = 98.0
     hi = np.percentile(samples, upper, axis=1)
     hi = np.where(hi > lo, hi, lo + 1.0)  # a constant band still gets a usable span
     return BandScaling(tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+
+
+def range_mismatch(samples: np.ndarray, scaling: BandScaling, names: list[str]) -> list[str]:
+    """How the valid pixel values `samples` (bands, n) of a raster differ from those a model was
+    trained on (its scaling maps the training data's 2nd-98th percentiles to -1..1): one line per
+    band whose typical value lies far outside that range, or whose spread is far wider or
+    narrower; empty when the values fit (or there are too few to tell)."""
+    if samples.shape[1] < 100:
+        return []
+    z = scaling.to_model(samples.astype(np.float64))
+    lines = []
+    for i, name in enumerate(names):
+        p2, median, p98 = np.percentile(z[i], [2, 50, 98])
+        spread = (p98 - p2) / 2.0
+        low, high = scaling.low[i], scaling.high[i]
+        typical = samples[i]
+        seen = (f"band {name}: values {np.percentile(typical, 2):.6g}..{np.percentile(typical, 98):.6g} "
+                f"where the model was trained on {low:.6g}..{high:.6g}")
+        if abs(median) > FAR_OUTSIDE:
+            lines.append(f"{seen} (typical value far outside)")
+        elif not 1 / (2 * SPREAD_RATIO) <= spread <= SPREAD_RATIO:
+            lines.append(f"{seen} (contrast {spread:.3g} times the trained one)")
+    return lines
 
 
 def cast_to_dtype(values: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:

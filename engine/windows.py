@@ -34,6 +34,10 @@ class TileGrid:
     overlap: int
 
     def __post_init__(self):
+        for name in ("height", "width", "tile", "overlap"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise InputError(f"the tile grid's {name} must be a whole number of pixels, got {value!r}")
         if self.height < 1 or self.width < 1:
             raise InputError(f"raster has no pixels ({self.width} x {self.height})")
         if self.tile < 1:

@@ -12,7 +12,11 @@ class QgisFeedback(Feedback):
             self.feedback.setProgress(100.0 * fraction)
 
     def info(self, message: str) -> None:
-        if self.feedback is not None:
+        if self.feedback is None:
+            return
+        if message.startswith("warning: "):  # shown in the warning colour in the dialog's log
+            self.feedback.pushWarning(message[len("warning: "):])
+        else:
             self.feedback.pushInfo(message)
 
     def is_cancelled(self) -> bool:

@@ -73,6 +73,26 @@ def make_model(path, in_bands=3, out_bands=3, *, depth=3, ngf=4, dtype="uint16",
     return save_model(path, module, card)
 
 
+class Lines:
+    """Engine feedback that keeps every info line (a real Feedback subclass, made on first use
+    so that importing helpers does not import the engine)."""
+
+    def __new__(cls):
+        from engine.progress import Feedback
+
+        class _Lines(Feedback):
+            def __init__(self):
+                self.lines: list[str] = []
+
+            def info(self, message):
+                self.lines.append(message)
+
+            def warnings(self) -> list[str]:
+                return [line for line in self.lines if line.startswith("warning")]
+
+        return _Lines()
+
+
 def crop_raster(source, out, row: int, col: int, height: int, width: int):
     """Copy a window of a real raster (pixels, band names, georeferencing) to a GeoTIFF."""
     from rasterio.windows import Window

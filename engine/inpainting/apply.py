@@ -30,6 +30,9 @@ from ..models.inpaint_unet import model_input
 from ..pipeline import (
     RunStats,
     TileOptions,
+    check_input_dtype,
+    check_normalize,
+    input_scaling,
     output_transform,
     prepare_apply,
     run_tiles,
@@ -37,13 +40,22 @@ from ..pipeline import (
     warn_if_not_georeferenced,
 )
 from ..progress import Feedback
-from ..raster import BLOCK, GDAL_ENV, BlockReader, GeoTiffWriter, RollingReader, open_raster, select_bands
-from ..scaling import BandScaling, cast_to_dtype, fit_percentiles
+from ..raster import (
+    BLOCK,
+    GDAL_ENV,
+    BlockReader,
+    GeoTiffWriter,
+    RollingReader,
+    open_raster,
+    sample_pixels,
+    select_bands,
+)
+from ..scaling import BandScaling, cast_to_dtype
 from ..windows import TileGrid, reflect_indices
+from .detect import parse_band_roles
 from .masks import NO_MASK, Grid, GridBand, open_mask
 from .qa import QAExpression
 
-NORMALIZE = ("model", "scene")
 MASK_NODATA = 255
 SCENE_SAMPLES = 200_000
 # above this share of cloud among valid pixels, the fill is a best effort and said so
@@ -57,6 +69,7 @@ class MaskOptions:
     qa_band: int | None = None
     qa_expression: str | None = None
     detect: bool = False
+    detect_bands: str | None = None  # band roles for detection, e.g. "blue=1,green=2,red=3,nir=4"
     dilate: int = 0
 
 
@@ -174,14 +187,18 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
     masks = masks or MaskOptions()
     options = options or TileOptions()
     feedback = feedback or Feedback()
-    if normalize not in NORMALIZE:
-        raise InputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    check_normalize(normalize)
     if masks.dilate < 0:
         raise InputError(f"dilation must be 0 or more pixels, got {masks.dilate}")
+    if masks.detect_bands and not masks.detect:
+        raise InputError("detection bands were given but detection is off; turn detection on (DETECT / --detect) "
+                         "or leave the detection bands (DETECT_BANDS / --detect-bands) out")
     if not (masks.mask or masks.qa_expression or masks.detect):
         raise InputError(NO_MASK)
     if masks.qa_expression:
         QAExpression(masks.qa_expression)  # a typo fails here, before any work
+    if masks.detect_bands:
+        parse_band_roles(masks.detect_bands)  # a typo fails here, before any work
     if reference_bands and reference is None:
         raise InputError("reference bands were given without a reference image; give the reference (REFERENCE / "
                          "--reference) or leave the reference bands out")
@@ -199,16 +216,14 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             raise InputError(f"the selected bands mix data types ({', '.join(sorted(dtypes))}); "
                              f"select bands of one type")
         dtype = dtypes.pop()
-        if normalize == "model" and card.inputs.dtype and dtype != card.inputs.dtype:
-            raise InputError(f"the model was trained on {card.inputs.dtype} bands but the selected bands are {dtype}; "
-                             f"stretch this scene by its own clear pixels instead (--normalize scene; in QGIS "
-                             f"Normalization: scene, in qgis_process NORMALIZE=1), or retrain on imagery of this "
-                             f"kind")
+        if normalize == "model":
+            check_input_dtype(card, {dtype})
         reader = BlockReader(src, bands)
         grid = TileGrid(src.height, src.width, tile, overlap)
         with open_mask(Grid.of(src), mask_path=masks.mask, mask_layer=masks.mask_layer, qa_path=masks.qa,
                        qa_band=masks.qa_band, qa_expression=masks.qa_expression, detect=masks.detect,
-                       input_path=str(input_path), dilate=masks.dilate) as mask_source:
+                       input_path=str(input_path), detect_bands=masks.detect_bands,
+                       dilate=masks.dilate) as mask_source:
             cloud = PaddedReader(mask_source, src.height, src.width)
             n_cloud, n_valid, clear = _survey(src, reader, cloud, feedback, sample=normalize == "scene")
             if n_valid == 0:
@@ -224,11 +239,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             if best_effort:
                 feedback.info(f"warning: {fraction:.0%} of the scene is cloud; the fill is a best effort with "
                               f"little clear context, check it before use")
-            scaling = card.inputs.scaling
-            if normalize == "scene":
-                scaling = fit_percentiles(clear.astype(np.float64))
-                feedback.info(f"scene stretch from {clear.shape[1]} clear pixels: "
-                              f"low {scaling.low}, high {scaling.high}")
+            if normalize == "model":  # the values the model will see, compared with its training's
+                clear = sample_pixels(src, bands, exclude=cloud.read)
+            scaling = input_scaling(card, normalize, clear.astype(np.float64), bands, feedback, "clear pixels")
             ref_source = None
             if reference is not None:
                 ref_bands = list(reference_bands or bands)
@@ -244,7 +257,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
                 strip_ref = (StripCache(PaddedReader(ref_source, src.height, src.width), grid.padded_width)
                              if ref_source else None)
                 _run(src, rolling, StripCache(cloud, grid.padded_width), grid, card, model, device, scaling,
-                     bands, dtype, output_path, output_mask, options.batch_size, feedback, stats, fraction,
+                     bands, dtype, output_path, output_mask, options, feedback, stats, fraction,
                      best_effort, strip_ref)
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
@@ -253,8 +266,8 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
 
 
 def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
-         output_mask, batch_size, feedback, stats, fraction, best_effort, reference=None) -> None:
-    clip = card.inputs.clip
+         output_mask, options: TileOptions, feedback, stats, fraction, best_effort, reference=None) -> None:
+    clip, overviews = card.inputs.clip, options.overviews
     names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names, strict=True)]
 
     def source(r0, r1, c0, c1):
@@ -274,12 +287,13 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
     with atomic_path(output_path) as tmp, \
             (atomic_path(output_mask) if output_mask else contextlib.nullcontext()) as tmp_mask:
         writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
-                               transform=output_transform(src, 1), nodata=src.nodata, band_names=names)
+                               transform=output_transform(src, 1), nodata=src.nodata, band_names=names,
+                               overviews=overviews)
         mask_writer = None
         if tmp_mask:
             mask_writer = GeoTiffWriter(tmp_mask, width=src.width, height=src.height, dtype="uint8", crs=src.crs,
                                         transform=output_transform(src, 1), nodata=MASK_NODATA,
-                                        band_names=["cloud"])
+                                        band_names=["cloud"], overviews=overviews, categorical=True)
         row = [0]
 
         def sink(n, chunks):
@@ -308,7 +322,7 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
                     w.dst.update_tags(**tags)
             predictor = (torch_predictor(model.module, device) if reference is None
                          else reference_predictor(model.module, device, len(bands)))
-            run_tiles(grid, 1, card.outputs.count, source, predictor, sink, batch_size, feedback, stats)
+            run_tiles(grid, 1, card.outputs.count, source, predictor, sink, options.batch_size, feedback, stats)
             writer.close()
             if mask_writer:
                 mask_writer.close()

@@ -113,16 +113,29 @@ def parse_band_roles(text: str | Mapping[str, int]) -> dict[str, int]:
         for part in filter(None, (p.strip() for p in str(text).split(","))):
             role, _, number = part.partition("=")
             if not number.strip().isdigit():
-                raise InputError(f"cannot read detection bands {text!r}: write role=band pairs, "
-                                 f"e.g. blue=2,green=3,red=4,nir=5,swir1=6")
+                raise InputError(f"cannot read detection bands {text!r} (DETECT_BANDS / --detect-bands): write "
+                                 f"role=band pairs separated by commas, e.g. blue=2,green=3,red=4,nir=5,swir1=6")
             items.append((role, int(number)))
     roles = {}
     for role, band in items:
         role = str(role).strip().lower()
         if role not in ROLES:
-            raise InputError(f"unknown band role {role!r} in detection bands; the roles are {', '.join(ROLES)}")
+            raise InputError(f"unknown band role {role!r} in detection bands {text!r} (DETECT_BANDS / "
+                             f"--detect-bands); the roles are {', '.join(ROLES)}, e.g. blue=2,green=3,red=4,nir=5")
         roles[role] = int(band)
     return roles
+
+
+def roles_hint(count: int) -> str:
+    """How to say which band is which, with an example for a raster of `count` bands."""
+    if count < 3:
+        return (f"it has {count} band(s), and detection needs at least 3: give a mask layer or a QA band with "
+                f"an expression instead")
+    example = ROLES[:count] if count >= 4 else ("green", "red", "nir")
+    pairs = ",".join(f"{role}={i}" for i, role in enumerate(example, 1))
+    return (f"say which band is which in DETECT_BANDS (QGIS, under Advanced Parameters) or --detect-bands "
+            f"(python -m engine inpaint), e.g. {pairs} where bands 1-{len(example)} are "
+            f"{', '.join(example)}; the roles are {', '.join(ROLES)}")
 
 
 def estimate_scale(sample: np.ndarray, dtype, scheme: str) -> tuple[float, float]:
@@ -202,19 +215,23 @@ class DetectedMask(MaskSource):
             if grid is not None and not grid.same_as(self.src):
                 raise InputError(f"cloud detection runs on the input raster itself, but {self.src.name} is not on "
                                  f"the input's grid; detect on the input raster")
-            descriptions = ", ".join(d or "?" for d in self.src.descriptions)
             if roles:
                 self.roles, scheme = parse_band_roles(roles), "given"
             else:
                 self.roles, scheme = band_roles(self.src.descriptions)
             bad = {r: b for r, b in self.roles.items() if not 1 <= b <= self.src.count}
             if bad:
-                raise InputError(f"detection band(s) {bad} do not exist: the raster has bands 1..{self.src.count}")
+                raise InputError(f"detection band(s) {', '.join(f'{r}={b}' for r, b in bad.items())} do not exist: "
+                                 f"{self.src.name} has bands 1..{self.src.count}; {roles_hint(self.src.count)}")
             if not {"red", "nir"} <= self.roles.keys() or len(self.roles.keys() & {"blue", "green", "swir1"}) == 0:
-                raise InputError(
-                    f"cloud detection needs the red and near-infrared bands plus blue, green or SWIR-1, but found "
-                    f"{', '.join(f'{r}={b}' for r, b in self.roles.items()) or 'none'} in the band names "
-                    f"({descriptions}); give the bands, e.g. blue=2,green=3,red=4,nir=5,swir1=6")
+                found = ", ".join(f"{r}={b}" for r, b in self.roles.items()) or "none"
+                if scheme == "given":
+                    source = f"the detection bands given hold {found}"
+                else:
+                    names = ", ".join(d or "unnamed" for d in self.src.descriptions)
+                    source = f"the band names of {self.src.name} ({names}) give {found}"
+                raise InputError(f"cloud detection needs the red and near-infrared bands plus blue, green or SWIR-1, "
+                                 f"but {source}; {roles_hint(self.src.count)}")
             self.order = [r for r in ROLES if r in self.roles]
             self.reader = BlockReader(self.src, [self.roles[r] for r in self.order])
             self.thresholds = thresholds

@@ -87,16 +87,17 @@ class QAExpression:
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _BINOPS:
                 self._fail("only the bit operators & | ^ ~ >> << are allowed, not arithmetic", node)
-            if isinstance(node.op, (ast.LShift, ast.RShift)) and isinstance(node.right, ast.Constant) \
-                    and isinstance(node.right.value, int) and not 0 <= node.right.value < 63:
-                self._fail("shifts must be by 0 to 62 bits", node)
+            # a shift by a computed amount (1 << qa) has no meaning past 63 bits, and numpy's differs by platform
+            if isinstance(node.op, (ast.LShift, ast.RShift)) and not (
+                    isinstance(node.right, ast.Constant) and type(node.right.value) is int
+                    and 0 <= node.right.value < 63):
+                self._fail("shifts must be by a number of bits 0 to 62 written as an integer, e.g. qa >> 14", node)
             self._check(node.left)
             self._check(node.right)
         elif isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, (ast.Invert, ast.Not)):
                 self._fail("negative numbers and unary + / - are not allowed", node)
-            if isinstance(node.op, ast.Invert) and isinstance(node.operand, (ast.Compare, ast.BoolOp, ast.UnaryOp)) \
-                    and not (isinstance(node.operand, ast.UnaryOp) and isinstance(node.operand.op, ast.Invert)):
+            if isinstance(node.op, ast.Invert) and _is_test(node.operand):
                 self._fail("~ flips the bits of an integer; negate a test with not", node)
             self._check(node.operand)
         elif isinstance(node, ast.BoolOp):
@@ -104,10 +105,12 @@ class QAExpression:
                 self._check(value)
         elif isinstance(node, ast.Compare):
             self._check(node.left)
-            for op, right in zip(node.ops, node.comparators, strict=True):
+            for i, (op, right) in enumerate(zip(node.ops, node.comparators, strict=True)):
                 if isinstance(op, (ast.In, ast.NotIn)):
                     if not isinstance(right, (ast.Tuple, ast.List, ast.Set)) or not right.elts:
                         self._fail("'in' needs a bracketed list of integers, e.g. qa in (8, 9, 10)", right)
+                    if i < len(node.ops) - 1:  # the list would be compared next: (8, 9) < 3
+                        self._fail("a list after 'in' must end the comparison; join tests with and", node)
                     for element in right.elts:
                         if not isinstance(element, ast.Constant):
                             self._fail("the list after 'in' may hold only integer literals", element)
@@ -212,6 +215,18 @@ def _int(node: ast.expr) -> int:
     """The value of an integer literal that `_check` admitted."""
     assert isinstance(node, ast.Constant) and isinstance(node.value, int)
     return node.value
+
+
+def _is_test(node: ast.expr) -> bool:
+    """Whether an admitted node's value is a test (true/false) rather than an integer: comparisons,
+    and/or/not, and & | ^ of two tests, as `QAExpression._eval` computes them."""
+    if isinstance(node, (ast.Compare, ast.BoolOp)) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not)):
+        return True
+    if isinstance(node, ast.UnaryOp):  # ~ of an integer
+        return False
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
+        return _is_test(node.left) and _is_test(node.right)
+    return False
 
 
 def _is_bool(x) -> bool:

@@ -15,6 +15,11 @@ window inside the raster:
 - `CombinedMask`: the OR of sources, dilated by a disk; it reads a halo
   around each window, so results never depend on where windows fall.
 `masks.open_mask` builds the combination from front-end parameters.
+
+Without a CRS on one side (the input's or the source's) nothing can be reprojected: a raster
+source is then read pixel for pixel when it has the input's size and its geotransform (or none
+on one side), else refused with a message saying which CRS is missing; polygons without a CRS
+over an input without one are taken to be in the input's own coordinates.
 """
 
 from __future__ import annotations
@@ -76,6 +81,15 @@ class Grid:
                 and src.transform.almost_equals(self.transform))
 
 
+def _crs_name(crs) -> str:
+    """A CRS as people write it: EPSG:code where it has one, else its name."""
+    epsg = crs.to_epsg()
+    if epsg:
+        return f"EPSG:{epsg}"
+    text = crs.to_string()
+    return text if len(text) <= 60 else "a CRS without EPSG code"
+
+
 def _fmt_bounds(bounds, crs) -> str:
     digits = 6 if crs is not None and crs.is_geographic else 1
     return "(" + ", ".join(f"{v:.{digits}f}" for v in bounds) + ")"
@@ -94,17 +108,53 @@ def _safe_transform_bounds(src_crs, dst_crs, bounds):
 
 def _check_overlap(crs, bounds, grid: Grid, what: str) -> None:
     """InputError when `bounds` (in `crs`) miss the grid's extent. Tested in `crs`, into which the
-    (local) grid transforms well; a mask's own extent may not (a world mask has no UTM bounds)."""
-    grid_there = _safe_transform_bounds(grid.crs, crs, grid.bounds)
-    if all(map(math.isfinite, grid_there)):
-        overlaps = _boxes_overlap(grid_there, bounds)
+    (local) grid transforms well; a mask's own extent may not (a world mask has no UTM bounds).
+    Both CRSs missing: the bounds are in the input's own coordinates; one missing: see `crs_missing`."""
+    if crs is None and grid.crs is None:
+        overlaps, here = _boxes_overlap(bounds, grid.bounds), bounds
+    elif crs is None or grid.crs is None:
+        raise crs_missing(what, crs, grid, "raster mask")
     else:
-        overlaps = _boxes_overlap(_safe_transform_bounds(crs, grid.crs, bounds), grid.bounds)
-    if not overlaps:
+        grid_there = _safe_transform_bounds(grid.crs, crs, grid.bounds)
+        if all(map(math.isfinite, grid_there)):
+            overlaps = _boxes_overlap(grid_there, bounds)
+        else:
+            overlaps = _boxes_overlap(_safe_transform_bounds(crs, grid.crs, bounds), grid.bounds)
         here = _safe_transform_bounds(crs, grid.crs, bounds)
+    if not overlaps:
+        if all(map(math.isfinite, here)):
+            where = f"its bounds in the input's {'CRS' if grid.crs else 'coordinates'} {_fmt_bounds(here, grid.crs)}"
+        else:  # cannot be transformed into the input's CRS at all
+            where = f"its bounds in its own CRS {_crs_name(crs)} {_fmt_bounds(bounds, crs)}"
         raise InputError(f"the {what} does not overlap the input raster; check that it covers the same area "
-                         f"(its bounds in the input's CRS {_fmt_bounds(here, grid.crs)}, input bounds "
-                         f"{_fmt_bounds(grid.bounds, grid.crs)})")
+                         f"({where}, input bounds {_fmt_bounds(grid.bounds, grid.crs)})")
+
+
+ASSIGN_CRS = "in QGIS: Raster > Projections > Assign Projection; with GDAL: gdal_edit.py -a_srs EPSG:<code>"
+
+
+def pixel_aligned(src, grid: Grid) -> bool:
+    """Whether a raster whose CRS or the input's is missing may be read pixel for pixel on the grid:
+    the input's size, and the input's geotransform or none at all on one side (a mask made as an array)."""
+    return ((src.width, src.height) == (grid.width, grid.height)
+            and (src.transform.almost_equals(grid.transform) or src.transform.is_identity
+                 or grid.transform.is_identity))
+
+
+def crs_missing(what: str, crs, grid: Grid, kind: str) -> InputError:
+    """Why a source (`what`, in `crs`) cannot be placed on the grid when it or the input has no CRS,
+    and the ways on; `kind` names a raster that would do ("raster mask", "QA raster", ...)."""
+    same_size = f"a {kind} of the input's size ({grid.width} x {grid.height} px), which is read pixel for pixel"
+    if grid.crs is None and crs is None:
+        return InputError(f"neither the input raster nor the {what} has a coordinate reference system, and the "
+                          f"{what} does not lie on the input's pixel grid; give {same_size}, or assign both their "
+                          f"CRS ({ASSIGN_CRS})")
+    if grid.crs is None:
+        return InputError(f"the input raster has no coordinate reference system, so the {what}, which is in "
+                          f"{_crs_name(crs)}, cannot be placed on it; assign the input raster's CRS "
+                          f"({ASSIGN_CRS}), or give {same_size}")
+    return InputError(f"the {what} has no coordinate reference system, so it cannot be placed on the input raster "
+                      f"(in {_crs_name(grid.crs)}); assign its CRS ({ASSIGN_CRS}), or give {same_size}")
 
 
 # --- sources -----------------------------------------------------------------------------------------------------
@@ -156,9 +206,11 @@ class GridBand:
             if grid.same_as(self.src):
                 self.reader = self.src
                 return
-            if self.src.crs is None:
-                raise InputError(f"{what} {path} has no coordinate reference system, so it cannot be placed on the "
-                                 f"input raster; assign its CRS (in QGIS: Raster > Projections > Assign Projection)")
+            if self.src.crs is None or grid.crs is None:  # no reprojection: pixel for pixel, or not at all
+                if pixel_aligned(self.src, grid):
+                    self.reader = self.src
+                    return
+                raise crs_missing(f"{what} {path}", self.src.crs, grid, what)
             _check_overlap(self.src.crs, self.src.bounds, grid, f"{what} {path}")
             self.reader = WarpedVRT(self.src, crs=grid.crs, transform=grid.transform, width=grid.width,
                                     height=grid.height, resampling=resampling,
@@ -207,9 +259,15 @@ class VectorMask(MaskSource):
     def __init__(self, path: str | os.PathLike, grid: Grid, layer: str | None = None, all_touched: bool = False):
         self.grid, self.all_touched = grid, all_touched
         features = read_features(path, layer)
-        self.geoms = features.reprojected(grid.crs)
+        what = f"mask layer {features.layer} of {path}"
+        if grid.crs is None and features.crs is None:  # both in the input's own coordinates
+            self.geoms = list(features.geometries)
+        elif grid.crs is None:
+            raise crs_missing(what, features.crs, grid, "raster mask")
+        else:
+            self.geoms = features.reprojected(grid.crs)
         self.boxes = np.array([g.bounds for g in self.geoms], dtype=float).reshape(-1, 4)
-        _check_overlap(features.crs, features.bounds(), grid, f"mask layer {features.layer} of {path}")
+        _check_overlap(features.crs, features.bounds(), grid, what)
 
     def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         self._check_window(row0, row1, col0, col1)

@@ -21,8 +21,10 @@ Two layouts, one result (`PatchSet`: patches, labels, class names, a held-out fl
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +36,14 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject
 
+from ..card import MAX_BANDS, MAX_CLASSES
 from ..errors import InputError
 from ..raster import GDAL_ENV, BlockReader, open_raster
 from ..scaling import BandScaling, fit_percentiles
 from ..splits import BlockSplit
 
 MAX_IMAGE_SIDE = 1024  # px: class-folder images larger than this are read decimated to it
+MAX_IMAGE_BYTES = 256 * 2 ** 20  # one image as read: many-band images are read decimated further
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".jp2", ".gif")
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp")
 
@@ -86,9 +90,16 @@ def _summary(patches: PatchSet) -> str:
 
 
 def _drop_empty(patches: PatchSet, warn, min_patches: int = 1) -> PatchSet:
-    """Classes with fewer than `min_patches` training patches cannot be learned: drop them, say so."""
+    """Classes with fewer than `min_patches` training patches cannot be learned: drop them, say so.
+    InputError when more classes or bands remain than a model card holds (found now, not after training)."""
     train = patches.counts("train")
     empty = [c for c, n in train.items() if n < max(1, min_patches)]
+    if len(patches.classes) - len(empty) > MAX_CLASSES:
+        raise InputError(f"the data set has {len(patches.classes) - len(empty)} classes; a synthesis model learns at "
+                         f"most {MAX_CLASSES} (merge classes, or give fewer class folders or codes)")
+    if len(patches.band_names) > MAX_BANDS:
+        raise InputError(f"the data set has {len(patches.band_names)} bands; a synthesis model takes at most "
+                         f"{MAX_BANDS} (select bands)")
     if not empty:
         return patches
     warn(f"class(es) {', '.join(f'{c} ({train[c]})' for c in empty)} have fewer than {max(1, min_patches)} "
@@ -120,17 +131,36 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return out[0].numpy()
 
 
+def shown(path: str | os.PathLike) -> str:
+    """A file name as messages show it: printable even when the name is not valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name that is not UTF-8 (POSIX only), which GDAL cannot be given: a link's can
+        with tempfile.TemporaryDirectory(prefix="satgen-") as tmp:
+            link = Path(tmp) / f"image{shown(path.suffix)}"
+            os.symlink(os.fsencode(path.absolute()), link)
+            return _read_image(link)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+            # a file a few bytes long may declare tens of thousands of bands (GDAL then reads for hours)
+            if src.count > MAX_BANDS:
+                raise InputError(f"it has {src.count} bands; images of a data set may have at most {MAX_BANDS}")
+            if any(np.dtype(dt).kind == "c" for dt in src.dtypes):
+                raise InputError("it holds complex values; images of a data set hold real numbers")
             names = [(d or "").strip() for d in src.descriptions]
             interp = [ci.name for ci in src.colorinterp]
             # a patch needs no more: larger images (or a file that claims to be huge) are read decimated,
-            # so memory stays bounded by what the file declares
+            # so memory stays bounded by what the file declares (and by MAX_IMAGE_BYTES for many bands)
+            itemsize = max(np.dtype(dt).itemsize for dt in src.dtypes)
+            limit = min(MAX_IMAGE_SIDE, max(1, int(math.sqrt(MAX_IMAGE_BYTES / (src.count * itemsize)))))
             side = max(src.width, src.height)
-            if side > MAX_IMAGE_SIDE:
-                scale = MAX_IMAGE_SIDE / side
+            if side > limit:
+                scale = limit / side
                 shape = (src.count, max(1, round(src.height * scale)), max(1, round(src.width * scale)))
                 resampling = Resampling.nearest if "palette" in interp else Resampling.average
                 data = src.read(out_shape=shape, resampling=resampling)
@@ -142,6 +172,8 @@ def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
                 cmap = src.colormap(1)
                 lut = np.array([cmap.get(i, (0, 0, 0, 0))[:3] for i in range(256)], np.uint8)
                 data, names = lut[data[0]].transpose(2, 0, 1), ["red", "green", "blue"]
+            if data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise InputError("it holds NaN or infinite values (nodata?); images of a data set must be complete")
             return data, str(data.dtype), names
 
 
@@ -150,11 +182,15 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     """Patches from `root/<class>/<image>` folders (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"data set folder {root} does not exist; give a folder with one sub-folder per class")
+        raise InputError(f"data set folder {shown(root)} does not exist; give a folder with one sub-folder per "
+                         f"class")
     _check_split(patch_size, val_fraction)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if max_per_class is not None and max_per_class < 0:
+        raise InputError(f"the most images per class must be 1 or more (0: all), got {max_per_class}")
+    folders = sorted(p for p in _listed(root) if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise InputError(f"{root} has no class sub-folders; lay the images out as {root}/<class name>/<image>")
+        raise InputError(f"{shown(root)} has no class sub-folders; lay the images out as "
+                         f"{shown(root)}/<class name>/<image>")
     images: list[np.ndarray] = []
     labels: list[int] = []
     sources: list[str] = []
@@ -165,7 +201,7 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     counts: dict[str, int] = {}
     rng = np.random.default_rng(seed)
     for folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in _listed(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if max_per_class and len(files) > max_per_class:
             # numpy's stubs admit no sequence of objects (Paths) as an array-like; choice takes any
             files = sorted(rng.choice(files, max_per_class, replace=False).tolist())  # type: ignore[arg-type]
@@ -175,27 +211,31 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
             try:
                 data, dtype, names = _read_image(f)
             except Exception as exc:  # any file GDAL cannot decode is skipped, not fatal
-                skipped.append(f"{f}: {str(exc).splitlines()[0][:200]}")
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                skipped.append(f"{shown(f)}: {shown(reason)}")
                 continue
             if images and data.shape[0] != images[0].shape[0]:
                 raise InputError(
-                    f"images of mixed band counts: {sources[0]} has {images[0].shape[0]} band(s), {f} has "
-                    f"{data.shape[0]}; a data set needs one band layout (convert or remove the odd images)")
+                    f"images of mixed band counts: {shown(sources[0])} has {images[0].shape[0]} band(s), "
+                    f"{shown(f)} has {data.shape[0]}; a data set needs one band layout (convert or remove the "
+                    f"odd images)")
             images.append(resize_square(data, patch_size))
             labels.append(index)
             sources.append(str(f))
             dtypes[dtype] = dtypes.get(dtype, 0) + 1
             band_names = band_names or names
             count += 1
+        name = shown(folder.name)  # the class name: printable, in messages and in the model card
         if count == 0:
-            warn(f"class folder {folder.name} holds no readable image and is left out")
+            warn(f"class folder {name} holds no readable image and is left out")
             continue
-        classes.append(folder.name)
-        counts[folder.name] = count
+        classes.append(name)
+        counts[name] = count
     for line in skipped:
         warn(f"skipped unreadable file {line}")
     if not classes:
-        raise InputError(f"no readable image in the class folders of {root} (images: {', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"no readable image in the class folders of {shown(root)} (images: "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
     labels_arr = np.asarray(labels, np.int64)
     held_out = np.zeros(len(labels_arr), bool)
     for i in range(len(classes)):  # per class: a seeded share of its files, at least one when it has two
@@ -208,6 +248,14 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     patches = PatchSet(np.stack(images), labels_arr, classes, names, dtype, held_out, sources, skipped,
                        f"class folders {root.name}: {len(labels_arr)} images")
     return _drop_empty(patches, warn)
+
+
+def _listed(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list the folder {shown(folder)} ({exc.strerror or exc}); check it and its "
+                         f"permissions") from None
 
 
 def _check_split(patch_size: int, val_fraction: float) -> None:

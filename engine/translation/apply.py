@@ -40,7 +40,8 @@ def snap_to_legend(card: ModelCard):
 
 def translate(input_path: str | os.PathLike, output_path: str | os.PathLike, model: str | os.PathLike | None = None,
               options: TileOptions | None = None, feedback: Feedback | None = None,
-              snap: bool = True) -> ApplyResult:
-    """Draw a map of `input_path`; with `snap`, in the exact colours of the model's legend."""
+              snap: bool = True, normalize: str = "model") -> ApplyResult:
+    """Draw a map of `input_path`; with `snap`, in the exact colours of the model's legend;
+    `normalize`: the input's stretch, as in training ("model") or fitted on this raster ("scene")."""
     return apply_model(model or default_model("translate"), input_path, output_path, options, feedback,
-                       tasks=("translate",), postprocess=snap_to_legend if snap else None)
+                       tasks=("translate",), postprocess=snap_to_legend if snap else None, normalize=normalize)

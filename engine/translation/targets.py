@@ -124,7 +124,8 @@ def write_map_target(output: str | os.PathLike, grid: TargetGrid, strips: Iterab
     coverage = Coverage()
     with rasterio.Env(**GDAL_ENV), atomic_path(output) as tmp:
         writer = GeoTiffWriter(tmp, width=grid.width, height=grid.height, dtype="uint8", crs=grid.crs,
-                               transform=grid.transform, nodata=None, band_names=BAND_NAMES)
+                               transform=grid.transform, nodata=None, band_names=BAND_NAMES, overviews="auto",
+                               categorical=True)
         try:
             rows = 0
             for rgb in strips:

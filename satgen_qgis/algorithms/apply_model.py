@@ -22,13 +22,19 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
                 "blended back without seams into a GeoTIFF with the input's CRS and extent.\n\n"
                 "BANDS picks the input bands in the model's order (empty: all bands when the count matches, "
                 "else bands whose names match the model card). Nodata pixels of the input stay nodata.\n\n"
-                "Command line names: INPUT, BANDS, MODEL, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
+                "Normalization (NORMALIZE, advanced): model, the default, stretches the bands as the model's "
+                "training data were; scene fits the stretch on this raster's own values (2-98 %), for imagery of "
+                "another sensor, data type or processing level. When the values lie far from those the model "
+                "was trained on, the run says so in a warning.\n\n"
+                "Command line names: INPUT, BANDS, MODEL, NORMALIZE, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, "
+                "OVERVIEWS, OUTPUT.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Input raster"))
         self.add_band_parameter()
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Model file", extension="satgen"))
+        self.add_normalize_parameter()
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output raster"))
 
@@ -38,5 +44,6 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         apply_model(self.parameterAsFile(parameters, "MODEL", context),
                     self.raster_path(parameters, "INPUT", context), output,
-                    self.tile_options(parameters, context), feedback)
+                    self.tile_options(parameters, context), feedback,
+                    normalize=self.normalize_value(parameters, context))
         return {"OUTPUT": output}

@@ -2,15 +2,33 @@
 file, dependency check, and turning engine errors into Processing errors.
 
 Algorithms stay thin: parse parameters, call one engine function, return outputs.
+
+Raster files named by path go to the engine as they are, never through a QGIS layer:
+making a QgsRasterLayer computes band statistics (and a histogram) for its default
+renderer, and GDAL saves them in `<file>.aux.xml` beside the file, a new file beside
+the user's input on every run. Such a file is checked with GDAL's data provider alone
+(no renderer, no statistics): in the parameters' own check (`FileAware`, which
+`addParameter` swaps in for raster, map-layer and multiple-layers parameters) as in
+`raster_path`. Layers of the project (by ID, name or source) and anything that is not a
+raster file on disk (URIs, vector files) go through QGIS as before.
 """
 
+import os
+
 from qgis.core import (
+    QgsDataProvider,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterMapLayer,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+    QgsProperty,
     QgsProviderRegistry,
 )
 
@@ -19,6 +37,92 @@ from ..feedback import QgisFeedback
 from ..icon import ICON
 
 DEVICES = ["auto", "cpu", "cuda"]
+NORMALIZE = ["model", "scene"]  # the engine's scaling.NORMALIZE, in its order
+OVERVIEWS = ["auto", "yes", "no"]  # the engine's raster.OVERVIEWS, in its order
+
+
+def layer_entries(value) -> list:
+    """The entries of a layer parameter's value: one, or each of a multiple-layers list."""
+    if isinstance(value, QgsProperty) and value.propertyType() == QgsProperty.StaticProperty:
+        value = value.staticValue()
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def raster_file_value(value, context) -> str | None:
+    """`value` as the path of a raster file to hand to the engine as it is: an existing file,
+    no layer of the project or of this run (QGIS's own order: those come first), that GDAL's
+    data provider opens as a raster. None for anything else."""
+    if not isinstance(value, str) or not value or not os.path.isfile(value):
+        return None
+    if QgsProcessingUtils.mapLayerFromString(value, context, False) is not None:
+        return None
+    return value if gdal_raster_provider(value) is not None else None
+
+
+def is_raster_parameter(definition) -> bool:
+    """Whether a parameter takes raster layers only."""
+    return isinstance(definition, QgsProcessingParameterRasterLayer) or (
+        isinstance(definition, QgsProcessingParameterMultipleLayers)
+        and definition.layerType() == QgsProcessing.TypeRaster)
+
+
+def gdal_raster_provider(path: str):
+    """QGIS's GDAL raster data provider for a file, or None where GDAL cannot read it as a raster.
+    A provider alone, unlike a layer, computes no statistics and so writes no .aux.xml."""
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a vector file is no raster, and no error either
+    try:
+        provider = QgsProviderRegistry.instance().createProvider("gdal", path, QgsDataProvider.ProviderOptions())
+    finally:
+        gdal.PopErrorHandler()
+    return provider if provider is not None and provider.isValid() else None
+
+
+class FileAware:
+    """A layer parameter that takes a raster file named by path as it is: acceptable when GDAL's data
+    provider opens it, without the QGIS layer whose statistics would be saved beside it as .aux.xml.
+    Anything else (layers of the project, URIs, vector files) is checked by QGIS as before. Also
+    qgis_process checks every parameter this way before the algorithm's checkParameterValues."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        entries = layer_entries(value)
+        if context is None or not entries:
+            return super().checkValueIsAcceptable(value, context)
+        rest = [e for e in entries if raster_file_value(e, context) is None]
+        if len(rest) == len(entries):
+            return super().checkValueIsAcceptable(value, context)
+        check = super().checkValueIsAcceptable
+        return all(check(e, context) for e in rest)  # the raster files are fine; QGIS checks the rest
+
+    def clone(self):
+        return type(self).copy_of(self)
+
+    @classmethod
+    def copy_of(cls, definition):
+        """This parameter type with everything `definition` has (name, description, flags, default, ...)."""
+        copy = cls(definition.name())
+        copy.fromVariantMap(definition.toVariantMap())
+        return copy
+
+
+class RasterLayerParameter(FileAware, QgsProcessingParameterRasterLayer):
+    pass
+
+
+class MapLayerParameter(FileAware, QgsProcessingParameterMapLayer):
+    pass
+
+
+class MultipleLayersParameter(FileAware, QgsProcessingParameterMultipleLayers):
+    pass
+
+
+FILE_AWARE = {QgsProcessingParameterRasterLayer: RasterLayerParameter,
+              QgsProcessingParameterMapLayer: MapLayerParameter,
+              QgsProcessingParameterMultipleLayers: MultipleLayersParameter}
 
 
 def device_parameter() -> QgsProcessingParameterEnum:
@@ -41,7 +145,34 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):
         return type(self)()
 
+    # layer parameters QGIS itself renders (as layers, with their styles): checked and read by QGIS
+    QGIS_RENDERED: tuple[str, ...] = ()
+
     # -- parameters ---------------------------------------------------------
+    def addParameter(self, definition, create_output=True):  # noqa: N802
+        """QGIS's addParameter; a raster, map-layer or multiple-layers parameter whose files go to the
+        engine becomes its file-aware twin (module docstring), so every algorithm gets it. The twin is
+        a copy: set a definition's flags before adding it, as add_advanced does."""
+        twin = FILE_AWARE.get(type(definition))
+        if twin is not None and definition.name() not in self.QGIS_RENDERED:
+            definition = twin.copy_of(definition)
+        return super().addParameter(definition, create_output)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """QGIS's check (file-aware for raster files), with a plain message for a file that GDAL
+        cannot read as a raster where QGIS would say it was "not found"."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            for definition in self.parameterDefinitions():
+                if not is_raster_parameter(definition):
+                    continue
+                unreadable = [e for e in layer_entries(parameters.get(definition.name()))
+                              if isinstance(e, str) and os.path.isfile(e) and gdal_raster_provider(e) is None]
+                if unreadable:
+                    return False, (f"{definition.name()}: cannot read {', '.join(unreadable)} as a raster; give a "
+                                   f"GeoTIFF or another raster GDAL reads")
+        return ok, message
+
     def add_band_parameter(self, parent: str = "INPUT"):
         self.addParameter(QgsProcessingParameterBand(
             "BANDS", "Input bands for the model (in the model's order; empty: matched automatically)",
@@ -57,8 +188,20 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber("BATCH_SIZE", "Tiles per batch", QgsProcessingParameterNumber.Integer,
                                          defaultValue=4, minValue=1),
             device_parameter(),
+            # optional: graphical models saved before it existed stay valid
+            QgsProcessingParameterEnum("OVERVIEWS", "Overviews in the output, for fast display (auto: when longer "
+                                       "than 4096 px)", options=OVERVIEWS, defaultValue=0, optional=True),
         ):
             self.add_advanced(param)
+
+    def add_normalize_parameter(self, fitted_on: str = "this raster's valid pixels"):
+        """NORMALIZE: the input bands stretched as in training, or by the input's own values."""
+        self.add_advanced(QgsProcessingParameterEnum(
+            "NORMALIZE", f"Normalization (model: the model's training stretch; scene: {fitted_on}, for imagery "
+                         f"unlike the model's training data)", options=NORMALIZE, defaultValue=0, optional=True))
+
+    def normalize_value(self, parameters, context) -> str:
+        return NORMALIZE[self.parameterAsEnum(parameters, "NORMALIZE", context)]
 
     # (parameter, configuration field, label, advanced) of the training options every trainer shares
     TRAINING_PARAMETERS = (
@@ -131,18 +274,33 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
+            overviews=OVERVIEWS[self.parameterAsEnum(parameters, "OVERVIEWS", context)],
         )
 
     def raster_path(self, parameters, name, context) -> str:
-        """The file behind a raster layer parameter; the engine reads files with GDAL."""
+        """The file behind a raster layer parameter; the engine reads files with GDAL. A raster file
+        named by path is taken as it is, without a QGIS layer (module docstring)."""
+        entries = layer_entries(parameters.get(name))
+        path = raster_file_value(entries[0], context) if len(entries) == 1 else None
+        if path is not None:
+            return path
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             raise QgsProcessingException(f"{name}: no raster layer given")
         return self.raster_file(layer, name)
 
     def raster_paths(self, parameters, name, context) -> list:
-        """The files behind a multiple-raster-layers parameter."""
-        return [self.raster_file(layer, name) for layer in self.parameterAsLayerList(parameters, name, context)]
+        """The files behind a multiple-raster-layers parameter, in order (files as raster_path takes them)."""
+        paths = []
+        for entry in layer_entries(parameters.get(name)):
+            path = raster_file_value(entry, context)
+            if path is None:
+                layers = self.parameterAsLayerList({name: [entry]}, name, context)
+                if not layers:
+                    raise QgsProcessingException(f"{name}: {entry} is not a raster layer or file; check the path")
+                path = self.raster_file(layers[0], name)
+            paths.append(path)
+        return paths
 
     @staticmethod
     def raster_file(layer, name: str) -> str:

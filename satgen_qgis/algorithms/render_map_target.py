@@ -18,12 +18,14 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from .. import rendering
-from .base import SatGenAlgorithm
+from .base import SatGenAlgorithm, gdal_raster_provider, raster_file_value
 
 DEFAULT_BACKGROUND = "#f2efe9"  # OSM Carto's land colour
 
 
 class RenderMapTargetAlgorithm(SatGenAlgorithm):
+    QGIS_RENDERED = ("LAYERS",)
+
     def name(self):
         return "render_map_target"
 
@@ -70,7 +72,9 @@ class RenderMapTargetAlgorithm(SatGenAlgorithm):
         # Problems found here are raised from processAlgorithm: QGIS reduces an exception
         # raised in prepareAlgorithm to "There were errors executing the algorithm".
         self.problem, self.clones = "", []
-        raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        # the grid from GDAL's data provider for a raster file: a layer would write .aux.xml beside it (base.py)
+        path = raster_file_value(parameters.get("INPUT"), context)
+        raster = gdal_raster_provider(path) if path else self.parameterAsRasterLayer(parameters, "INPUT", context)
         if raster is None or not raster.isValid():
             self.problem = ("INPUT: no valid raster layer given; choose the satellite raster whose grid "
                             "the map should have")

@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..engine.synthesis.config import ARCHS, SynthesisConfig
 from ..engine.training.options import default_of
-from .base import DEVICES, SatGenAlgorithm, device_parameter
+from .base import DEVICES, SatGenAlgorithm, device_parameter, raster_file_value
 
 
 class TrainSynthesisAlgorithm(SatGenAlgorithm):
@@ -79,6 +79,9 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
 
     def labels_path(self, parameters, context):
+        path = raster_file_value(parameters.get("LABELS"), context)  # a class raster: no QGIS layer (base.py)
+        if path is not None:
+            return path, None
         layer = self.parameterAsLayer(parameters, "LABELS", context)
         if layer is None:
             return None

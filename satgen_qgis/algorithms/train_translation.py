@@ -23,6 +23,8 @@ from .base import SatGenAlgorithm
 
 
 class TrainTranslationAlgorithm(SatGenAlgorithm):
+    QGIS_RENDERED = ("LAYERS",)
+
     def name(self):
         return "train_translation"
 

@@ -27,7 +27,12 @@ class TranslateAlgorithm(SatGenAlgorithm):
                 "Brandenburg an der Havel. Input bands: the bands in the model's order (empty: matched by count or "
                 "by band names). Legend colours: each pixel takes the nearest colour of the model's legend, so "
                 "the classes can be told apart exactly (untick for the model's raw, blended colours).\n\n"
-                "Command line names: INPUT, BANDS, MODEL, SNAP, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, OUTPUT.")
+                "Normalization (NORMALIZE, advanced): model, the default, stretches the bands as the model's "
+                "training data were; scene fits the stretch on this raster's own values (2-98 %), for imagery of "
+                "another sensor, data type or processing level. When the values lie far from those the model "
+                "was trained on, the run says so in a warning.\n\n"
+                "Command line names: INPUT, BANDS, MODEL, SNAP, NORMALIZE, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, "
+                "OVERVIEWS, OUTPUT.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
@@ -37,6 +42,7 @@ class TranslateAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "SNAP", "Draw in the legend's exact colours (crisp classes)", defaultValue=True,
             optional=True))  # optional: graphical models saved before it existed stay valid
+        self.add_normalize_parameter()
         self.add_tile_parameters()
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
 
@@ -47,5 +53,6 @@ class TranslateAlgorithm(SatGenAlgorithm):
         translate(self.raster_path(parameters, "INPUT", context), output,
                   self.parameterAsFile(parameters, "MODEL", context) or None,
                   self.tile_options(parameters, context), feedback,
-                  snap=self.parameterAsBool(parameters, "SNAP", context))
+                  snap=self.parameterAsBool(parameters, "SNAP", context),
+                  normalize=self.normalize_value(parameters, context))
         return {"OUTPUT": output}

@@ -15,7 +15,7 @@ from engine.inpainting.data import RealMasks, cloud_mask, synthetic_mask
 from engine.inpainting.train import InpaintingConfig, train_inpainting
 from engine.modelfile import read_card
 from engine.pipeline import TileOptions
-from helpers import SAMPLES, crop_raster, smooth_image, write_raster
+from helpers import SAMPLES, Lines, crop_raster, smooth_image, write_raster
 
 needs_samples = pytest.mark.skipif(not (SAMPLES / "s2_virginia_10m.tif").exists(), reason="run `make data` first")
 
@@ -265,3 +265,20 @@ def test_a_bad_reference_is_refused_and_nothing_is_left(trained, tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         inpaint(crop, out, model, MaskOptions(mask=str(mask)), reference=str(tmp_path / "missing.tif"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["far.tif", "mask.tif", "two.tif"]
+
+
+def test_values_unlike_the_training_data_are_warned(trained, tmp_path):
+    """The scene the model was trained on passes quietly; the same scene at ten times the
+    brightness and 8,000 more (Landsat-8 DN against Sentinel-2) is warned about, with the fix."""
+    _, crop, model, _ = trained
+    with rasterio.open(crop) as src:
+        data, crs, transform = src.read(), src.crs, src.transform
+    mask = _mask_raster(tmp_path / "mask.tif", data.shape[1:], [(10, 50, 20, 90)], crs=crs, transform=transform)
+    bright = write_raster(tmp_path / "bright.tif", np.minimum(data.astype(np.uint32) * 10 + 8000, 65535)
+                          .astype(np.uint16), crs=crs, transform=transform)
+    for image, warned in ((crop, False), (bright, True)):
+        fb = Lines()
+        inpaint(image, tmp_path / "o.tif", model, MaskOptions(mask=str(mask)), feedback=fb)
+        warnings = [line for line in fb.warnings() if "trained on" in line]
+        assert bool(warnings) == warned, fb.lines
+    assert "NORMALIZE=1" in warnings[0] and "band 1 (the model's B02)" in warnings[0]

@@ -127,3 +127,189 @@ def test_safetensors_header_length_ending_in_0x80_is_not_mistaken_for_a_pickle(t
             break
     assert path.read_bytes()[0] == 0x80
     assert load_model(path).card.description == loaded.card.description
+
+
+# --- every card field is bounded before anything is built (issue 15 item 8)
+
+def rewrite_card(tmp_path, mutate, name="m.satgen", base=None):
+    """A copy of a tiny real model file whose card JSON `mutate` changed (in place) first."""
+    from safetensors.torch import load_file
+
+    base = base or make_model(tmp_path / "base.satgen")
+    card = json.loads(read_card(base).to_json())
+    mutate(card)
+    return write_safetensors(tmp_path / name, load_file(str(base)), json.dumps(card))
+
+
+def refused(path, *words):
+    """load_model refuses `path` with a ModelFileError whose message holds every word, in well under a second."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError) as info:
+        load_model(path)
+    assert time.perf_counter() - start < 5
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("params,words", [
+    ({"depth": 10000}, ["'depth'", "2..12", "10000"]),  # allocated until the memory cap
+    ({"ngf": -2}, ["'ngf'", "1..1024"]),  # raw RuntimeError: negative dimension
+    ({"in_channels": 2 ** 31}, ["'in_channels'", "1..1024"]),  # raw RuntimeError
+    ({"out_channels": 0}, ["'out_channels'"]),
+    ({"max_mult": 10 ** 30}, ["'max_mult'", "1..64"]),
+    ({"dropout": 1.5}, ["'dropout'", "0..1"]),
+    ({"dropout": float("nan")}, ["'dropout'"]),
+    ({"depth": 3.0}, ["'depth'", "an integer"]),
+    ({"depth": True}, ["'depth'"]),
+    ({"ngf": None}, ["'ngf'"]),
+])
+def test_architecture_parameters_are_bounded(tmp_path, params, words):
+    path = rewrite_card(tmp_path, lambda c: c["params"].update(params))
+    refused(path, "parameter", *words)
+
+
+def test_every_parameter_of_every_architecture_has_bounds():
+    import inspect
+
+    from engine.models import ARCHITECTURES, PARAMETERS
+
+    for name, cls in ARCHITECTURES.items():
+        assert set(PARAMETERS[name]) == set(inspect.signature(cls).parameters), name
+
+
+def test_a_model_too_large_is_refused_before_it_is_built(tmp_path):
+    from engine.models import MAX_PARAMETERS, build
+
+    huge = dict(in_channels=3, out_channels=3, ngf=1024, depth=12, max_mult=64)  # 10^12 weights
+    with pytest.raises(ModelFileError, match="weights, more than"):
+        build("unet", huge)
+    path = rewrite_card(tmp_path, lambda c: c.update(tile_size=4096, overlap=0) or c["params"].update(huge))
+    refused(path, f"{MAX_PARAMETERS:,}")
+    # few weights, but one 4096 px tile would make 4 billion values in the first layer alone
+    wide = rewrite_card(tmp_path, lambda c: c.update(tile_size=4096) or c["params"].update(ngf=1024, depth=2),
+                        name="wide.satgen")
+    refused(wide, "one 4096 px tile", "GiB")
+
+
+def test_build_returns_a_real_cpu_module_wherever_torch_puts_new_tensors():
+    from engine.models import build
+
+    with torch.device("meta"):
+        module = build("unet", dict(in_channels=3, out_channels=3, ngf=4, depth=3))
+    assert {p.device.type for p in module.parameters()} == {"cpu"}
+    assert module(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda c: c.update(legend={f"c{i}": [i % 256, i // 256 % 256, 0] for i in range(200_000)}),
+     ["legend", "at most 256 colours"]),  # decoding asked for 50 GiB
+    (lambda c: c["inputs"].update(low=[-1e308] * 3, high=[1e308] * 3), ["inputs.low", "1e+12"]),  # one colour, exit 0
+    (lambda c: c["outputs"].update(low=[1e9] * 3, high=[1e9 + 1] * 3), ["outputs.low and outputs.high must differ"]),
+    (lambda c: c["inputs"].update(low=[0.0] * 3, high=[1e-40] * 3), ["inputs.low and inputs.high must differ"]),
+    (lambda c: c["inputs"].update(clip=1e308), ["inputs.clip", "1000"]),
+    (lambda c: c["inputs"].update(clip=float("inf")), ["inputs.clip"]),
+    (lambda c: c.update(tile_size=10 ** 6), ["'tile_size'", "8..4096"]),
+    (lambda c: c.update(tile_size=4), ["'tile_size'", "8..4096"]),
+    (lambda c: c.update(overlap=17), ["'overlap'", "0..16"]),  # more than half the 32 px tile
+    (lambda c: c.update(overlap=-1), ["'overlap'"]),
+    (lambda c: c.update(scale=200), ["'scale'", "1..16"]),
+    (lambda c: c.update(tile_size=2048, scale=4), ["tile_size x scale", "4096"]),
+    (lambda c: c.update(classes=["c"] * 1025), ["classes", "at most 1024"]),
+    (lambda c: c.update(classes=["x" * 300]), ["classes", "256 characters"]),
+    (lambda c: c["inputs"].update(names=["B"] * 2000, low=[0] * 2000, high=[1] * 2000), ["inputs.names", "1024"]),
+    (lambda c: c["outputs"].update(names=[], low=[], high=[]), ["outputs.names", "at least one band"]),
+    (lambda c: c.update(name="n" * 2000), ["name", "at most 1000 characters"]),
+    (lambda c: c.update(format_version=0), ["format_version"]),
+    (lambda c: c.update(format_version=True), ["format_version"]),
+    (lambda c: c.update(training={"sampler": []}), ["training.sampler"]),
+    (lambda c: c.update(training={"sampler": {"guidance": [], "steps": 2}}), ["training.sampler.guidance"]),
+    (lambda c: c.update(training={"sampler": {"steps": 10 ** 12}}), ["training.sampler.steps", "1..10000"]),
+    (lambda c: c.update(training={"config": [1]}), ["training.config"]),
+    (lambda c: c.update(metrics={"a": json.loads("[" * 40 + "]" * 40)}), ["metrics", "nested more than 32"]),
+])
+def test_card_fields_are_bounded_with_a_message_naming_the_field(tmp_path, mutate, words):
+    path = rewrite_card(tmp_path, mutate)
+    with pytest.raises(ModelFileError) as info:
+        read_card(path)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_deeply_nested_json_is_a_message_not_a_recursion_error(tmp_path):
+    base = make_model(tmp_path / "base.satgen")
+    card = read_card(base).to_json()
+    deep = card.replace('"training": {}', '"training": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert deep != card
+    path = write_safetensors(tmp_path / "deep_card.satgen", {"w": torch.zeros(1)}, deep)
+    with pytest.raises(ModelFileError, match="nested"):
+        load_model(path)
+    # the safetensors header itself (tensor index), nested as deep
+    header = b'{"w": {"dtype": "F32", "shape": ' + b"[" * 100_000 + b"]" * 100_000 + b', "data_offsets": [0, 4]}}'
+    raw = tmp_path / "deep_header.satgen"
+    raw.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load_model(raw)
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda c: c["params"].update(in_channels=5), ["in_channels is 5", "inputs.names has 3"]),
+    (lambda c: c["params"].update(out_channels=1), ["out_channels is 1"]),
+    (lambda c: c.update(tile_size=36), ["tile_size 36 is not a multiple of 8"]),
+    (lambda c: c.update(architecture="class_unet", params={"in_channels": 3, "num_classes": 2}),
+     ["'image-to-image' must have architecture unet"]),
+    (lambda c: c.update(architecture="patchgan", params={"in_channels": 6}), ["must have architecture unet"]),
+])
+def test_a_card_must_fit_its_architecture(tmp_path, mutate, words):
+    """Bands, classes and tile size the tools feed and expect must be what the network takes and makes:
+    a mismatch was a raw RuntimeError (or IndexError) in the middle of a run."""
+    refused(rewrite_card(tmp_path, mutate), *words)
+
+
+def test_a_synthesis_card_must_fit_its_classes(tmp_path):
+    from engine.card import Bands, ModelCard
+    from engine.models.cdcgan import CDCGANGenerator
+
+    params = dict(out_channels=2, num_classes=2, patch_size=16, nz=8, ngf=4)
+    card = ModelCard(task="synthesize", architecture="cdcgan", params=params, inputs=Bands([], [], []),
+                     outputs=Bands(["a", "b"], [0.0, 0.0], [1.0, 1.0]), tile_size=16, overlap=0,
+                     classes=["farm", "water"])
+    base = save_model(tmp_path / "g.satgen", CDCGANGenerator(**params), card)
+    assert load_model(base).card.classes == ["farm", "water"]
+    for mutate, words in [(lambda c: c.update(classes=["farm"]), ["num_classes is 2", "classes list 1"]),
+                          (lambda c: c.update(classes=[]), ["num_classes is 2"]),
+                          (lambda c: c.update(tile_size=32), ["16 px patches", "tile_size is 32"])]:
+        refused(rewrite_card(tmp_path, mutate, base=base), *words)
+
+
+def test_weights_are_checked_before_they_are_read(tmp_path):
+    from safetensors.torch import load_file
+
+    base = make_model(tmp_path / "base.satgen")
+    tensors, card = load_file(str(base)), read_card(base).to_json()
+    nan = dict(tensors)
+    nan["down.0.0.weight"] = torch.full_like(nan["down.0.0.weight"], float("nan"))
+    refused(write_safetensors(tmp_path / "nan.satgen", nan, card), "NaN or infinite", "down.0.0.weight")
+    extra = dict(tensors, big=torch.zeros(1000))
+    refused(write_safetensors(tmp_path / "extra.satgen", extra, card), "unexpected big")
+    ints = dict(tensors)
+    ints["down.0.0.weight"] = ints["down.0.0.weight"].to(torch.int32)
+    refused(write_safetensors(tmp_path / "ints.satgen", ints, card), "down.0.0.weight is I32")
+
+
+def test_a_card_out_of_bounds_is_never_written(tmp_path):
+    loaded = load_model(make_model(tmp_path / "m.satgen"))
+    loaded.card.tile_size = 5
+    with pytest.raises(ModelFileError, match="tile_size"):
+        save_model(tmp_path / "bad.satgen", loaded.module, loaded.card)
+    assert not (tmp_path / "bad.satgen").exists()
+
+
+def test_the_shipped_models_are_within_every_bound():
+    from engine.modelfile import DEFAULT_MODELS, default_model
+    from engine.models import check_fits
+
+    for task in DEFAULT_MODELS:
+        check_fits(read_card(default_model(task)))

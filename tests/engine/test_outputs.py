@@ -233,3 +233,22 @@ def test_reference_bands_without_a_reference_are_refused(tmp_path):
     mask = write_raster(tmp_path / "mask.tif", np.ones((1, 64, 64), np.uint8))
     with pytest.raises(InputError, match="without a reference image"):
         inpaint(image, tmp_path / "out.tif", None, MaskOptions(mask=str(mask)), reference_bands=[1, 2, 3, 4])
+
+
+@pytest.mark.slow
+def test_overviews_cut_short_never_publish_the_output(scene, tmp_path):
+    """Overviews are written after the full-resolution data: a limit met there is an error too."""
+    _, raster, model, good = scene
+    args = ["apply", "--model", str(model), "--input", str(raster), "--device", "cpu", "--overviews"]
+    with_overviews = tmp_path / "full.tif"
+    assert subprocess.run([sys.executable, "-m", "engine", *args, "yes", "--output", str(with_overviews)],
+                          cwd=ROOT, capture_output=True, text=True).returncode == 0
+    full, plain = with_overviews.stat().st_size, good.stat().st_size
+    assert full > plain
+    out = tmp_path / "out.tif"
+    for limit in (plain + 100, (plain + full) // 2, full - 10):
+        run = _run_limited([*args, "yes", "--output", str(out)], limit)
+        assert run.returncode == 2 and "Traceback" not in run.stderr, (limit, run.stderr)
+        assert "overviews" in run.stderr or "not written completely" in run.stderr, run.stderr
+        assert not out.exists() and _no_parts(tmp_path)
+    verify_geotiff(str(with_overviews), overview_level=0)

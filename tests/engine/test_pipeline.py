@@ -13,7 +13,7 @@ from engine.errors import Cancelled, InputError, ModelFileError
 from engine.pipeline import RunStats, TileOptions, apply_model, output_transform, run_tiles
 from engine.progress import Feedback
 from engine.windows import TileGrid
-from helpers import make_model, smooth_image, write_raster
+from helpers import Lines, make_model, smooth_image, write_raster
 
 
 def stitch(data, tile, overlap, scale=1, batch=3, predict=None):
@@ -133,8 +133,12 @@ def test_band_selection_explicit_and_by_description(tmp_path):
     explicit = apply_model(model, src, tmp_path / "b.tif", TileOptions(bands=[3, 5, 2])).output
     with rasterio.open(by_name) as a, rasterio.open(explicit) as b:
         np.testing.assert_array_equal(a.read(), b.read())
-    with pytest.raises(InputError, match="BANDS"):
+    with pytest.raises(InputError, match="choose which 3, in the model's order, with BANDS / --bands, e.g. 1,2,3$"):
         apply_model(model, write_raster(tmp_path / "five.tif", data), tmp_path / "c.tif")
+    # too few bands: no selection can help, and the message does not suggest one
+    with pytest.raises(InputError, match="has only 2, so this model cannot run on it") as info:
+        apply_model(model, write_raster(tmp_path / "two.tif", data[:2]), tmp_path / "c.tif")
+    assert "BANDS" not in str(info.value)
     with pytest.raises(InputError, match="do not exist"):
         apply_model(model, src, tmp_path / "d.tif", TileOptions(bands=[1, 2, 9]))
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "d.tif").exists()
@@ -257,15 +261,47 @@ def test_a_raster_without_georeferencing_stays_without_and_is_said(tmp_path):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(plain, "w", driver="GTiff", width=90, height=70, count=3, dtype=data.dtype) as dst:
             dst.write(data)
-        messages = []
-
-        class Listen(Feedback):
-            def info(self, message):
-                messages.append(message)
-
+        listen = Lines()
         out = apply_model(make_model(tmp_path / "m.satgen"), plain, tmp_path / "out.tif",
-                          TileOptions(device="cpu"), Listen()).output
+                          TileOptions(device="cpu"), listen).output
         with rasterio.open(out) as o:
             assert not is_georeferenced(o) and o.crs is None  # no identity transform that flips it in QGIS
             assert "Origin" not in subprocess.run(["gdalinfo", str(out)], capture_output=True, text=True).stdout
-    assert any("no georeferencing" in m for m in messages)
+    assert any("no georeferencing" in m for m in listen.lines)
+
+
+def test_values_unlike_the_training_data_are_warned_and_a_scene_stretch_fits_them(tmp_path):
+    """A model fitted on 0..4000 given a raster of 8,000-48,000 (a Landsat-8 DN range): a warning
+    naming the bands, the ranges and the fix; with normalize="scene" no warning, and the output is
+    that of the same scene in the model's range (a percentile stretch ignores gain and offset)."""
+    model = make_model(tmp_path / "m.satgen")
+    scene = smooth_image(3, 96, 96)  # 0..4000, the model's range
+    bright = write_raster(tmp_path / "bright.tif", (scene.astype(np.uint32) * 10 + 8000).astype(np.uint16))
+    plain = write_raster(tmp_path / "plain.tif", scene)
+    fb = Lines()
+    apply_model(model, plain, tmp_path / "plain_out.tif", feedback=fb)
+    assert not fb.warnings()
+    fb = Lines()
+    apply_model(model, bright, tmp_path / "model_out.tif", feedback=fb)
+    warning = fb.warnings()[0]
+    for text in ("band 1 (the model's B1)", "0..4000", "NORMALIZE=1", "--normalize scene"):
+        assert text in warning
+    fb = Lines()
+    apply_model(model, bright, tmp_path / "scene_out.tif", feedback=fb, normalize="scene")
+    assert not fb.warnings() and any("scene stretch" in x for x in fb.lines)
+    apply_model(model, plain, tmp_path / "plain_scene.tif", normalize="scene")
+    with rasterio.open(tmp_path / "scene_out.tif") as a, rasterio.open(tmp_path / "plain_scene.tif") as b:
+        assert np.abs(a.read().astype(int) - b.read().astype(int)).max() <= 1
+    with pytest.raises(InputError, match="normalize must be"):
+        apply_model(model, plain, tmp_path / "x.tif", normalize="auto")
+
+
+def test_a_scene_stretch_takes_other_dtypes_and_needs_valid_pixels(tmp_path):
+    model = make_model(tmp_path / "m.satgen", dtype="uint16")
+    floats = write_raster(tmp_path / "f.tif", smooth_image(3, 40, 40, "float32"))
+    result = apply_model(model, floats, tmp_path / "f_out.tif", normalize="scene")
+    assert result.width == 40
+    empty = write_raster(tmp_path / "e.tif", np.zeros((3, 40, 40), np.uint16), nodata=0)
+    with pytest.raises(InputError, match="valid pixels to fit"):
+        apply_model(model, empty, tmp_path / "e_out.tif", normalize="scene")
+    assert not (tmp_path / "e_out.tif").exists()

@@ -7,7 +7,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from engine.raster import BlockReader, GeoTiffWriter, RollingReader
+from engine.errors import InputError
+from engine.raster import BlockReader, GeoTiffWriter, RollingReader, overview_factors
 from engine.windows import TileGrid
 from helpers import smooth_image
 
@@ -144,3 +145,27 @@ def test_writer_compression_and_fallback(tmp_path, monkeypatch):
     assert write("default.tif") == (raster.output_compression()["compress"], (256, 256))
     monkeypatch.setattr(raster, "_zstd", lambda: False)
     assert write("fallback.tif") == ("deflate", (256, 256))
+
+
+def test_overview_levels_by_size_and_choice():
+    assert overview_factors(4096, 100) == [] and overview_factors(300, 300, "no") == []
+    assert overview_factors(4097, 100) == [2, 4, 8, 16, 32]  # halved until it fits in 256 px
+    assert overview_factors(300, 300, "yes") == [2]
+    with pytest.raises(InputError, match="overviews must be one of auto, yes, no"):
+        overview_factors(10, 10, "maybe")
+
+
+@pytest.mark.parametrize("categorical", [True, False])
+def test_overviews_average_values_and_keep_classes(tmp_path, categorical):
+    """Classes (map colours, masks) keep their values in the overviews; images are averaged."""
+    checker = (np.indices((600, 600)).sum(axis=0) % 2 * 100).astype(np.uint8)[None]
+    path = str(tmp_path / "o.tif")
+    writer = GeoTiffWriter(path, width=600, height=600, dtype="uint8", crs="EPSG:32633",
+                           transform=from_origin(0, 0, 1, 1), nodata=None, band_names=["class"], overviews="yes",
+                           categorical=categorical)
+    writer.write_rows(checker)
+    writer.close()
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2, 4]
+        small = src.read(1, out_shape=(300, 300))
+    assert set(np.unique(small)) <= {0, 100} if categorical else set(np.unique(small)) == {50}

@@ -75,6 +75,42 @@ def test_a_file_declaring_a_huge_image_is_read_decimated_or_skipped(folders):
     assert any("huge.tif" in s for s in sources) and any("cut.tif" in s for s in skipped)
 
 
+def test_class_folder_files_that_lie_or_are_incomplete_are_skipped_fast(folders):
+    """Found by tests/fuzzing.py (datasets, seed 0): a TIFF of a few hundred bytes declaring 65535 bands
+    made GDAL read for hours (case 309); NaN pixels went into the patches (case 13)."""
+    import time
+
+    from fuzzing import tiff_bytes
+
+    (folders / "dark" / "bands.tif").write_bytes(tiff_bytes(1, 1, samples=65535, bits=16))
+    nan = np.ones((3, 16, 16), np.float32)
+    nan[1, 3, 4] = np.nan
+    write_raster(folders / "dark" / "nan.tif", nan)
+    (folders / "dark" / "complex.tif").write_bytes(tiff_bytes(8, 8, bits=64, fmt=6))
+    start = time.perf_counter()
+    ps = load_class_folders(folders, patch_size=16, warn=lambda m: None)
+    assert time.perf_counter() - start < 10
+    skipped = "\n".join(ps.skipped)
+    assert "65535 bands" in skipped and "NaN or infinite" in skipped and "complex values" in skipped
+    assert np.isfinite(ps.x).all()
+
+
+def test_names_that_are_not_utf8_make_printable_messages(folders):
+    """A folder or file name that is not UTF-8 (an old archive's) crashed the print of its message
+    (fuzz: datasets seed 0 cases 23, 77); the image is read all the same, its class named printably."""
+    odd = folders / "caf\udce9"  # b"caf\xe9": Latin-1, not UTF-8
+    odd.mkdir()
+    (folders / "bright" / "b0.png").rename(odd / "x\udcff.png")
+    (odd / "broken\udcfe.png").write_bytes(b"junk")
+    messages = []
+    ps = load_class_folders(folders, patch_size=16, warn=messages.append)
+    for text in messages + ps.skipped + ps.classes:
+        text.encode("utf-8")
+    assert "caf\ufffd" in ps.classes
+    with pytest.raises(InputError, match="1 or more"):  # was a raw ValueError from numpy (case 14)
+        load_class_folders(folders, patch_size=16, max_per_class=-1)
+
+
 def test_class_folders_bad_input(tmp_path, folders):
     write_raster(folders / "dark" / "five.tif", np.zeros((5, 16, 16), np.uint8))
     with pytest.raises(InputError, match="mixed band counts"):

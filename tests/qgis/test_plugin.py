@@ -29,7 +29,8 @@ def test_provider_lists_apply_model(satgen_provider):
     alg = satgen_provider.algorithm("apply_model")
     assert alg is not None
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "BANDS", "MODEL", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT"]
+    assert names == ["INPUT", "BANDS", "MODEL", "NORMALIZE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
+                     "OVERVIEWS", "OUTPUT"]
 
 
 def test_apply_model_through_processing_run(satgen_provider, real_raster, tmp_path):
@@ -56,7 +57,7 @@ def test_band_selection_and_clear_errors(satgen_provider, real_raster, tmp_path)
 
     model3 = make_model(tmp_path / "m3.satgen", in_bands=3)
     out = tmp_path / "out.tif"
-    with pytest.raises(QgsProcessingException, match="choose which with BANDS"):
+    with pytest.raises(QgsProcessingException, match="choose which 3, in the model's order, with BANDS"):
         processing.run("satgen:apply_model", {"INPUT": str(real_raster), "MODEL": str(model3), "OUTPUT": str(out)})
     assert not out.exists()
     result = processing.run("satgen:apply_model", {"INPUT": str(real_raster), "BANDS": [3, 2, 1],

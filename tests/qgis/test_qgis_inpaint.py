@@ -2,7 +2,9 @@
 training on a real crop, a polygon mask layer in another CRS), and inpaint_clouds
 through the real qgis_process command line with a QA band expression."""
 
+import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,8 +94,8 @@ def test_qgis_process_inpaints_with_a_qa_band(qgis_process_env, tmp_path):
                           f"QA_BAND={qa_path}", "QA_EXPRESSION=bits(14, 15) == 3", f"OUTPUT={out}"],
                          env=qgis_process_env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr  # OUTPUT_MASK is optional, as in the dialog
-    # no mask written when none is asked for (QGIS's own statistics files of the inputs aside: issue 15, item 13)
-    assert sorted(p.name for p in tmp_path.glob("*.tif")) == ["bqa.tif", "filled.tif", "scene.tif"]
+    # no mask written when none is asked for, and nothing beside the inputs (no .aux.xml)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bqa.tif", "filled.tif", "scene.tif"]
     with rasterio.open(out) as o:
         filled = o.read()
         assert o.crs is not None and o.dtypes[0] == "uint16"
@@ -133,3 +135,86 @@ def test_example_graphical_model_trains_then_inpaints(satgen_provider, tmp_path)
         filled = out.read()
     assert np.array_equal(filled[:, cloud[0] == 0], original[:, cloud[0] == 0])
     assert (tmp_path / "r" / "metrics.json").exists()
+
+
+def far_polygon_layer(name: str, geometry: str = "Polygon"):
+    """A memory layer in WGS84 holding one feature far from Europe (a square in the Atlantic, or a point)."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsVectorLayer
+
+    layer = QgsVectorLayer(f"{geometry}?crs=EPSG:4326", name, "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt("POLYGON((-30 10, -29 10, -29 11, -30 11, -30 10))"
+                                            if geometry == "Polygon" else "POINT(-30 10)"))
+    layer.dataProvider().addFeatures([feature])
+    return layer
+
+
+def test_vector_mask_errors_name_the_users_layer(satgen_provider, tmp_path):
+    """Polygon layers the engine cannot read as they are go to it as a temporary GeoPackage; its
+    messages call them by the user's layer, never by the copy in QGIS's temporary folder."""
+    import processing
+    from qgis.core import QgsCoordinateTransformContext, QgsProcessingException, QgsProcessingUtils, QgsVectorFileWriter
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "scene.tif", 352, 608, 64, 64)
+    far = far_polygon_layer("far clouds")
+    shapefile = tmp_path / "far.shp"
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "ESRI Shapefile"
+    assert QgsVectorFileWriter.writeAsVectorFormatV3(far, str(shapefile), QgsCoordinateTransformContext(),
+                                                     options)[0] == QgsVectorFileWriter.NoError
+    geojson = tmp_path / "far.geojson"
+    atlantic = {"type": "Polygon", "coordinates": [[[-30, 10], [-29, 10], [-29, 11], [-30, 10]]]}
+    geojson.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": atlantic}]}))
+    params = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "o.tif"), "OUTPUT_MASK": str(tmp_path / "m.tif")}
+    cases = [
+        (far, "the mask layer 'far clouds' (a temporary scratch layer) does not overlap the input raster"),
+        (str(shapefile), f"the mask layer 'far' ({shapefile}) does not overlap the input raster"),
+        (str(geojson), f"the mask layer far of {geojson} does not overlap the input raster"),
+        (far_polygon_layer("cloud points", "Point"),
+         "mask layer 'cloud points' (a temporary scratch layer) has no polygon features (it holds Point)"),
+    ]
+    temp = QgsProcessingUtils.tempFolder()
+    for mask, message in cases:
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run("satgen:inpaint_clouds", dict(params, MASK=mask))
+        assert message in str(err.value)
+        assert temp not in str(err.value) and "satgen_mask" not in str(err.value)
+    assert not list(Path(temp).rglob("satgen_mask*.gpkg"))  # the copies are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.cpg", "far.dbf", "far.geojson", "far.prj", "far.shp",
+                                                          "far.shx", "scene.tif"]
+
+
+def unnamed_cloud_scene(path):
+    """Four unnamed uint16 bands (blue, green, red, NIR): vegetation, water, and a white cloud at
+    rows 10..19, cols 20..29; (path, cloud)."""
+    image = np.zeros((4, 40, 40), np.uint16)
+    image[:] = np.array([300, 500, 300, 3500], np.uint16)[:, None, None]
+    image[:, :, :8] = np.array([400, 350, 200, 100], np.uint16)[:, None, None]
+    image[:, 10:20, 20:30] = np.array([5000, 5100, 5200, 5600], np.uint16)[:, None, None]
+    cloud = np.zeros((40, 40), bool)
+    cloud[10:20, 20:30] = True
+    return write_raster(path, image), cloud
+
+
+def test_qgis_process_detects_with_detection_bands(qgis_process_env, tmp_path):
+    enable_plugin(qgis_process_env)
+    scene, cloud = unnamed_cloud_scene(tmp_path / "unnamed.tif")
+    out, used = tmp_path / "filled.tif", tmp_path / "used.tif"
+
+    def run(*args):
+        return subprocess.run([QGIS_PROCESS, "run", "satgen:inpaint_clouds", "--", f"INPUT={scene}", "NORMALIZE=1",
+                               f"OUTPUT={out}", f"OUTPUT_MASK={used}", *args],
+                              env=qgis_process_env, capture_output=True, text=True, timeout=300)
+
+    unnamed = run("DETECT=true")
+    assert unnamed.returncode != 0
+    text = unnamed.stdout + unnamed.stderr
+    assert "the band names of" in text and "DETECT_BANDS" in text and "e.g. blue=1,green=2,red=3,nir=4" in text
+    off = run("DETECT_BANDS=blue=1,green=2,red=3,nir=4")
+    assert off.returncode != 0 and "detection is off" in off.stdout + off.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unnamed.tif"]
+    given = run("DETECT=true", "DETECT_BANDS=blue=1,green=2,red=3,nir=4")
+    assert given.returncode == 0, given.stdout + given.stderr
+    with rasterio.open(used) as m:
+        assert (m.read(1) == cloud).all()

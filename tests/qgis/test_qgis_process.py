@@ -98,3 +98,83 @@ def test_translate_with_the_shipped_default_model(qgis_process_env, real_raster,
     # a map: most pixels are close to one of the legend's colours
     distance = np.abs(rgb[:, None, :] - legend[None]).max(axis=2).min(axis=1)
     assert (distance < 30).mean() > 0.5
+
+
+def listing(folder):
+    """{name: bytes} of every file in a folder."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def inpaint_inputs(folder):
+    """A crop of the real Virginia scene, a cloud mask raster and a QA raster on its grid, and a
+    clear reference over the same ground on another grid (a larger crop): the inputs of one
+    inpaint_clouds run with every kind of raster input."""
+    import numpy as np
+
+    from helpers import SAMPLES, crop_raster, write_raster
+
+    folder.mkdir()
+    scene = crop_raster(SAMPLES / "s2_virginia_10m.tif", folder / "scene.tif", 800, 800, 96, 96)
+    reference = crop_raster(SAMPLES / "s2_virginia_10m.tif", folder / "reference.tif", 780, 780, 140, 140)
+    cloud = np.zeros((1, 96, 96), np.uint8)
+    cloud[0, 20:40, 30:60] = 1
+    qa = np.zeros((1, 96, 96), np.uint16)
+    qa[0, 60:70, 10:30] = 3 << 14
+    with rasterio.open(scene) as src:
+        mask = write_raster(folder / "mask.tif", cloud, crs=src.crs, transform=src.transform)
+        qa_path = write_raster(folder / "bqa.tif", qa, crs=src.crs, transform=src.transform)
+    return scene, mask, qa_path, reference
+
+
+def test_runs_leave_nothing_beside_the_inputs(qgis_process_env, tmp_path):
+    """QGIS made a layer of each input raster, whose statistics GDAL saved as <input>.aux.xml
+    beside it; SatGen hands raster files to the engine as they are (satgen_qgis/algorithms/base.py)."""
+    enable_plugin(qgis_process_env)
+    scene, mask, qa, reference = inpaint_inputs(tmp_path / "inputs")
+    before = listing(tmp_path / "inputs")
+    out = tmp_path / "out"
+    out.mkdir()
+    run = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={scene}", f"OUTPUT={out / 'map.tif'}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    run = qgis_process(qgis_process_env, "run", "satgen:inpaint_clouds", "--", f"INPUT={scene}", f"MASK={mask}",
+                       f"QA_BAND={qa}", "QA_EXPRESSION=bits(14, 15) == 3", f"REFERENCE={reference}",
+                       f"OUTPUT={out / 'filled.tif'}", f"OUTPUT_MASK={out / 'used.tif'}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "filling from the reference reference.tif" in run.stdout
+    assert listing(tmp_path / "inputs") == before  # the same files, byte for byte, and no new one
+    assert sorted(p.name for p in out.iterdir()) == ["filled.tif", "map.tif", "used.tif"]
+    with rasterio.open(out / "used.tif") as used:
+        assert (used.read(1) == 1).sum() == 20 * 30 + 10 * 20
+
+
+def test_a_file_that_is_no_raster_is_named(qgis_process_env, tmp_path):
+    enable_plugin(qgis_process_env)
+    notes = tmp_path / "notes.tif"
+    notes.write_text("not a raster")
+    run = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={notes}",
+                       f"OUTPUT={tmp_path / 'map.tif'}")
+    assert run.returncode != 0
+    assert f"INPUT: cannot read {notes} as a raster; give a GeoTIFF" in run.stdout + run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tif"]
+
+
+def test_imagery_unlike_the_models_is_warned_and_a_scene_stretch_runs_it(qgis_process_env, tmp_path):
+    """The default translation model (Sentinel-2 L1C reflectance x 10000) on Landsat-8 DN: a warning
+    naming the fix; NORMALIZE=1 (scene) fits the stretch on the raster and says so; OVERVIEWS=1
+    (yes) gives the map overviews."""
+    from helpers import SAMPLES, crop_raster
+
+    enable_plugin(qgis_process_env)
+    landsat = crop_raster(SAMPLES / "l8_pensacola_cloudy.tif", tmp_path / "l8.tif", 100, 100, 300, 300)
+    out = tmp_path / "map.tif"
+    plain = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={landsat}",
+                         *(f"BANDS={b}" for b in (2, 3, 4, 5)), f"OUTPUT={out}")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "not those the model was trained on" in plain.stdout + plain.stderr
+    assert "NORMALIZE=1" in plain.stdout + plain.stderr
+    scene = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={landsat}",
+                         *(f"BANDS={b}" for b in (2, 3, 4, 5)), "NORMALIZE=1", "OVERVIEWS=1", f"OUTPUT={out}")
+    assert scene.returncode == 0, scene.stdout + scene.stderr
+    assert "scene stretch" in scene.stdout and "not those the model was trained on" not in scene.stdout
+    with rasterio.open(out) as o:
+        assert o.overviews(1) == [2]
