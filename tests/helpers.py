@@ -93,6 +93,18 @@ class Lines:
         return _Lines()
 
 
+def cloud_scene() -> tuple[np.ndarray, np.ndarray]:
+    """(image, cloud): Sentinel-2-like DN, bands B02 B03 B04 B08: vegetation (dark visible, bright
+    NIR), water, and a white cloud at rows 10..19, cols 20..29."""
+    image = np.zeros((4, 40, 40), np.uint16)
+    image[:] = np.array([300, 500, 300, 3500], np.uint16)[:, None, None]
+    image[:, :, :8] = np.array([400, 350, 200, 100], np.uint16)[:, None, None]
+    image[:, 10:20, 20:30] = np.array([5000, 5100, 5200, 5600], np.uint16)[:, None, None]
+    cloud = np.zeros((40, 40), bool)
+    cloud[10:20, 20:30] = True
+    return image, cloud
+
+
 def crop_raster(source, out, row: int, col: int, height: int, width: int):
     """Copy a window of a real raster (pixels, band names, georeferencing) to a GeoTIFF."""
     from rasterio.windows import Window

@@ -18,7 +18,7 @@ from engine.inpainting.masks import open_mask
 from engine.inpainting.qa import QAExpression
 from engine.inpainting.sources import CombinedMask, Grid, QAMask, RasterMask, VectorMask, dilate
 from engine.vector import rasterize_features
-from helpers import SAMPLES, write_raster
+from helpers import SAMPLES, cloud_scene, write_raster
 
 UTM = "EPSG:32633"
 ORIGIN = (500000.0, 5800000.0)
@@ -370,18 +370,6 @@ def test_band_roles_from_names():
     assert parse_band_roles("red=3, nir=4,swir1=5") == {"red": 3, "nir": 4, "swir1": 5}
     with pytest.raises(InputError, match="unknown band role 'pan'"):
         parse_band_roles("pan=8")
-
-
-def cloud_scene() -> tuple[np.ndarray, np.ndarray]:
-    """(image, cloud): Sentinel-2-like DN, bands B02 B03 B04 B08: vegetation (dark visible, bright
-    NIR), water, and a white cloud at rows 10..19, cols 20..29."""
-    image = np.zeros((4, 40, 40), np.uint16)
-    image[:] = np.array([300, 500, 300, 3500], np.uint16)[:, None, None]
-    image[:, :, :8] = np.array([400, 350, 200, 100], np.uint16)[:, None, None]
-    image[:, 10:20, 20:30] = np.array([5000, 5100, 5200, 5600], np.uint16)[:, None, None]
-    cloud = np.zeros((40, 40), bool)
-    cloud[10:20, 20:30] = True
-    return image, cloud
 
 
 def test_detection_finds_a_white_cloud_over_vegetation(tmp_path):

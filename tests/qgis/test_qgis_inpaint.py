@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from test_qgis_process import QGIS_PROCESS, enable_plugin
 
-from helpers import SAMPLES, crop_raster, write_raster
+from helpers import SAMPLES, cloud_scene, crop_raster, write_raster
 
 
 def _train(tmp_path, scene):
@@ -186,14 +186,8 @@ def test_vector_mask_errors_name_the_users_layer(satgen_provider, tmp_path):
 
 
 def unnamed_cloud_scene(path):
-    """Four unnamed uint16 bands (blue, green, red, NIR): vegetation, water, and a white cloud at
-    rows 10..19, cols 20..29; (path, cloud)."""
-    image = np.zeros((4, 40, 40), np.uint16)
-    image[:] = np.array([300, 500, 300, 3500], np.uint16)[:, None, None]
-    image[:, :, :8] = np.array([400, 350, 200, 100], np.uint16)[:, None, None]
-    image[:, 10:20, 20:30] = np.array([5000, 5100, 5200, 5600], np.uint16)[:, None, None]
-    cloud = np.zeros((40, 40), bool)
-    cloud[10:20, 20:30] = True
+    """helpers.cloud_scene with its bands unnamed, written to `path`; (path, cloud)."""
+    image, cloud = cloud_scene()
     return write_raster(path, image), cloud
 
 
