@@ -58,12 +58,28 @@ def resolve_classes(card: ModelCard, classes) -> list[int]:
         classes = [c.strip() for c in classes.split(",") if c.strip()]
     if not classes:
         return list(range(len(card.classes)))
-    lower = {c.lower(): i for i, c in enumerate(card.classes)}
-    unknown = [c for c in classes if str(c).lower() not in lower]
+    exact = {c: i for i, c in enumerate(card.classes)}
+    lower: dict[str, list[int]] = {}
+    for i, c in enumerate(card.classes):
+        lower.setdefault(c.lower(), []).append(i)
+
+    def index(name) -> int | None:
+        """The exact name first; else the one class equal to it but for case."""
+        name = str(name)
+        if name in exact:
+            return exact[name]
+        found = lower.get(name.lower(), [])
+        if len(found) > 1:
+            raise InputError(f"class {name!r} matches {', '.join(repr(card.classes[i]) for i in found)}, which "
+                             f"differ only in case; give one of them exactly")
+        return found[0] if found else None
+
+    indexes = [index(c) for c in classes]
+    unknown = [c for c, i in zip(classes, indexes, strict=True) if i is None]
     if unknown:
         raise InputError(f"the model knows no class {', '.join(repr(c) for c in unknown)}; its classes are: "
                          f"{', '.join(card.classes)}")
-    return [lower[str(c).lower()] for c in classes]
+    return [i for i in indexes if i is not None]
 
 
 def _noise(card: ModelCard, class_index: int, count: int, seed: int) -> torch.Tensor:

@@ -476,3 +476,18 @@ def test_wide_noise_trains_the_levels_where_sampling_starts():
     narrow, wide = seen
     assert (narrow > 20).float().mean() < 0.01  # EDM's log-normal: about 1 in 2000
     assert (wide > 20).float().mean() > 0.05 and float(wide.max()) <= SIGMA_MAX
+
+
+def test_class_names_exact_first_then_by_case():
+    from engine.card import Bands, ModelCard
+    from engine.synthesis.synthesize import resolve_classes
+
+    bands = Bands(names=["B1"], low=[0.0], high=[1.0])
+    card = ModelCard(task="synthesize", architecture="cdcgan", params={}, inputs=bands, outputs=bands,
+                     classes=["Forest", "forest", "Water"])
+    assert resolve_classes(card, "Forest,forest, water") == [0, 1, 2]
+    assert resolve_classes(card, "") == [0, 1, 2]
+    with pytest.raises(InputError, match="differ only in case"):
+        resolve_classes(card, "FOREST")
+    with pytest.raises(InputError, match="no class 'sand'"):
+        resolve_classes(card, ["sand"])
