@@ -21,5 +21,9 @@ class OutputError(SatGenError):
     limit); nothing was written under the output's name and an existing file there is untouched."""
 
 
+class TrainingError(SatGenError):
+    """Training that cannot go on (a loss that became NaN or infinite); the model file was not written."""
+
+
 class Cancelled(SatGenError):  # noqa: N818
     """The user cancelled; partial outputs have been removed."""

@@ -29,7 +29,7 @@ from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
 from ..progress import Feedback
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
-from ..training.objectives import gan_loss, masked_l1
+from ..training.objectives import check_losses, gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_json
 from .config import FILLS, InpaintingConfig
 from .data import InpaintPatches, RealMasks, fit_scaling, load_clear, validation_set
@@ -175,6 +175,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
                  **{k: v / steps for k, v in sums.items()
                     if config.adversarial or k in ("loss_g_hole", "loss_g_valid")},
                  **evaluate_inpainter(generator, items, device), "seconds": time.perf_counter() - started}
+        check_losses(entry, epoch + 1, epoch)
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
         checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)

@@ -29,6 +29,7 @@ from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
 from ..progress import Feedback
 from ..training.checkpoint import begin_run, load_checkpoint, save_checkpoint
+from ..training.objectives import check_losses
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, write_json
 from .config import ARCHS, SynthesisConfig
@@ -197,6 +198,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
                "seconds": time.monotonic() - started}
         if not is_gan and val_data is not None:
             row["val_denoise"] = _val_denoise(ema, val_data, torch.from_numpy(y_val), device)
+        check_losses(row, epoch + 1, epoch)
         history.append(row)
         state = {"config": fingerprint, "net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
                  "history": json.dumps(history), "rng": torch.get_rng_state()}

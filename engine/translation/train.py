@@ -27,7 +27,7 @@ from ..models.unet import UNet
 from ..progress import Feedback
 from ..splits import BlockSplit
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
-from ..training.objectives import gan_loss, masked_l1
+from ..training.objectives import check_losses, gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_json
 from .config import TranslationConfig
@@ -200,6 +200,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
         entry = {"epoch": epoch + 1,
                  **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
                  **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
+        check_losses(entry, epoch + 1, epoch)
         history.append(entry)
         feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
         checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)

@@ -140,3 +140,14 @@ def test_translate_draws_in_legend_colours_unless_raw_is_asked(real_pair, traine
         raw_colours = {tuple(px) for px in r.read().reshape(3, -1).T}
     assert colours <= learned
     assert not raw_colours <= learned
+
+
+def test_a_diverging_training_stops_with_a_message_and_writes_no_model(real_pair, tmp_path):
+    """A learning rate of 1e30 blows the weights up in the first epoch: the run stops there with
+    the way on, instead of training on NaN for every later epoch and writing a useless model."""
+    from engine.errors import TrainingError
+
+    config = tiny_config(real_pair, tmp_path, epochs=3, lr=1e30)
+    with pytest.raises(TrainingError, match="training diverged in epoch 1: loss_g_l1 = (nan|inf).*lower learning"):
+        train_translation(config)
+    assert not (tmp_path / "m.satgen").exists()
