@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engine.progress import Feedback  # noqa: E402  (ROOT on sys.path first)
+
 SAMPLES = ROOT / "data" / "samples"
 
 
@@ -73,24 +75,17 @@ def make_model(path, in_bands=3, out_bands=3, *, depth=3, ngf=4, dtype="uint16",
     return save_model(path, module, card)
 
 
-class Lines:
-    """Engine feedback that keeps every info line (a real Feedback subclass, made on first use
-    so that importing helpers does not import the engine)."""
+class Lines(Feedback):
+    """Engine feedback that keeps every info line."""
 
-    def __new__(cls):
-        from engine.progress import Feedback
+    def __init__(self):
+        self.lines: list[str] = []
 
-        class _Lines(Feedback):
-            def __init__(self):
-                self.lines: list[str] = []
+    def info(self, message):
+        self.lines.append(message)
 
-            def info(self, message):
-                self.lines.append(message)
-
-            def warnings(self) -> list[str]:
-                return [line for line in self.lines if line.startswith("warning")]
-
-        return _Lines()
+    def warnings(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("warning")]
 
 
 def cloud_scene() -> tuple[np.ndarray, np.ndarray]:
