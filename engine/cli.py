@@ -11,7 +11,7 @@ import importlib.util
 import os
 import sys
 
-from .errors import Cancelled, SatGenError
+from .errors import Cancelled, InputError, SatGenError
 from .progress import ConsoleFeedback
 from .training.options import add_arguments, cli_bands, from_arguments
 
@@ -72,9 +72,23 @@ def cmd_inpaint(args) -> int:
                         dilate=args.dilate)
     if args.qa_expression and not (args.qa or args.qa_band):
         masks.qa_band = 1
+    references = None
+    if args.reference:
+        from .inpainting.references import ReferenceOptions, as_paths
+
+        references = ReferenceOptions(
+            paths=args.reference, bands=args.reference_bands, masks=as_paths(args.reference_mask),
+            qa_band=args.reference_qa_band, qa_expression=args.reference_qa_expression,
+            detect=args.reference_detect, dates=args.reference_dates, date=args.date, combine=args.reference_combine)
+    else:
+        for flag in ("reference_bands", "reference_mask", "reference_qa_band", "reference_qa_expression",
+                     "reference_dates"):
+            if getattr(args, flag):
+                raise InputError(f"--{flag.replace('_', '-')} was given without --reference; give the reference "
+                                 f"rasters or leave it out")
     result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), ConsoleFeedback(),
-                     output_mask=args.output_mask, normalize=args.normalize, reference=args.reference,
-                     reference_bands=args.reference_bands)
+                     output_mask=args.output_mask, normalize=args.normalize, reference=references,
+                     output_source=args.output_source, output_uncertainty=args.output_uncertainty)
     st = result.stats
     print(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
           f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s"
@@ -208,10 +222,28 @@ def build_parser() -> argparse.ArgumentParser:
                                           "blue=1,green=2,red=3,nir=4,swir1=5 (roles: blue green red nir swir1)")
     p.add_argument("--dilate", type=int, default=0, help="grow the mask by this many pixels")
     _add_normalize(p, "this scene's clear pixels")
-    p.add_argument("--reference", help="a clear image of the same place on another date (any grid): the cloudy "
-                                       "pixels are filled from it, matched to this date; the model fills the rest")
+    p.add_argument("--reference", nargs="+", metavar="RASTER",
+                   help="images of the same place on other dates (any grid): each cloudy pixel is filled from the "
+                        "dates clear there, each matched to this date; the model fills the rest")
     p.add_argument("--reference-bands", type=cli_bands, help="1-based reference bands matching the input bands "
                                                           "(default: the same band numbers)")
+    p.add_argument("--reference-mask", nargs="+", metavar="MASK",
+                   help="each reference's own cloud mask (raster non-zero = cloud, or polygons), in the order of "
+                        "--reference; 'none' for a reference without")
+    p.add_argument("--reference-qa-band", type=int, help="the band of each reference holding QA flags")
+    p.add_argument("--reference-qa-expression", help="which of the references' QA values are cloud")
+    p.add_argument("--reference-detect", action="store_true", help="detect each reference's clouds")
+    p.add_argument("--reference-dates", type=lambda t: [d.strip() for d in t.split(",")],
+                   help="the references' dates, YYYY-MM-DD, comma-separated, in the order of --reference "
+                        "(default: from their metadata or file names)")
+    p.add_argument("--date", help="this raster's date, YYYY-MM-DD (default: from its metadata or file name)")
+    p.add_argument("--reference-combine", choices=["weighted", "nearest"], default="weighted",
+                   help="weighted (default): per pixel, the references clear there averaged by their measured "
+                        "match; nearest: per pixel the nearest date clear there")
+    p.add_argument("--output-source", help="GeoTIFF saying what filled each pixel: 0 the input's own, 1.. the "
+                                           "references in the order given, 100 the model, 255 nodata")
+    p.add_argument("--output-uncertainty", help="GeoTIFF, per band, the half-width of each filled value's "
+                                                "80 %% interval (0 where not filled)")
     _add_tile_options(p)
     p.set_defaults(func=cmd_inpaint)
 

@@ -17,6 +17,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ from ..raster import (
 from ..scaling import BandScaling, cast_to_dtype
 from ..windows import TileGrid, reflect_indices
 from .detect import parse_band_roles
-from .masks import NO_MASK, Grid, GridBand, open_mask
+from .masks import NO_MASK, Grid, open_mask
+from .references import ReferenceOptions, ReferenceStack
 from .qa import QAExpression
 
 MASK_NODATA = 255
@@ -116,38 +118,6 @@ class StripCache:
         return self.rows[..., r0 - self.r0:r1 - self.r0, c0:c1]
 
 
-class ReferenceImage:
-    """A clear image of another date, read on the input's grid: directly when it lies on
-    it, else through a bilinear WarpedVRT (any CRS, resolution and extent). `read` gives
-    (bands, rows, cols) float32, NaN wherever a band has no valid value (nodata, outside
-    its extent)."""
-
-    def __init__(self, path: str | os.PathLike, bands: list[int], grid: Grid):
-        from rasterio.enums import Resampling
-
-        self.bands: list[GridBand] = []
-        try:
-            for b in bands:
-                src = self.bands[0].src if self.bands else None
-                self.bands.append(GridBand(path, b, grid, "reference raster", src=src,
-                                           resampling=Resampling.bilinear))
-        except BaseException:
-            self.close()
-            raise
-
-    def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-        out = np.empty((len(self.bands), row1 - row0, col1 - col0), np.float32)
-        for i, band in enumerate(self.bands):
-            data, valid = band.read(row0, row1, col0, col1)
-            out[i] = np.where(valid, data, np.nan)
-        return out
-
-    def close(self) -> None:
-        for band in reversed(self.bands):  # the first one owns the dataset the others share
-            band.close()
-        self.bands = []
-
-
 def _survey(src, reader: BlockReader, cloud, feedback: Feedback, sample: bool):
     """Streaming pass in block rows: (cloud pixels, valid pixels, clear samples or None)."""
     n_cloud = n_valid = 0
@@ -175,15 +145,21 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             model: LoadedModel | str | os.PathLike | None = None, masks: MaskOptions | None = None,
             options: TileOptions | None = None, feedback: Feedback | None = None,
             output_mask: str | os.PathLike | None = None, normalize: str = "model",
-            reference: str | os.PathLike | None = None, reference_bands: list[int] | None = None) -> InpaintResult:
+            reference: str | os.PathLike | Sequence[str | os.PathLike] | ReferenceOptions | None = None,
+            reference_bands: list[int] | None = None, output_source: str | os.PathLike | None = None,
+            output_uncertainty: str | os.PathLike | None = None) -> InpaintResult:
     """Fill the cloudy pixels of `input_path`; write a GeoTIFF with the input's grid,
     dtype and nodata, equal to the input bit for bit outside the mask.
 
-    `reference`: a clear image of the same place on another date (any grid; bands
-    `reference_bands`, default the input's selected band numbers, in the same order).
-    Where it is valid the cloudy pixels are filled from it (`fills.reference_fill`:
-    a linear match per band and tile plus the interpolated residual), elsewhere by
-    the model."""
+    `reference`: one or more images of the same place on other dates (paths, or
+    `ReferenceOptions` with each one's cloud mask, QA band or detection, and dates); any
+    grid; bands `reference_bands`, default the input's selected band numbers, in the same
+    order. Each cloudy pixel is filled from the references clear there, each matched to
+    this date locally (`fills.combine_references`), and by the model where none is.
+
+    `output_source`: a uint8 GeoTIFF saying what filled each pixel (SOURCE_CODES).
+    `output_uncertainty`: a float32 GeoTIFF, per band, the half-width of the 80 %
+    interval of each filled value (0 where the input's own pixel is kept, NaN at nodata)."""
     masks = masks or MaskOptions()
     options = options or TileOptions()
     feedback = feedback or Feedback()
@@ -199,11 +175,16 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
         QAExpression(masks.qa_expression)  # a typo fails here, before any work
     if masks.detect_bands:
         parse_band_roles(masks.detect_bands)  # a typo fails here, before any work
-    if reference_bands and reference is None:
+    if reference_bands and not reference:
         raise InputError("reference bands were given without a reference image; give the reference (REFERENCE / "
                          "--reference) or leave the reference bands out")
+    refs = ReferenceOptions.of(reference, reference_bands)
+    if refs is not None:
+        refs.check()
+    ref_inputs = (refs.paths + [m for m in refs.masks or [] if m]) if refs else []
     setup = prepare_apply(model or default_model("inpaint"), options, ("inpaint",),
-                          inputs=[input_path, reference, masks.mask, masks.qa], outputs=[output_path, output_mask])
+                          inputs=[input_path, *ref_inputs, masks.mask, masks.qa],
+                          outputs=[output_path, output_mask, output_source, output_uncertainty])
     model, device, tile, overlap = setup.model, setup.device, setup.tile, setup.overlap
     card: ModelCard = model.card
 
@@ -243,114 +224,173 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
                 clear = sample_pixels(src, bands, exclude=cloud.read)
             scaling = input_scaling(card, normalize, clear.astype(np.float64), bands, feedback, "clear pixels")
             ref_source = None
-            if reference is not None:
-                ref_bands = list(reference_bands or bands)
-                if len(ref_bands) != len(bands):
-                    raise InputError(f"the reference bands {ref_bands} must match the input bands {bands} one to one; "
-                                     f"give as many reference bands as input bands, in the same order")
-                ref_source = ReferenceImage(reference, ref_bands, Grid.of(src))
-                feedback.info(f"filling from the reference {Path(reference).name}, bands {ref_bands}; the model "
-                              f"fills only where the reference has no value")
+            if refs is not None:
+                ref_source = ReferenceStack(refs, bands, Grid.of(src), input_path, feedback)
+                feedback.info(f"filling from {len(refs.paths)} reference date(s), bands {ref_source.bands}, "
+                              f"{refs.combine}; the model fills only where no reference is clear")
+            outputs = FillOutputs(output_path, output_mask, output_source, output_uncertainty)
             # the tile pass: each input block read once, each strip's mask computed once
             with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \
                     (contextlib.closing(ref_source) if ref_source else contextlib.nullcontext()):
                 strip_ref = (StripCache(PaddedReader(ref_source, src.height, src.width), grid.padded_width)
                              if ref_source else None)
                 _run(src, rolling, StripCache(cloud, grid.padded_width), grid, card, model, device, scaling,
-                     bands, dtype, output_path, output_mask, options, feedback, stats, fraction,
-                     best_effort, strip_ref)
+                     bands, dtype, outputs, options, feedback, stats, fraction, best_effort, strip_ref,
+                     refs.combine if refs else "weighted")
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
     return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
                          best_effort, src.width, src.height)
 
 
-def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, output_path,
-         output_mask, options: TileOptions, feedback, stats, fraction, best_effort, reference=None) -> None:
+@dataclass
+class FillOutputs:
+    output: str | os.PathLike
+    mask: str | os.PathLike | None = None
+    source: str | os.PathLike | None = None
+    uncertainty: str | os.PathLike | None = None
+
+
+def _writer(path, src, dtype, nodata, names, overviews, categorical=False):
+    return GeoTiffWriter(path, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
+                         transform=output_transform(src, 1), nodata=nodata, band_names=names,
+                         overviews=overviews, categorical=categorical)
+
+
+def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, outputs: FillOutputs,
+         options: TileOptions, feedback, stats, fraction, best_effort, reference=None, combine="weighted") -> None:
     clip, overviews = card.inputs.clip, options.overviews
     names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names, strict=True)]
+    n_bands = len(bands)
+    n_refs = 0 if reference is None else len(reference.mask.source)
+    # source codes of the shares (references nearest date first, then the model): references numbered as given
+    codes = np.array([i + 1 for i in (reference.mask.source.order if reference is not None else [])] + [MODEL_CODE],
+                     np.uint8)
+    # the full fill (references, uncertainty, source) or the model alone
+    full = reference is not None or outputs.source is not None or outputs.uncertainty is not None
 
     def source(r0, r1, c0, c1):
         data, valid = reader.read(r0, r1, c0, c1)
         c = cloud.read(r0, r1, c0, c1)
         holes = c if valid is None else c | ~valid  # nodata is unknown to the model too
         x = model_input(scaling.to_model(data, clip=clip), holes)
-        if reference is not None:  # + the scaled reference (0 where invalid) and its validity
-            ref = reference.read(r0, r1, c0, c1)
-            ok = np.isfinite(ref).all(axis=0)
-            ref = scaling.to_model(np.where(ok, ref, 0), clip=clip) * ok
-            x = np.concatenate([x, ref, ok[None].astype(np.float32)], axis=0)
+        if full:  # + the unclipped scaled bands, then per reference its scaled bands (0 where not clear) and validity
+            parts = [x, scaling.to_model(data) * ~holes]
+            if reference is not None:
+                for ref in reference.read(r0, r1, c0, c1):
+                    ok = np.isfinite(ref).all(axis=0)
+                    parts += [scaling.to_model(np.where(ok, ref, 0)) * ok, ok[None].astype(np.float32)]
+            x = np.concatenate(parts, axis=0)
         return x, valid, c
 
     tags = {"SATGEN_CLOUD_FRACTION": f"{fraction:.6f}", "SATGEN_BEST_EFFORT": str(best_effort).lower(),
             "SATGEN_MODEL": card.name}
-    with atomic_path(output_path) as tmp, \
-            (atomic_path(output_mask) if output_mask else contextlib.nullcontext()) as tmp_mask:
-        writer = GeoTiffWriter(tmp, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
-                               transform=output_transform(src, 1), nodata=src.nodata, band_names=names,
-                               overviews=overviews)
-        mask_writer = None
-        if tmp_mask:
-            mask_writer = GeoTiffWriter(tmp_mask, width=src.width, height=src.height, dtype="uint8", crs=src.crs,
-                                        transform=output_transform(src, 1), nodata=MASK_NODATA,
-                                        band_names=["cloud"], overviews=overviews, categorical=True)
+    if reference is not None:
+        tags["SATGEN_REFERENCES"] = "; ".join(Path(p).name for p in reference.mask.source.paths)
+    half_span = 0.5 * (np.asarray(scaling.high, np.float32) - np.asarray(scaling.low, np.float32))[:, None, None]
+    with contextlib.ExitStack() as stack:
+        paths = {k: stack.enter_context(atomic_path(v)) if v else None
+                 for k, v in vars(outputs).items()}
+        writers = {"output": _writer(paths["output"], src, dtype, src.nodata, names, overviews)}
+        if paths["mask"]:
+            writers["mask"] = _writer(paths["mask"], src, "uint8", MASK_NODATA, ["cloud"], overviews, True)
+        if paths["source"]:
+            writers["source"] = _writer(paths["source"], src, "uint8", MASK_NODATA, ["fill source"], overviews, True)
+        if paths["uncertainty"]:
+            writers["uncertainty"] = _writer(paths["uncertainty"], src, "float32", float("nan"),
+                                             [f"{n} 80% half-width" for n in names], overviews)
         row = [0]
 
         def sink(n, chunks):
             r = row[0]
-            out_rows = writer.next_rows(n)
-            mask_rows = mask_writer.next_rows(n) if mask_writer else None
+            rows = {k: w.next_rows(n) for k, w in writers.items()}
             for values, covered, c0 in chunks:
                 c1 = c0 + values.shape[2]
                 raw, valid = reader.read(r, r + n, c0, c1)  # rows of the strip just read: no I/O
                 c = cloud.read(r, r + n, c0, c1)
                 fill = c & covered if valid is None else c & covered & valid
-                out = out_rows[:, :, c0:c1]
+                out = rows["output"][:, :, c0:c1]
                 out[...] = raw  # the input's own pixels wherever nothing is filled: bit-exact
                 if fill.any():
-                    out[:, fill] = cast_to_dtype(scaling.from_model(values[:, fill]), dtype)
-                if mask_rows is not None:
+                    out[:, fill] = cast_to_dtype(scaling.from_model(values[:n_bands, fill]), dtype)
+                if "mask" in rows:
                     m = c.astype(np.uint8)
                     if valid is not None:
                         m[~valid] = MASK_NODATA
-                    mask_rows[0, :, c0:c1] = m
+                    rows["mask"][0, :, c0:c1] = m
+                if "source" in rows:
+                    code = np.zeros(c.shape, np.uint8)
+                    shares = values[2 * n_bands:]  # K references, then the model
+                    code[fill] = codes[shares[:, fill].argmax(0)]
+                    if valid is not None:
+                        code[~valid] = MASK_NODATA
+                    rows["source"][0, :, c0:c1] = code
+                if "uncertainty" in rows:
+                    u = rows["uncertainty"][:, :, c0:c1]
+                    u[...] = 0.0
+                    u[:, fill] = (values[n_bands:2 * n_bands] * half_span)[:, fill]
+                    if valid is not None:
+                        u[:, ~valid] = np.nan
             row[0] += n
 
         try:
-            for w in (writer, mask_writer):
-                if w:
-                    w.dst.update_tags(**tags)
-            predictor = (torch_predictor(model.module, device) if reference is None
-                         else reference_predictor(model.module, device, len(bands)))
-            run_tiles(grid, 1, card.outputs.count, source, predictor, sink, options.batch_size, feedback, stats)
-            writer.close()
-            if mask_writer:
-                mask_writer.close()
+            for w in writers.values():
+                w.dst.update_tags(**tags)
+            if full:
+                predictor = fill_predictor(model.module, device, n_bands, n_refs, combine)
+                channels = 2 * n_bands + n_refs + 1
+            else:
+                predictor, channels = torch_predictor(model.module, device), card.outputs.count
+            run_tiles(grid, 1, channels, source, predictor, sink, options.batch_size, feedback, stats)
+            for w in writers.values():
+                w.close()
         except BaseException:
-            writer.abort()
-            if mask_writer:
-                mask_writer.abort()
+            for w in writers.values():
+                w.abort()
             raise
 
 
-def reference_predictor(module, device, n_bands: int):
-    """Batches of (bands + mask, reference bands, reference validity) -> the reference fill
-    where the reference is valid, the model's fill elsewhere (the model runs only for
-    batches that need it)."""
+MODEL_CODE = 100  # the source layer's code for pixels the model filled (references: 1, 2, ... in the order given)
+SOURCE_CODES = {0: "the input's own pixel (clear)", 1: "reference 1 (the first given), 2: reference 2, ...",
+                MODEL_CODE: "the model (no reference clear there)", MASK_NODATA: "nodata"}
+
+
+def fill_predictor(module, device, n_bands: int, n_refs: int, combine: str = "weighted"):
+    """Batches of (bands + mask, unclipped bands, K x (reference bands, reference validity)) ->
+    (fill, 80 % half-width, K + 1 shares): the references' combined fill where any is clear, the model's
+    elsewhere (the model runs only for batches that need it); half-widths in the model's units."""
     import torch
 
-    from .fills import reference_fill
+    from .fills import FILL_SIGMA_SCALE, REFERENCE_SIGMA_SCALE, Z80, combine_references, local_spread
 
     module.eval()
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(device)
-            model_in, ref, ref_ok = x[:, :n_bands + 1], x[:, n_bands + 1:2 * n_bands + 1], x[:, 2 * n_bands + 1:]
+            model_in = x[:, :n_bands + 1]
             hole = model_in[:, -1:]
-            filled = reference_fill(model_in[:, :-1], 1 - hole, ref, ref_ok)
-            if bool((hole * (1 - ref_ok)).amax() > 0):
-                filled = torch.where(ref_ok > 0.5, filled, module(model_in).float())
-            return filled.float().cpu().numpy()
+            known = 1 - hole
+            values = x[:, n_bands + 1:2 * n_bands + 1]
+            n, _, h, w = x.shape
+            model_share = hole.clone()
+            filled = values.new_zeros((n, n_bands, h, w))
+            half = values.new_zeros((n, n_bands, h, w))
+            shares = values.new_zeros((n, n_refs, h, w))
+            if n_refs:
+                refs = x[:, 2 * n_bands + 1:].reshape(n, n_refs, n_bands + 1, h, w)
+                ref_fill, variance, shares, any_ok = combine_references(
+                    values.double(), known.double(), refs[:, :, :n_bands].double(), refs[:, :, n_bands:].double(),
+                    combine=combine)
+                filled = ref_fill.to(values.dtype)
+                half = (Z80 * REFERENCE_SIGMA_SCALE * variance.sqrt()).to(values.dtype)
+                shares = shares.to(values.dtype) * any_ok.to(values.dtype)
+                model_share = hole * (1 - any_ok.to(values.dtype))
+            if bool(model_share.amax() > 0):
+                by_model = module(model_in).float()
+                spread = Z80 * FILL_SIGMA_SCALE * local_spread(values, known).sqrt()
+                filled = torch.where(model_share > 0.5, by_model, filled)
+                half = torch.where(model_share > 0.5, spread, half)
+            return torch.cat([filled, half, shares, model_share], 1).float().cpu().numpy()
 
     return predict

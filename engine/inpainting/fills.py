@@ -3,10 +3,13 @@ any device, (N, C, H, W) batches): the fixed first step of every SatGen cloud fi
 
 - `harmonic_fill`: membrane (Laplace) interpolation, solved coarse to fine.
 - `push_pull`: Gortler et al. 1996, masked averages down a pyramid and back up.
-- `reference_fill`: a clear image of another date, matched to this one by a linear
-  fit per band on the pixels both know, plus the harmonic interpolation of what the
-  fit leaves (the residual): the classic gap fill from a second date (as used for
-  Landsat-7 SLC-off gaps), no training.
+- `combine_references`: other dates of the same place, each matched to this one by a
+  local robust linear fit per band on the pixels both know, plus the harmonic
+  interpolation of what the fit leaves (the residual), the classic gap fill from a
+  second date (as used for Landsat-7 SLC-off gaps); a guard on held-out clear pixels
+  falls back to the reference as it is where matching would do worse; the dates are
+  averaged by the inverse of their estimated errors, which also give the fill's
+  uncertainty. No training.
 
 Measured on the held-out blocks of `make evaluate`: see README, Cloud inpainting.
 """
@@ -62,41 +65,18 @@ def harmonic_fill(x: torch.Tensor, known: torch.Tensor, sweeps: int = 20) -> tor
     return value
 
 
-MIN_FIT_PIXELS = 64  # fewer pixels known in both images: no linear fit, the mean difference only
-
-
-def reference_fill(x: torch.Tensor, known: torch.Tensor, reference: torch.Tensor,
-                   reference_ok: torch.Tensor) -> torch.Tensor:
-    """Fill the pixels where known == 0 from `reference` (N, C, H, W), another date of the
-    same place and bands, valid where reference_ok (N, 1, H, W) == 1. Per image and band,
-    reference -> image is fitted as gain * reference + offset on the pixels known in both
-    (least squares, gain kept in [0, 10]; with fewer than MIN_FIT_PIXELS such pixels the
-    gain is 1 and the offset the mean difference); the residual image - fitted reference
-    on those pixels is spread over the rest by `harmonic_fill`, and fitted reference +
-    residual is returned. Where the reference is not valid the value is meaningless:
-    the caller takes another fill there."""
-    both = ((known > 0.5) & (reference_ok > 0.5)).to(x.dtype)
-    n = both.sum((2, 3), keepdim=True)
-    mean_x = (x * both).sum((2, 3), keepdim=True) / n.clamp(min=1)
-    mean_r = (reference * both).sum((2, 3), keepdim=True) / n.clamp(min=1)
-    dx, dr = (x - mean_x) * both, (reference - mean_r) * both
-    var_r = (dr * dr).sum((2, 3), keepdim=True)
-    gain = (dx * dr).sum((2, 3), keepdim=True) / var_r.clamp(min=1e-12)
-    fit = (n >= MIN_FIT_PIXELS) & (var_r > 1e-6 * n)
-    gain = torch.where(fit, gain.clamp(0.0, 10.0), torch.ones_like(gain))
-    offset = mean_x - gain * mean_r
-    fitted = gain * reference + offset
-    residual = harmonic_fill((x - fitted) * both, both)
-    return fitted + residual
-
-
 # --- several reference dates: local robust matching, a guard against doing worse than pasting, uncertainty ---------
 
-FIT_RADII = (8, 16, 32)  # window radii (px) of the local fit, finest first; the whole tile last
+FIT_RADII = (8, 16, 32)  # window radii (px): the local fit uses the first; the error estimates all, finest first
 FIT_MIN_PIXELS = 24  # known pixels a window needs for its fit; fewer: the next coarser window
 GUARD_RING = 4  # known pixels within this distance (px) of a hole are held out to choose the matching
 OUTLIER_MADS = 3.0  # pixels whose residual is this many robust standard deviations off are left out of the fit
 CANDIDATES = ("paste", "fit", "fit_residual")
+Z80 = 1.2816  # the standard normal's 90 % quantile: +-Z80 sigma holds 80 %
+# the error estimates times these give calibrated intervals; fitted on the development dates of
+# docs/protocol-multidate-inpainting.md (the 80 % quantile of |error| / estimate, over Z80)
+REFERENCE_SIGMA_SCALE = 1.15
+FILL_SIGMA_SCALE = 1.02
 
 
 def box_sum(t: torch.Tensor, radius: int) -> torch.Tensor:
@@ -131,16 +111,37 @@ def _multiscale(stats, weight: torch.Tensor, min_pixels: int = FIT_MIN_PIXELS):
 
 
 def local_fit(x: torch.Tensor, weight: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """gain * reference + offset per pixel and band, the least-squares fit of x on the reference over the
-    pixels where weight == 1 in a window around it (`_multiscale`); gain kept in [0, 10], 1 where the
-    reference does not vary there."""
-    n, (sx, sr, sxr, srr) = _multiscale([x, reference, x * reference, reference * reference], weight)
-    n = n.clamp(min=1)
-    mx, mr = sx / n, sr / n
-    var = srr / n - mr * mr
-    gain = torch.where(var > 1e-6, ((sxr / n - mx * mr) / var.clamp(min=1e-6)).clamp(0.0, 10.0),
-                       torch.ones_like(var))
-    return gain * reference + (mx - gain * mr)
+    """gain * reference + offset per pixel and band: the least-squares fit of x on the reference over the
+    pixels where weight == 1 in the FIT_RADII[0] px window around each pixel whose window holds FIT_MIN_PIXELS
+    of them; elsewhere (deep inside a cloud) gain and offset are interpolated harmonically from those pixels,
+    so they vary smoothly. Without any such window: one fit over the image (gain 1 where the reference
+    does not vary there, or with fewer than FIT_MIN_PIXELS pixels: the mean difference)."""
+    r = FIT_RADII[0]
+    stats = [x, reference, x * reference, reference * reference]
+    n = box_sum(weight, r)
+    sx, sr, sxr, srr = (box_sum(s * weight, r) for s in stats)
+    n_all = weight.sum((2, 3), keepdim=True)
+    whole = [(s * weight).sum((2, 3), keepdim=True) for s in stats]
+
+    def coefficients(n, sx, sr, sxr, srr):
+        n = n.clamp(min=1)
+        mx, mr = sx / n, sr / n
+        var = srr / n - mr * mr
+        gain = torch.where(var > 1e-6, ((sxr / n - mx * mr) / var.clamp(min=1e-6)).clamp(0.0, 10.0),
+                           torch.ones_like(var))
+        return gain, mx - gain * mr
+
+    gain, offset = coefficients(n, sx, sr, sxr, srr)
+    g_all, o_all = coefficients(n_all, *whole)
+    g_all = torch.where(n_all >= FIT_MIN_PIXELS, g_all, torch.ones_like(g_all))
+    o_all = torch.where(n_all >= FIT_MIN_PIXELS, o_all, (whole[0] - whole[1]) / n_all.clamp(min=1))
+    defined = (n >= FIT_MIN_PIXELS).to(x.dtype)
+    has = defined.sum((2, 3), keepdim=True) > 0
+    g_fill = harmonic_fill(gain * defined, defined)
+    o_fill = harmonic_fill(offset * defined, defined)
+    gain = torch.where(has, g_fill, g_all.expand_as(gain))
+    offset = torch.where(has, o_fill, o_all.expand_as(offset))
+    return gain * reference + offset
 
 
 def _robust_weight(residual: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -233,10 +234,12 @@ def local_spread(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 
 def combine_references(x: torch.Tensor, known: torch.Tensor, references: torch.Tensor, references_ok: torch.Tensor,
-                       guard: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                       guard: bool = True, combine: str = "weighted") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill x (N, C, H, W) where known (N, 1, H, W) == 0 from K references (N, K, C, H, W), each valid where
     references_ok (N, K, 1, H, W) == 1: each matched on its own (`matched_reference`), then averaged per
-    pixel over the references valid there, weighted by the inverse of their error estimates.
+    pixel over the references valid there, weighted by the inverse of their error estimates
+    (`combine="weighted"`), or per pixel the first reference valid there (`"nearest"`: the references
+    come nearest date first).
 
     Returns (filled, variance, weights, any_ok): filled (N, C, H, W), meaningful where any reference is
     valid; the variance of its error (N, C, H, W): the combined error estimate or, where the references
@@ -250,6 +253,10 @@ def combine_references(x: torch.Tensor, known: torch.Tensor, references: torch.T
         fills.append(filled)
         inv.append(ok / err2.clamp(min=1e-8))  # (N, C, H, W), 0 where this reference is not valid
     fills_t, inv_t = torch.stack(fills, 1), torch.stack(inv, 1)  # (N, K, C, H, W)
+    if combine == "nearest":  # all the weight on the first reference valid at each pixel
+        ok = references_ok.expand_as(inv_t) > 0.5
+        first = ok & (ok.to(torch.int8).cumsum(1) == 1)
+        inv_t = torch.where(first, inv_t.clamp(min=1e-12), torch.zeros_like(inv_t))
     total = inv_t.sum(1)
     share = inv_t / total.clamp(min=1e-12)[:, None]
     filled = (share * fills_t).sum(1)
