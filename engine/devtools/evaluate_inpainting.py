@@ -18,6 +18,7 @@
 3. Reference-date fill on the goal's protocol: every clear date of the series under
    the real Fmask cloud + shadow shape of a cloudy date, the nearest other clear date
    as reference, truth the date itself; vs FillNodata and the harmonic fill alone.
+4. Several reference dates (`evaluate_multidate`, docs/protocol-multidate-inpainting.md).
 """
 
 from __future__ import annotations
@@ -289,8 +290,11 @@ def evaluate_inpainting(model: str, work: Path) -> dict:
     held, picture, card = evaluate_heldout(model, work, feedback=Feedback())
     series = evaluate_series(work, feedback)
     from .detector import detection_accuracy
+    from .evaluate_multidate import evaluate_multidate
+    from .evaluate_multidate import summary as multidate_summary
 
-    out = {"held_out": held, "landsat_series": series, "detection": detection_accuracy()}
+    multidate = evaluate_multidate(work / "multidate", feedback=feedback)
+    out = {"held_out": held, "landsat_series": series, "multidate": multidate, "detection": detection_accuracy()}
     summary = {f"inpaint.{k}": held[k] for k in held if k.endswith(("_model", "_fillnodata", "_meanfill"))}
     summary = {k.replace("_model", ""): v for k, v in summary.items()}
     summary["inpaint.outside_identical"] = held["outside_identical"]
@@ -303,6 +307,8 @@ def evaluate_inpainting(model: str, work: Path) -> dict:
         for metric in ("psnr_mask_db", "ssim_mask"):
             for method in ("reference", "fillnodata"):
                 summary[f"inpaint.reference_dates_{metric}_{method}"] = ref[f"{metric}_{method}"]
+    if "held_out" in multidate:
+        summary.update(multidate_summary(multidate))
     for name, scores in out["detection"]["datasets"].items():
         summary[f"inpaint.detection_accuracy_{name}"] = scores["overall_accuracy"]
         summary[f"inpaint.detection_iou_{name}"] = scores["iou"]
@@ -318,6 +324,8 @@ def evaluate_inpainting(model: str, work: Path) -> dict:
             ref["psnr_mask_db_reference"] >= ref["psnr_mask_db_fillnodata"] + 3.0)
         out["goals"]["with_reference_ssim_above_fillnodata"] = ref["ssim_mask_reference"] > ref["ssim_mask_fillnodata"]
         out["goals"]["with_reference_outside_identical"] = ref["outside_identical"]
+    if "goals" in multidate:
+        out["goals"].update({f"multidate_{k}": v for k, v in multidate["goals"].items()})
     if picture is not None:
         _preview(picture, card)
     return out
