@@ -149,6 +149,11 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
                         output_source=src_out, output_uncertainty=unc)
                 with rasterio.open(out) as a, rasterio.open(src_out) as b, rasterio.open(unc) as c:
                     preds[f"reference_k{k}"], sources[k], halves[k] = a.read(), b.read(1), c.read()
+            out = Path(f"{case}_k3_nearest.tif")  # the ablation: per pixel the nearest date clear there
+            inpaint(src_path, out, models[part], masks, options, Feedback(), reference=ReferenceOptions(
+                paths=[items[i][1] for i in refs], masks=[ref_masks[i] for i in refs], combine="nearest"))
+            with rasterio.open(out) as dst:
+                preds["reference_k3_nearest"] = dst.read()
             nearest = items[refs[0]]
             preds["paste"] = np.where((cloud & nearest[4])[None], nearest[2], preds["reference_k1"])
             preds["fillnodata"] = fill_nodata(image.astype(np.float32), cloud)
@@ -185,7 +190,7 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
         "outside_identical": all(r["outside_identical"] for r in rows),
         "cases": rows,
     }
-    methods = [f"reference_k{k}" for k in KS] + ["paste", "fillnodata", "model"]
+    methods = [f"reference_k{k}" for k in KS] + ["reference_k3_nearest", "paste", "fillnodata", "model"]
     for part in ("held_out", "dev"):
         sel = [r for r in rows if r["part"] == part]
         section: dict[str, Any] = {"cases": len(sel)}

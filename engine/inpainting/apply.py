@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +55,8 @@ from ..scaling import BandScaling, cast_to_dtype
 from ..windows import TileGrid, reflect_indices
 from .detect import parse_band_roles
 from .masks import NO_MASK, Grid, open_mask
-from .references import ReferenceOptions, ReferenceStack
 from .qa import QAExpression
+from .references import ReferenceOptions, ReferenceStack
 
 MASK_NODATA = 255
 SCENE_SAMPLES = 200_000

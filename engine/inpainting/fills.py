@@ -234,7 +234,8 @@ def local_spread(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 
 
 def combine_references(x: torch.Tensor, known: torch.Tensor, references: torch.Tensor, references_ok: torch.Tensor,
-                       guard: bool = True, combine: str = "weighted") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                       guard: bool = True,
+                       combine: str = "weighted") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill x (N, C, H, W) where known (N, 1, H, W) == 0 from K references (N, K, C, H, W), each valid where
     references_ok (N, K, 1, H, W) == 1: each matched on its own (`matched_reference`), then averaged per
     pixel over the references valid there, weighted by the inverse of their error estimates
