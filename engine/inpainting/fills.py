@@ -55,13 +55,13 @@ def harmonic_fill(x: torch.Tensor, known: torch.Tensor, sweeps: int = 20) -> tor
     a, w = levels[-1]
     mean = a.sum((2, 3), keepdim=True) / w.sum((2, 3), keepdim=True).clamp(min=1.0)
     value = a + (1 - w) * mean
-    channels = x.shape[1]
-    kernel = x.new_tensor([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]]).expand(channels, 1, 3, 3)
     for a, w in reversed(levels):
         value = F.interpolate(value, size=a.shape[-2:], mode="bilinear", align_corners=False)
-        for _ in range(sweeps):
-            around = F.conv2d(F.pad(value, (1, 1, 1, 1), mode="replicate"), kernel, groups=channels)
-            value = a + (1 - w) * around
+        unknown = 1 - w
+        for _ in range(sweeps):  # the mean of the four neighbours (edges replicated), by shifted slices
+            p = F.pad(value, (1, 1, 1, 1), mode="replicate")
+            around = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1]) + (p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
+            value = a + unknown * (0.25 * around)
     return value
 
 
@@ -110,12 +110,13 @@ def _multiscale(stats, weight: torch.Tensor, min_pixels: int = FIT_MIN_PIXELS):
     return n_out, sums_out
 
 
-def local_fit(x: torch.Tensor, weight: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+def local_fit(x: torch.Tensor, weight: torch.Tensor, reference: torch.Tensor, extend: bool = True) -> torch.Tensor:
     """gain * reference + offset per pixel and band: the least-squares fit of x on the reference over the
     pixels where weight == 1 in the FIT_RADII[0] px window around each pixel whose window holds FIT_MIN_PIXELS
     of them; elsewhere (deep inside a cloud) gain and offset are interpolated harmonically from those pixels,
     so they vary smoothly. Without any such window: one fit over the image (gain 1 where the reference
-    does not vary there, or with fewer than FIT_MIN_PIXELS pixels: the mean difference)."""
+    does not vary there, or with fewer than FIT_MIN_PIXELS pixels: the mean difference). `extend=False`:
+    the image's fit instead of the interpolation (cheaper; for pixels that have a window of their own)."""
     r = FIT_RADII[0]
     stats = [x, reference, x * reference, reference * reference]
     n = box_sum(weight, r)
@@ -136,11 +137,14 @@ def local_fit(x: torch.Tensor, weight: torch.Tensor, reference: torch.Tensor) ->
     g_all = torch.where(n_all >= FIT_MIN_PIXELS, g_all, torch.ones_like(g_all))
     o_all = torch.where(n_all >= FIT_MIN_PIXELS, o_all, (whole[0] - whole[1]) / n_all.clamp(min=1))
     defined = (n >= FIT_MIN_PIXELS).to(x.dtype)
+    if not extend:
+        gain = torch.where(defined > 0, gain, g_all.expand_as(gain))
+        return gain * reference + torch.where(defined > 0, offset, o_all.expand_as(offset))
     has = defined.sum((2, 3), keepdim=True) > 0
-    g_fill = harmonic_fill(gain * defined, defined)
-    o_fill = harmonic_fill(offset * defined, defined)
-    gain = torch.where(has, g_fill, g_all.expand_as(gain))
-    offset = torch.where(has, o_fill, o_all.expand_as(offset))
+    c = gain.shape[1]
+    both = harmonic_fill(torch.cat([gain, offset], 1) * defined, defined)  # one pass for both fields
+    gain = torch.where(has, both[:, :c], g_all.expand_as(gain))
+    offset = torch.where(has, both[:, c:], o_all.expand_as(offset))
     return gain * reference + offset
 
 
@@ -167,7 +171,7 @@ def reference_candidates(x: torch.Tensor, known: torch.Tensor, reference: torch.
     robust linear fit (`fit`), and that plus the harmonic interpolation of the fit's residual
     (`fit_residual`). Also the squared residual of the fit on the pixels it used (N, C, H, W), 0 elsewhere."""
     both = ((known > 0.5) & (reference_ok > 0.5)).to(x.dtype)
-    fitted = local_fit(x, both, reference)
+    fitted = local_fit(x, both, reference, extend=False)  # only its residuals on known pixels are used
     weight = _robust_weight(x - fitted, both)
     fitted = local_fit(x, weight, reference)
     residual = (x - fitted) * both  # every pixel known in both says what the fit misses, outliers too
