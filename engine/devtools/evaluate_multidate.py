@@ -181,7 +181,7 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
                 picture = (image, cloud, preds, halves[3], row)
             for f in case.parent.glob(case.name + "*"):
                 f.unlink()
-    out: dict[str, Any] = {
+    result: dict[str, Any] = {
         "protocol": "docs/protocol-multidate-inpainting.md",
         "data": f"Landsat TM/ETM+ series ({len(items)} dates, {size} x {size} px, b3 b4 b5, Fmask); "
                 f"{len(truth)} truth dates ({len(truth) - len(held)} development before {HELD_OUT_FROM}, "
@@ -206,19 +206,19 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
                 if flat.size:
                     section[f"uncertainty_coverage_80{key[len(part):]}"] = float(flat.mean())
         section["uncertainty_coverage_80"] = section.get("uncertainty_coverage_80_k3")
-        out[part] = section
-    h = out["held_out"]
-    out["goals"] = {
+        result[part] = section
+    h = result["held_out"]
+    result["goals"] = {
         "k1_at_least_paste_on_every_mask_type": all(
             h["reference_k1_psnr_mask_db_by_mask"][m] >= h["paste_psnr_mask_db_by_mask"][m] for m in MASK_TYPES),
         "k1_1db_over_paste": h["reference_k1_psnr_mask_db"] >= h["paste_psnr_mask_db"] + 1.0,
         "k3_1db_over_k1": h["reference_k3_psnr_mask_db"] >= h["reference_k1_psnr_mask_db"] + 1.0,
         "uncertainty_coverage_80_in_75_85": 0.75 <= h["uncertainty_coverage_80"] <= 0.85,
-        "outside_identical": out["outside_identical"],
+        "outside_identical": result["outside_identical"],
     }
     if picture is not None:
         _preview(picture, low, high)
-    return out
+    return result
 
 
 def _preview(picture, low, high, path: Path = Path("reports") / "inpaint_multidate_preview.png") -> None:

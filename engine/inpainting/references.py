@@ -116,14 +116,15 @@ def date_order(options: ReferenceOptions, input_path: str | os.PathLike,
                feedback: Feedback) -> tuple[list[int], list[dt.date | None], dt.date | None]:
     """(indexes of the references, nearest date first; each reference's date; the input's date). Where a
     date is unknown the order given is kept, and said."""
-    dates = ([parse_date(d) for d in options.dates] if options.dates
-             else [raster_date(p) for p in options.paths])
+    dates: list[dt.date | None] = ([parse_date(d) for d in options.dates] if options.dates
+                                   else [raster_date(p) for p in options.paths])
     own = parse_date(options.date) if options.date else raster_date(input_path)
     order = list(range(len(options.paths)))
-    if own is not None and all(d is not None for d in dates):
-        order.sort(key=lambda i: abs((dates[i] - own).days))  # type: ignore[operator]
-        listing = ", ".join(f"{Path(options.paths[i]).name} ({dates[i]}, {abs((dates[i] - own).days)} days)"
-                            for i in order)
+    known = [d for d in dates if d is not None]
+    if own is not None and len(known) == len(dates):
+        gaps = [abs((d - own).days) for d in known]
+        order.sort(key=lambda i: gaps[i])
+        listing = ", ".join(f"{Path(options.paths[i]).name} ({dates[i]}, {gaps[i]} days)" for i in order)
         feedback.info(f"input date {own}; references nearest first: {listing}")
     elif len(order) > 1:
         unknown = "the input" if own is None else ", ".join(
@@ -181,7 +182,7 @@ def _detected_on_grid(path: str, grid: Grid, stack: contextlib.ExitStack) -> Mas
         own = Grid.of(src)
     tmp = tempfile.NamedTemporaryFile(prefix="satgen_refmask_", suffix=".tif", delete=False)
     tmp.close()
-    stack.callback(lambda: os.path.exists(tmp.name) and os.remove(tmp.name))
+    stack.callback(_remove, tmp.name)
     with DetectedMask(path, grid=own) as det, rasterio.open(
             tmp.name, "w", driver="GTiff", width=own.width, height=own.height, count=1, dtype="uint8",
             crs=own.crs, transform=own.transform, compress="deflate", tiled=False) as dst:
@@ -190,6 +191,11 @@ def _detected_on_grid(path: str, grid: Grid, stack: contextlib.ExitStack) -> Mas
             dst.write(det.read(r0, r1, 0, own.width).astype(np.uint8)[None],
                       window=rasterio.windows.Window(0, r0, own.width, r1 - r0))
     return stack.enter_context(RasterMask(tmp.name, grid))
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 class ReferenceStack:
@@ -209,7 +215,7 @@ class ReferenceStack:
         try:
             for i in self.order:
                 path = options.paths[i]
-                clouds = None
+                clouds: MaskSource | None = None
                 mask = options.masks[i] if options.masks else None
                 if mask or options.qa_expression:
                     clouds = self._stack.enter_context(open_mask(
