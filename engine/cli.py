@@ -79,10 +79,11 @@ def cmd_inpaint(args) -> int:
         references = ReferenceOptions(
             paths=args.reference, bands=args.reference_bands, masks=as_paths(args.reference_mask),
             qa_band=args.reference_qa_band, qa_expression=args.reference_qa_expression,
-            detect=args.reference_detect, dates=args.reference_dates, date=args.date, combine=args.reference_combine)
+            detect=args.reference_detect, dates=args.reference_dates, date=args.date,
+            combine=args.reference_combine or "weighted")
     else:
         for flag in ("reference_bands", "reference_mask", "reference_qa_band", "reference_qa_expression",
-                     "reference_dates"):
+                     "reference_dates", "reference_detect", "date", "reference_combine"):
             if getattr(args, flag):
                 raise InputError(f"--{flag.replace('_', '-')} was given without --reference; give the reference "
                                  f"rasters or leave it out")
@@ -237,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the references' dates, YYYY-MM-DD, comma-separated, in the order of --reference "
                         "(default: from their metadata or file names)")
     p.add_argument("--date", help="this raster's date, YYYY-MM-DD (default: from its metadata or file name)")
-    p.add_argument("--reference-combine", choices=["weighted", "nearest"], default="weighted",
+    p.add_argument("--reference-combine", choices=["weighted", "nearest"],
                    help="weighted (default): per pixel, the references clear there averaged by their measured "
                         "match; nearest: per pixel the nearest date clear there")
     p.add_argument("--output-source", help="GeoTIFF saying what filled each pixel: 0 the input's own, 1.. the "

@@ -226,8 +226,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
             ref_source = None
             if refs is not None:
                 ref_source = ReferenceStack(refs, bands, Grid.of(src), input_path, feedback)
-                feedback.info(f"filling from {len(refs.paths)} reference date(s), bands {ref_source.bands}, "
-                              f"{refs.combine}; the model fills only where no reference is clear")
+                names = ", ".join(Path(p).name for p in ref_source.paths)
+                feedback.info(f"filling from {len(refs.paths)} reference date(s) ({names}), bands "
+                              f"{ref_source.bands}, {refs.combine}; the model fills only where no reference is clear")
             outputs = FillOutputs(output_path, output_mask, output_source, output_uncertainty)
             # the tile pass: each input block read once, each strip's mask computed once
             with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \

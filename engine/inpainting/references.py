@@ -13,6 +13,7 @@ first, for the `nearest` combination and the log.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -56,7 +57,7 @@ class ReferenceOptions:
         """Options from what `inpaint(reference=...)` was given: None, one path, a list of paths or options."""
         if reference is None or isinstance(reference, ReferenceOptions):
             if bands and reference is not None and reference.bands is None:
-                reference.bands = list(bands)
+                return dataclasses.replace(reference, bands=list(bands))  # the caller's options stay as they were
             return reference
         paths = [reference] if isinstance(reference, (str, os.PathLike)) else list(reference)
         return cls(paths=[str(p) for p in paths], bands=list(bands) if bands else None) if paths else None
@@ -64,6 +65,9 @@ class ReferenceOptions:
     def check(self) -> None:
         """InputError for settings that contradict each other, before any work."""
         n = len(self.paths)
+        if n == 0:
+            raise InputError("reference options were given without any reference raster; give one or more "
+                             "reference rasters, or none at all")
         if n > MAX_REFERENCES:
             raise InputError(f"{n} reference rasters were given; at most {MAX_REFERENCES} are used at once: give the "
                              f"{MAX_REFERENCES} nearest dates")

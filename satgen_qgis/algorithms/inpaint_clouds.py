@@ -1,13 +1,16 @@
 """satgen:inpaint_clouds: fill the cloudy pixels of a raster, clear pixels untouched."""
 
+import re
 from pathlib import Path
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingException,
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterMapLayer,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -19,7 +22,39 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .base import SatGenAlgorithm, raster_file_value
+from .base import MultipleLayersParameter, SatGenAlgorithm, layer_entries, raster_file_value
+
+COMBINE = ["weighted", "nearest"]  # the engine's references.COMBINE, in its order
+NO_MASK = ("none", "-")  # a REFERENCE_MASKS entry for a reference without a mask of its own, as on the engine's CLI
+
+
+def is_no_mask(entry) -> bool:
+    return entry is None or (isinstance(entry, str) and entry.strip().lower() in ("", *NO_MASK))
+
+
+class ReferenceMasksParameter(MultipleLayersParameter):
+    """REFERENCE_MASKS: layers (raster or polygon), one per reference in the order of REFERENCE; an
+    entry 'none' (or None) for a reference without a mask of its own. QGIS checks the layers."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        entries = layer_entries(value)
+        layers = [e for e in entries if not is_no_mask(e)]
+        if len(layers) == len(entries):
+            return super().checkValueIsAcceptable(value, context)
+        return not layers or super().checkValueIsAcceptable(layers, context)
+
+
+class CombineParameter(QgsProcessingParameterEnum):
+    """REFERENCE_COMBINE: an option's number, as every enum, or its name (REFERENCE_COMBINE=nearest)."""
+
+    def checkValueIsAcceptable(self, value, context=None):  # noqa: N802
+        return (isinstance(value, str) and value.strip().lower() in COMBINE) or super().checkValueIsAcceptable(
+            value, context)
+
+    def clone(self):
+        copy = CombineParameter(self.name())
+        copy.fromVariantMap(self.toVariantMap())
+        return copy
 
 
 class InpaintCloudsAlgorithm(SatGenAlgorithm):
@@ -50,17 +85,30 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
                 "bands 2-5) set Normalization to 'scene' so the bands are stretched by this scene's own clear "
                 "pixels, or train a model on your own clear imagery with 'Train cloud inpainting model'. "
                 "The output has the selected bands, the input's data type, CRS, extent and nodata.\n\n"
-                "Reference image (optional): a clear image of the same place on another date (any CRS and "
-                "resolution; same bands, chosen in Reference bands, default the same band numbers). Where it has "
-                "values, the cloudy pixels are filled from it: matched to this date by a linear fit per band and "
-                "tile on the pixels both images see clearly, plus the interpolated difference. This is far closer "
-                "to the truth than any single-image fill (see the README's measured figures); the model fills only "
-                "where the reference has no value. The reference itself must be clear where this scene is "
-                "cloudy.\n\n"
+                "Reference dates (optional): other images of the same place on other dates, e.g. a stack of partly "
+                "cloudy scenes (any CRS and resolution; the same bands, chosen in Reference bands as band numbers, "
+                "e.g. 1,2,3,4, default the input's band numbers). Each may bring its own clouds: a mask layer of its "
+                "own (Reference cloud masks: one per reference, in the same order; on the command line 'none' for "
+                "a reference without), a QA band of its own with an expression, or detection; its nodata and its "
+                "clouds are never used. Dates come from Reference dates (YYYY-MM-DD, comma-separated, in the order "
+                "of the references), else each raster's metadata, else its file name (2021-06-30, 20210630); the "
+                "input's date likewise from Input date. Each cloudy pixel is filled from the references clear "
+                "there, each matched to this date locally (a robust gain and offset per band around the pixel, "
+                "plus the interpolated difference), with a guard that tries the fit on clear pixels held out near "
+                "the clouds and falls back to pasting the reference as it is where matching would do worse. Where "
+                "several references are clear, they are averaged by their measured error (weighted), or the "
+                "nearest date is taken (nearest). This is far closer to the truth than any single-image fill (see "
+                "the README's measured figures); the model fills only where no reference is clear.\n\n"
+                "Optional outputs: the fill source (uint8: 0 the input's own pixel, 1, 2, ... the reference that "
+                "carried most weight, numbered in the order given, 100 the model, 255 nodata) and the uncertainty "
+                "(float32, per band: the half-width of the 80 % interval of each filled value, in the data's "
+                "units; 0 where the input's pixel is kept, NaN at nodata).\n\n"
                 "Command line names: INPUT, BANDS, MASK, QA_BAND, QA_BAND_INDEX, QA_EXPRESSION, DETECT, DETECT_BANDS, "
-                "DILATE, REFERENCE, REFERENCE_BANDS, MODEL, NORMALIZE, TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, "
-                "OVERVIEWS, OUTPUT, "
-                "OUTPUT_MASK.")
+                "DILATE, REFERENCE (repeat it for several: REFERENCE=a.tif REFERENCE=b.tif), REFERENCE_MASKS (as "
+                "many, in the same order), REFERENCE_BANDS (e.g. 1,2,3,4), REFERENCE_QA_BAND, "
+                "REFERENCE_QA_EXPRESSION, REFERENCE_DETECT, REFERENCE_DATES (e.g. 2021-06-30,2021-08-02), "
+                "INPUT_DATE, REFERENCE_COMBINE (0 or weighted, 1 or nearest), MODEL, NORMALIZE, TILE_SIZE, OVERLAP, "
+                "BATCH_SIZE, DEVICE, OVERVIEWS, OUTPUT, OUTPUT_MASK, OUTPUT_SOURCE, OUTPUT_UNCERTAINTY.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Cloudy raster"))
@@ -75,14 +123,35 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "DILATE", "Dilate the mask by (pixels)", QgsProcessingParameterNumber.Integer, defaultValue=0,
             minValue=0, maxValue=500))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            "REFERENCE", "Clear reference image of another date (optional: fills from it where it has values)",
-            optional=True))
+        # several layers; one path, as before, still works (REFERENCE=a.tif, saved graphical models)
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "REFERENCE", "Reference images of other dates (optional: fill from them where they are clear)",
+            QgsProcessing.TypeRaster, optional=True))
+        self.addParameter(ReferenceMasksParameter(
+            "REFERENCE_MASKS", "Reference cloud masks, one per reference in the same order (raster: non-zero = "
+            "cloud, or polygons)", QgsProcessing.TypeMapLayer, optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Inpainting model file (empty: the default model)", extension="satgen", optional=True))
-        self.add_advanced(QgsProcessingParameterBand(
-            "REFERENCE_BANDS", "Reference bands matching the input bands (empty: the same band numbers)",
-            parentLayerParameterName="REFERENCE", optional=True, allowMultiple=True))
+        # band numbers as text: a band parameter cannot list the bands of several layers
+        self.add_advanced(QgsProcessingParameterString(
+            "REFERENCE_BANDS", "Reference bands matching the input bands, e.g. 1,2,3,4 (empty: the same band "
+            "numbers)", optional=True))
+        self.add_advanced(QgsProcessingParameterNumber(
+            "REFERENCE_QA_BAND", "Band of each reference holding QA flags (empty: none)",
+            QgsProcessingParameterNumber.Integer, optional=True, minValue=1))
+        self.add_advanced(QgsProcessingParameterString(
+            "REFERENCE_QA_EXPRESSION", "QA bit expression for the references' QA band, e.g. bits(3, 4) > 0",
+            optional=True))
+        self.add_advanced(QgsProcessingParameterBoolean(  # optional: saved graphical models stay valid
+            "REFERENCE_DETECT", "Detect the references' clouds (spectral test)", defaultValue=False, optional=True))
+        self.add_advanced(QgsProcessingParameterString(
+            "REFERENCE_DATES", "Reference dates, YYYY-MM-DD, comma-separated, in the order of the references "
+            "(empty: from their metadata or file names)", optional=True))
+        self.add_advanced(QgsProcessingParameterString(
+            "INPUT_DATE", "Date of the input, YYYY-MM-DD (empty: from its metadata or file name)", optional=True))
+        self.add_advanced(CombineParameter(  # optional: saved graphical models stay valid
+            "REFERENCE_COMBINE", "Combine references clear at the same pixel (weighted: by their measured error; "
+            "nearest: the nearest date)", options=COMBINE, defaultValue=0, optional=True))
         self.add_advanced(QgsProcessingParameterString(
             "DETECT_BANDS", "Detection bands where band names do not tell them, e.g. blue=1,green=2,red=3,nir=4,"
             "swir1=5 (roles: blue, green, red, nir, swir1; empty: from the band names)", optional=True))
@@ -94,6 +163,12 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Filled raster"))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_MASK", "Cloud mask used", optional=True,
                                                                   createByDefault=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_SOURCE", "Fill source (0 input, 1, 2, ... reference, 100 model, 255 nodata)", optional=True,
+            createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "OUTPUT_UNCERTAINTY", "Uncertainty (half-width of the 80 % interval of each filled value)", optional=True,
+            createByDefault=False))
 
     def run_engine(self, parameters, context, feedback):
         from ..engine.errors import SatGenError
@@ -117,61 +192,148 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         )
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         output_mask = self.parameterAsOutputLayer(parameters, "OUTPUT_MASK", context) or None
+        output_source = self.parameterAsOutputLayer(parameters, "OUTPUT_SOURCE", context) or None
+        output_uncertainty = self.parameterAsOutputLayer(parameters, "OUTPUT_UNCERTAINTY", context) or None
         mask = self.mask_file(parameters, context)
         if mask is not None:
             masks.mask, masks.mask_layer = mask.path, mask.layer
+        files = [mask]  # the mask files read, whose temporary copies go at the end
         try:
+            references = self.reference_options(parameters, context, files)
             result = inpaint(self.raster_path(parameters, "INPUT", context), output,
                              self.parameterAsFile(parameters, "MODEL", context) or None, masks,
                              self.tile_options(parameters, context), feedback, output_mask=output_mask,
-                             normalize=self.normalize_value(parameters, context),
-                             reference=self.raster_path(parameters, "REFERENCE", context)
-                             if parameters.get("REFERENCE") else None,
-                             reference_bands=self.parameterAsInts(parameters, "REFERENCE_BANDS", context) or None)
+                             normalize=self.normalize_value(parameters, context), reference=references,
+                             reference_bands=self.band_numbers(parameters, "REFERENCE_BANDS", context),
+                             output_source=output_source, output_uncertainty=output_uncertainty)
         except SatGenError as exc:
-            if mask is None or mask.label is None:
+            copies = [f for f in files if f is not None and f.label is not None]
+            if not copies:
                 raise
-            raise type(exc)(mask.user_message(str(exc))) from None
+            message = str(exc)
+            for copy in copies:
+                message = copy.user_message(message)
+            raise type(exc)(message) from None
         finally:
-            if mask is not None:
-                mask.remove_copy()
+            for file in files:
+                if file is not None:
+                    file.remove_copy()
         if result.best_effort:
             feedback.feedback.pushWarning(f"{result.cloud_fraction:.0%} of the scene is cloud: the fill is a best "
                                           f"effort with little clear context")
-        return {"OUTPUT": output, "OUTPUT_MASK": output_mask}
+        return {"OUTPUT": output, "OUTPUT_MASK": output_mask, "OUTPUT_SOURCE": output_source,
+                "OUTPUT_UNCERTAINTY": output_uncertainty}
+
+    def reference_options(self, parameters, context, files: list):
+        """REFERENCE and the settings of the references as the engine's ReferenceOptions (None without
+        references), as engine/cli.py maps its flags; the mask files read are appended to `files`."""
+        from ..engine.inpainting.references import ReferenceOptions
+
+        paths = self.raster_paths(parameters, "REFERENCE", context)
+        qa_band = parameters.get("REFERENCE_QA_BAND")
+        qa_band = self.parameterAsInt(parameters, "REFERENCE_QA_BAND", context) if qa_band not in (None, "") else None
+        qa_expression = self.parameterAsString(parameters, "REFERENCE_QA_EXPRESSION", context).strip() or None
+        dates = self.text_list(parameters, "REFERENCE_DATES", context)
+        masks = layer_entries(parameters.get("REFERENCE_MASKS"))
+        if not paths:
+            given = [name for name, value in (("REFERENCE_MASKS", [m for m in masks if not is_no_mask(m)]),
+                                               ("REFERENCE_QA_BAND", qa_band),
+                                               ("REFERENCE_QA_EXPRESSION", qa_expression),
+                                               ("REFERENCE_DATES", dates)) if value]
+            if given:
+                raise QgsProcessingException(f"{', '.join(given)} given without REFERENCE; give the reference "
+                                             f"rasters or leave {'them' if len(given) > 1 else 'it'} out")
+            return None
+        mask_paths: list[str | None] = []
+        for entry in masks:
+            if is_no_mask(entry):
+                mask_paths.append(None)
+                continue
+            file = self.layer_mask_file(entry, "REFERENCE_MASKS", context)
+            files.append(file)
+            mask_paths.append(file.path)
+        combine = parameters.get("REFERENCE_COMBINE")
+        if not (isinstance(combine, str) and combine.strip().lower() in COMBINE):
+            combine = COMBINE[self.parameterAsEnum(parameters, "REFERENCE_COMBINE", context)]
+        return ReferenceOptions(
+            paths=paths, masks=mask_paths or None, qa_band=qa_band, qa_expression=qa_expression,
+            detect=self.parameterAsBool(parameters, "REFERENCE_DETECT", context), dates=dates or None,
+            date=self.parameterAsString(parameters, "INPUT_DATE", context).strip() or None,
+            combine=combine.strip().lower())
+
+    def text_list(self, parameters, name: str, context) -> list[str]:
+        """A text parameter's comma-separated items; a list (the parameter repeated on the command line,
+        or a list in processing.run) gives its entries' items in order."""
+        value = parameters.get(name)
+        if isinstance(value, (list, tuple)):
+            text = ",".join("" if v is None else str(v) for v in value)
+        else:
+            text = self.parameterAsString(parameters, name, context)
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    def band_numbers(self, parameters, name: str, context) -> list[int] | None:
+        """1-based band numbers written as text (1,2,3 or 1 2 3), or given as a list of numbers."""
+        items = [part for item in self.text_list(parameters, name, context) for part in re.split(r"\s+", item)]
+        try:
+            bands = [int(item) for item in items]
+        except ValueError:
+            bands = [0]
+        if any(b < 1 for b in bands):
+            raise QgsProcessingException(f"{name}: cannot read '{','.join(items)}' as band numbers; give 1-based "
+                                         f"band numbers separated by commas, e.g. 1,2,3,4")
+        return bands or None
 
     def mask_file(self, parameters, context) -> "MaskFile | None":
-        """MASK as the engine reads it: a raster file as it is (no QGIS layer, base.raster_file_value);
-        a GeoPackage / GeoJSON layer as its file and layer; any other polygon layer (Shapefile,
-        memory, database, a layer with a filter) saved to a temporary GeoPackage, which messages
-        then call by the user's layer."""
-        from ..engine.vector import GEOJSON_SUFFIXES, GPKG_SUFFIXES, list_layers
-
+        """MASK as the engine reads it (layer_mask_file)."""
         if not parameters.get("MASK"):
             return None
         path = raster_file_value(parameters.get("MASK"), context)
         if path is not None:
             return MaskFile(path)
         layer = self.parameterAsLayer(parameters, "MASK", context)
+        return self.layer_mask_file(layer, "MASK", context, layer_names=True)
+
+    def layer_mask_file(self, value, name: str, context, layer_names: bool = False) -> "MaskFile":
+        """A mask layer (or a path or ID naming one) as the engine reads it: a raster file as it is (no QGIS
+        layer, base.raster_file_value); a GeoPackage / GeoJSON layer as its file (and layer, with
+        `layer_names`; else only a file with one layer); any other polygon layer (Shapefile, memory,
+        database, a layer with a filter) saved to a temporary GeoPackage, which messages then call by
+        the user's layer."""
+        from qgis.core import QgsMapLayer
+
+        from ..engine.vector import GEOJSON_SUFFIXES, GPKG_SUFFIXES, list_layers
+
+        path = raster_file_value(value, context)
+        if path is not None:
+            return MaskFile(path)
+        layer = value if isinstance(value, QgsMapLayer) or value is None else next(
+            iter(self.parameterAsLayerList({name: [value]}, name, context)), None)
         if layer is None:
-            raise QgsProcessingException("MASK: the layer could not be loaded; check the path")
+            raise QgsProcessingException(f"{name}: the layer{'' if name == 'MASK' else f' {value}'} could not be "
+                                         f"loaded; check the path")
         if isinstance(layer, QgsRasterLayer):
-            return MaskFile(self.raster_file(layer, "MASK"))
+            return MaskFile(self.raster_file(layer, name))
         if not isinstance(layer, QgsVectorLayer):
-            raise QgsProcessingException(f"MASK: layer '{layer.name()}' is neither a raster nor a vector layer")
+            raise QgsProcessingException(f"{name}: layer '{layer.name()}' is neither a raster nor a vector layer")
         parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
-        source, name = parts.get("path") or "", parts.get("layerName") or None
+        source, layer_name = parts.get("path") or "", parts.get("layerName") or None
         suffix = Path(source).suffix.lower()
-        if layer.providerType() == "ogr" and not layer.subsetString() and Path(source).is_file() and (
-                suffix in GEOJSON_SUFFIXES or (suffix in GPKG_SUFFIXES and (name or len(list_layers(source)) == 1))):
-            return MaskFile(source, name)  # read by the engine as it is
+        if layer.providerType() == "ogr" and not layer.subsetString() and Path(source).is_file():
+            if suffix in GEOJSON_SUFFIXES:
+                return MaskFile(source, layer_name if layer_names else None)  # read by the engine as it is
+            if suffix in GPKG_SUFFIXES:
+                names = list_layers(source)
+                if layer_names and (layer_name or len(names) == 1):
+                    return MaskFile(source, layer_name)
+                if len(names) == 1 and layer_name in (None, names[0]):
+                    return MaskFile(source)
         copy = QgsProcessingUtils.generateTempFilename("satgen_mask.gpkg")
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = "mask"
         error = QgsVectorFileWriter.writeAsVectorFormatV3(layer, copy, context.transformContext(), options)
         if error[0] != QgsVectorFileWriter.NoError:
-            raise QgsProcessingException(f"MASK: could not read the polygons of '{layer.name()}' ({error[1]})")
+            raise QgsProcessingException(f"{name}: could not read the polygons of '{layer.name()}' ({error[1]})")
         where = source or ("a temporary scratch layer" if layer.providerType() == "memory" else layer.publicSource())
         return MaskFile(copy, "mask", f"'{layer.name()}' ({where})")
 

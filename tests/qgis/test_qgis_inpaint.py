@@ -1,6 +1,7 @@
 """satgen:train_inpainting -> satgen:inpaint_clouds through processing.run (tiny real
-training on a real crop, a polygon mask layer in another CRS), and inpaint_clouds
-through the real qgis_process command line with a QA band expression."""
+training on a real crop, a polygon mask layer in another CRS), inpaint_clouds through
+the real qgis_process command line with a QA band expression, and the fill from several
+reference dates (each with its own mask) with its source and uncertainty outputs."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from test_qgis_process import QGIS_PROCESS, enable_plugin
+from test_qgis_process import QGIS_PROCESS, enable_plugin, listing, two_references
 
 from helpers import SAMPLES, cloud_scene, crop_raster, write_raster
 
@@ -212,3 +213,112 @@ def test_qgis_process_detects_with_detection_bands(qgis_process_env, tmp_path):
     assert given.returncode == 0, given.stdout + given.stderr
     with rasterio.open(used) as m:
         assert (m.read(1) == cloud).all()
+
+
+def test_two_reference_dates_with_their_own_masks_fill_and_say_from_where(satgen_provider, tmp_path):
+    """Two references (tests/qgis/test_qgis_process.py two_references): each fills where it alone is
+    clear (source 1, 2), the model where neither is (100); the uncertainty is 0 on clear pixels, NaN
+    at nodata; REFERENCE_COMBINE=nearest takes, where both are clear, the nearer date by REFERENCE_DATES."""
+    import processing
+    from qgis.core import QgsFeature, QgsGeometry, QgsProcessingUtils, QgsRectangle, QgsVectorLayer
+
+    from engine.inpainting.references import COMBINE as ENGINE_COMBINE
+    from satgen_qgis.algorithms.inpaint_clouds import COMBINE
+
+    assert tuple(COMBINE) == ENGINE_COMBINE
+    inputs, data, cloud = two_references(tmp_path / "inputs")
+    before = listing(inputs)
+    nodata = data[0] == 0
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def run(name, **params):
+        result = processing.run("satgen:inpaint_clouds", {
+            "INPUT": str(inputs / "scene.tif"), "MASK": str(inputs / "mask.tif"),
+            "REFERENCE": [str(inputs / "a.tif"), str(inputs / "b.tif")],
+            "REFERENCE_MASKS": [str(inputs / "a_mask.tif"), None], "OUTPUT": str(out / f"{name}.tif"),
+            "OUTPUT_SOURCE": str(out / f"{name}_source.tif"), **params})
+        with rasterio.open(result["OUTPUT"]) as o, rasterio.open(result["OUTPUT_SOURCE"]) as s:
+            assert s.dtypes[0] == "uint8" and s.nodata == 255
+            return result, o.read(), s.read(1)
+
+    result, filled, code = run("weighted", OUTPUT_UNCERTAINTY=str(out / "uncertainty.tif"))
+    assert np.array_equal(filled[:, ~cloud], data[:, ~cloud])  # the input's own pixels, bit for bit
+    assert (code[~cloud & ~nodata] == 0).all() and (code[nodata] == 255).all()
+    assert (code[24:72, 16:40] == 1).all() and (code[24:72, 48:64] == 2).all()  # where each alone is clear
+    assert (code[24:72, 64:80] == 100).all()  # neither clear: the model
+    assert np.isin(code[24:72, 40:48], [1, 2]).all()  # both clear: the one carrying most weight
+    from_references = (code == 1) | (code == 2)
+    # a linear change of the scene, recovered; a's garbage under its own mask never used
+    assert np.abs(filled.astype(float) - data)[:, from_references].max() <= 3
+    with rasterio.open(result["OUTPUT_UNCERTAINTY"]) as u:
+        assert (u.count, u.shape, u.dtypes) == (4, (96, 96), ("float32",) * 4) and np.isnan(u.nodata)
+        half = u.read()
+    assert (half[:, ~cloud & ~nodata] == 0).all() and np.isnan(half[:, nodata]).all()
+    assert (half[:, cloud] > 0).all()
+    assert half[:, code == 100].mean() > half[:, from_references].mean()  # a reference date is the surer fill
+
+    # both clear at cols 40..47: the nearest date fills there, by the dates given (the input's: INPUT_DATE)
+    dates = {"INPUT_DATE": "2021-06-15", "REFERENCE_COMBINE": 1}
+    _, _, a_near = run("a_near", REFERENCE_DATES="2021-06-10,2021-03-01", **dates)
+    _, _, b_near = run("b_near", REFERENCE_DATES="2021-03-01, 2021-06-10", **dates)
+    assert (a_near[24:72, 16:48] == 1).all() and (a_near[24:72, 48:64] == 2).all()
+    assert (b_near[24:72, 16:40] == 1).all() and (b_near[24:72, 40:64] == 2).all()
+    for codes in (a_near, b_near):
+        assert (codes[24:72, 64:80] == 100).all() and (codes[~cloud & ~nodata] == 0).all()
+
+    # a's mask as polygons in a scratch layer (saved to a temporary GeoPackage for the engine), one
+    # reference by a path string, bands as text: the same fill as from the raster mask
+    with rasterio.open(inputs / "scene.tif") as src:
+        left, bottom, right, top = src.bounds
+        layer = QgsVectorLayer(f"Polygon?crs=EPSG:{src.crs.to_epsg()}", "a clouds", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(left + 480, bottom, right, top)))  # cols 48..
+    layer.dataProvider().addFeatures([feature])
+    _, polygons, polygon_code = run("polygons", REFERENCE_MASKS=[layer, "none"], REFERENCE_BANDS="1,2,3,4")
+    assert np.array_equal(polygon_code, code) and np.array_equal(polygons, filled)
+    assert not list(Path(QgsProcessingUtils.tempFolder()).rglob("satgen_mask*.gpkg"))  # the copy is gone
+    # a's clouds from a QA band of its own (band 5 of each reference), as the same fill
+    qa_refs = []
+    for name in ("a", "b"):
+        with rasterio.open(inputs / f"{name}.tif") as src, rasterio.open(inputs / "a_mask.tif") as a_mask:
+            bands, profile = src.read(), src.profile
+            flags = a_mask.read().astype(bands.dtype) if name == "a" else np.zeros_like(bands[:1])
+        with rasterio.open(tmp_path / f"{name}_qa.tif", "w", **dict(profile, count=5)) as dst:
+            dst.write(np.concatenate([bands, flags]))
+        qa_refs.append(str(tmp_path / f"{name}_qa.tif"))
+    _, by_qa, qa_code = run("qa", REFERENCE=qa_refs, REFERENCE_MASKS=None, REFERENCE_BANDS="1,2,3,4",
+                            REFERENCE_QA_BAND=5, REFERENCE_QA_EXPRESSION="qa == 1")
+    assert np.array_equal(qa_code, code) and np.array_equal(by_qa, filled)
+    _, _, one_code = run("one", REFERENCE=str(inputs / "b.tif"), REFERENCE_MASKS=None, REFERENCE_BANDS=[1, 2, 3, 4])
+    assert (one_code[24:72, 40:64] == 1).all() and (one_code[24:72, 16:40] == 100).all()  # b is reference 1 now
+    assert listing(inputs) == before  # nothing beside the inputs (no .aux.xml), inputs unchanged
+
+
+def test_reference_settings_that_contradict_are_refused_and_nothing_is_written(satgen_provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    inputs, _, _ = two_references(tmp_path / "inputs")
+    before = listing(inputs)
+    params = {"INPUT": str(inputs / "scene.tif"), "MASK": str(inputs / "mask.tif"), "REFERENCE": str(inputs / "a.tif"),
+              "OUTPUT": str(tmp_path / "o.tif"), "OUTPUT_MASK": str(tmp_path / "m.tif"),
+              "OUTPUT_SOURCE": str(tmp_path / "s.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif")}
+    cases = [
+        (dict(REFERENCE_MASKS=[str(inputs / "a_mask.tif"), str(inputs / "mask.tif")]),
+         "2 reference masks for 1 reference rasters; give one mask per reference, in the same order"),
+        (dict(REFERENCE_DATES="2021-06-10,2021-03-01"), "2 reference dates for 1 reference rasters; give one date"),
+        (dict(REFERENCE_DATES="June 2021"), "write dates as YYYY-MM-DD"),
+        (dict(INPUT_DATE="2021-13-40"), "write dates as YYYY-MM-DD"),
+        (dict(REFERENCE_QA_BAND=4), "a reference QA band needs a QA expression"),
+        (dict(REFERENCE_BANDS="1,2,x"), "REFERENCE_BANDS: cannot read '1,2,x' as band numbers; give 1-based band"),
+        (dict(REFERENCE=None, REFERENCE_DATES="2021-06-10"),
+         "REFERENCE_DATES given without REFERENCE; give the reference rasters or leave it out"),
+        (dict(REFERENCE=None, REFERENCE_BANDS="1,2,3,4"), "reference bands were given without a reference image"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run("satgen:inpaint_clouds", dict(params, **extra))
+        assert message in str(err.value)
+    assert listing(inputs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]

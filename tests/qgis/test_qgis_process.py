@@ -140,7 +140,7 @@ def test_runs_leave_nothing_beside_the_inputs(qgis_process_env, tmp_path):
                        f"QA_BAND={qa}", "QA_EXPRESSION=bits(14, 15) == 3", f"REFERENCE={reference}",
                        f"OUTPUT={out / 'filled.tif'}", f"OUTPUT_MASK={out / 'used.tif'}")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "filling from the reference reference.tif" in run.stdout
+    assert "filling from 1 reference date(s)" in run.stdout
     assert listing(tmp_path / "inputs") == before  # the same files, byte for byte, and no new one
     assert sorted(p.name for p in out.iterdir()) == ["filled.tif", "map.tif", "used.tif"]
     with rasterio.open(out / "used.tif") as used:
@@ -178,3 +178,69 @@ def test_imagery_unlike_the_models_is_warned_and_a_scene_stretch_runs_it(qgis_pr
     assert "scene stretch" in scene.stdout and "not those the model was trained on" not in scene.stdout
     with rasterio.open(out) as o:
         assert o.overviews(1) == [2]
+
+
+def two_references(folder):
+    """A crop of the real Virginia scene (nodata 0 in its top-left 4 x 4 px) with a cloud mask over rows
+    24..71, cols 16..79, and two references of other dates on its grid, each a linear change of it:
+    a.tif (0.8 x + 150) with its own cloud mask a_mask.tif over cols 48.. (garbage there), b.tif
+    (1.1 x + 50) with nodata outside cols 40..63. So under the cloud: cols 16..39 only a is clear,
+    40..47 both, 48..63 only b, 64..79 none. (folder, scene values, cloud) with the files in folder."""
+    import numpy as np
+
+    from helpers import SAMPLES, crop_raster, write_raster
+
+    folder.mkdir()
+    crop = crop_raster(SAMPLES / "s2_virginia_10m.tif", folder / "crop.tif", 800, 800, 96, 96)
+    with rasterio.open(crop) as src:
+        data, crs, transform = src.read(), src.crs, src.transform
+    crop.unlink()
+    data = np.maximum(data, 1)
+    data[:, :4, :4] = 0
+    write_raster(folder / "scene.tif", data, crs=crs, transform=transform, nodata=0)
+    cloud = np.zeros((96, 96), bool)
+    cloud[24:72, 16:80] = True
+    write_raster(folder / "mask.tif", cloud[None].astype(np.uint8), crs=crs, transform=transform)
+    a = (0.8 * data + 150).astype(np.uint16)
+    a[:, :, 48:] = 60000  # cloud in a, masked by its own mask
+    write_raster(folder / "a.tif", a, crs=crs, transform=transform)
+    a_cloud = np.zeros((1, 96, 96), np.uint8)
+    a_cloud[0, :, 48:] = 1
+    write_raster(folder / "a_mask.tif", a_cloud, crs=crs, transform=transform)
+    b = (1.1 * data + 50).astype(np.uint16)
+    b[:, :, :40] = 0
+    b[:, :, 64:] = 0
+    write_raster(folder / "b.tif", b, crs=crs, transform=transform, nodata=0)
+    return folder, data, cloud
+
+
+def test_inpaint_from_two_reference_dates(qgis_process_env, tmp_path):
+    """REFERENCE repeated for several dates, REFERENCE_MASKS in the same order ('none' for a reference
+    without), REFERENCE_BANDS repeated, the nearest date by REFERENCE_DATES and the source layer."""
+    import numpy as np
+
+    enable_plugin(qgis_process_env)
+    inputs, data, cloud = two_references(tmp_path / "inputs")
+    before = listing(inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = qgis_process(qgis_process_env, "run", "satgen:inpaint_clouds", "--", f"INPUT={inputs / 'scene.tif'}",
+                       f"MASK={inputs / 'mask.tif'}", f"REFERENCE={inputs / 'a.tif'}", f"REFERENCE={inputs / 'b.tif'}",
+                       f"REFERENCE_MASKS={inputs / 'a_mask.tif'}", "REFERENCE_MASKS=none",
+                       *(f"REFERENCE_BANDS={b}" for b in (1, 2, 3, 4)), "REFERENCE_DATES=2021-03-01,2021-06-10",
+                       "INPUT_DATE=2021-06-15", "REFERENCE_COMBINE=nearest", f"OUTPUT={out / 'filled.tif'}",
+                       f"OUTPUT_SOURCE={out / 'source.tif'}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "references nearest first: b.tif (2021-06-10, 5 days), a.tif (2021-03-01, 106 days)" in run.stdout
+    assert listing(inputs) == before  # no .aux.xml beside the inputs
+    assert sorted(p.name for p in out.iterdir()) == ["filled.tif", "source.tif"]
+    with rasterio.open(out / "filled.tif") as o, rasterio.open(out / "source.tif") as s:
+        filled, code = o.read(), s.read(1)
+        assert s.dtypes[0] == "uint8" and s.nodata == 255
+    assert np.array_equal(filled[:, ~cloud], data[:, ~cloud])
+    expected = np.zeros((96, 96), np.uint8)
+    expected[24:72, 16:40], expected[24:72, 40:64], expected[24:72, 64:80] = 1, 2, 100
+    expected[:4, :4] = 255
+    assert np.array_equal(code, expected)  # where both are clear (cols 40..47) the nearest date, b (2)
+    from_references = (code == 1) | (code == 2)
+    assert np.abs(filled.astype(float) - data)[:, from_references].max() <= 3  # a linear change, recovered
