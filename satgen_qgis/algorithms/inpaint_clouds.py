@@ -67,8 +67,8 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
     def shortHelpString(self):
         return ("Fills the cloudy pixels of a raster with plausible ground: a smooth (harmonic) fill from the "
                 "clear pixels around each hole, corrected by a mask-aware U-Net trained on clear imagery, or, "
-                "with a REFERENCE date, from that image matched to this one; every other pixel stays exactly "
-                "as it was. "
+                "with REFERENCE dates, from those images clear there, matched to this one; every other pixel "
+                "stays exactly as it was. "
                 "Tiles without cloud are copied, not run through the model; filled tiles are blended without "
                 "seams, so the raster can be of any size.\n\n"
                 "The cloud mask comes from any of (combined when several are given): a mask layer (a raster, "
