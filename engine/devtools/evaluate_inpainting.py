@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.fill import fillnodata
 
 from .. import metrics
 from ..bands import display_bands
@@ -42,6 +41,7 @@ from ..modelfile import read_card
 from ..pipeline import TileOptions
 from ..preview import side_by_side
 from ..progress import ConsoleFeedback, Feedback
+from .baselines import fill_nodata
 
 EVAL_MASK = "data/samples/l8_pensacola_cloudmask.tif"
 EVAL_MASK_ROW0 = 301  # the training lent shapes from rows 0..300 only
@@ -84,16 +84,6 @@ def _scores(pred, truth, cloud, low, high) -> dict:
     return {"psnr_mask_db": metrics.psnr(p, t, data_range=1.0, valid=cloud),
             "ssim_mask": metrics.ssim(p, t, data_range=1.0, valid=cloud),
             "mae_mask": float(np.abs(diff).mean())}
-
-
-def fill_nodata(image: np.ndarray, cloud: np.ndarray) -> np.ndarray:
-    """GDAL FillNodata per band (inverse-distance interpolation from the hole's edge)."""
-    out = np.empty_like(image)
-    distance = int(np.ceil(np.hypot(cloud.shape[0], cloud.shape[1])))  # reach every pixel of the hole
-    for b in range(image.shape[0]):
-        out[b] = fillnodata(image[b].copy(), mask=(~cloud).astype(np.uint8), max_search_distance=distance,
-                            smoothing_iterations=0)
-    return out
 
 
 def mean_fill(image: np.ndarray, cloud: np.ndarray) -> np.ndarray:

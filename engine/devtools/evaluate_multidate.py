@@ -28,7 +28,7 @@ from ..inpainting.train import InpaintingConfig, train_inpainting
 from ..pipeline import TileOptions
 from ..preview import side_by_side
 from ..progress import Feedback
-from .evaluate_inpainting import fill_nodata
+from .baselines import fill_nodata
 
 SERIES = "data/samples/lsts"
 HELD_OUT_FROM = "2010"  # truth dates from this year on are held out
