@@ -115,3 +115,16 @@ def test_no_import_cycles_in_engine_or_plugin():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+def test_the_plugin_imports_qt_only_through_qgis_pyqt():
+    """QGIS 3.40 (Qt5) and QGIS 4 (Qt6) both provide qgis.PyQt; a direct PyQt5 import breaks the plugin on Qt6."""
+    plugin = ENGINE.parent / "satgen_qgis"
+    offenders = [
+        f"{path.relative_to(ENGINE.parent)} imports {name}"
+        for path in sorted(plugin.rglob("*.py"))
+        for name in imported_modules(path)
+        if name.split(".")[0] in ("PyQt5", "PyQt6", "PySide2", "PySide6", "sip")
+    ]
+    assert offenders == []
+    assert list(plugin.rglob("*.py"))  # the scan saw the plugin
