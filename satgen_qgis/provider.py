@@ -4,6 +4,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms.apply_model import ApplyModelAlgorithm
+from .algorithms.check_dependencies import CheckDependenciesAlgorithm
 from .algorithms.evaluate_synthesis import EvaluateSynthesisAlgorithm
 from .algorithms.inpaint_clouds import InpaintCloudsAlgorithm
 from .algorithms.render_map_target import RenderMapTargetAlgorithm
@@ -31,7 +32,8 @@ class SatGenProvider(QgsProcessingProvider):
     def loadAlgorithms(self):
         for alg in (ApplyModelAlgorithm(), RenderMapTargetAlgorithm(), TranslateAlgorithm(),
                     TrainTranslationAlgorithm(), InpaintCloudsAlgorithm(), TrainInpaintingAlgorithm(),
-                    SynthesizeAlgorithm(), TrainSynthesisAlgorithm(), EvaluateSynthesisAlgorithm()):
+                    SynthesizeAlgorithm(), TrainSynthesisAlgorithm(), EvaluateSynthesisAlgorithm(),
+                    CheckDependenciesAlgorithm()):
             self.addAlgorithm(alg)
 
     def supportedOutputRasterLayerExtensions(self):

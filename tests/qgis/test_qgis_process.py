@@ -244,3 +244,36 @@ def test_inpaint_from_two_reference_dates(qgis_process_env, tmp_path):
     assert np.array_equal(code, expected)  # where both are clear (cols 40..47) the nearest date, b (2)
     from_references = (code == 1) | (code == 2)
     assert np.abs(filled.astype(float) - data)[:, from_references].max() <= 3  # a linear change, recovered
+
+
+def _check_dependencies(env) -> dict:
+    import json
+
+    run = qgis_process(env, "--json", "run", "satgen:check_dependencies")
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout)
+
+
+def test_check_dependencies_reports_versions_and_the_device(qgis_process_env):
+    import json
+
+    import numpy
+    import torch
+
+    enable_plugin(qgis_process_env)
+    result = _check_dependencies(qgis_process_env)
+    outputs, report = result["results"], json.loads(result["results"]["REPORT"])
+    assert outputs["MISSING"] == "" and report["missing"] == []
+    assert report["torch"] == torch.__version__ and report["packages"]["numpy"] == numpy.__version__
+    expected = "cuda:0" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    assert outputs["DEVICE"].startswith(expected)
+    assert f"device: {outputs['DEVICE']}" in result["log"]["info"]
+
+
+def test_check_dependencies_runs_without_torch_and_says_what_is_missing(qgis_process_env):
+    env = dict(qgis_process_env, PYTHONPATH="")  # QGIS's own Python: no torch, no safetensors
+    enable_plugin(env)
+    result = _check_dependencies(env)
+    assert set(result["results"]["MISSING"].split(",")) >= {"torch", "safetensors"}
+    assert result["results"]["DEVICE"] == "unavailable (torch is missing)"
+    assert any("pip install torch safetensors" in w for w in result["log"]["warning"])
