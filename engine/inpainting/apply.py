@@ -338,7 +338,7 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             for w in writers.values():
                 w.dst.update_tags(**tags)
             if full:
-                predictor = fill_predictor(model.module, device, n_bands, n_refs, combine)
+                predictor = fill_predictor(model.module, device, n_bands, n_refs, combine, clip)
                 channels = 2 * n_bands + n_refs + 1
             else:
                 predictor, channels = torch_predictor(model.module, device), card.outputs.count
@@ -356,10 +356,11 @@ SOURCE_CODES = {0: "the input's own pixel (clear)", 1: "reference 1 (the first g
                 MODEL_CODE: "the model (no reference clear there)", MASK_NODATA: "nodata"}
 
 
-def fill_predictor(module, device, n_bands: int, n_refs: int, combine: str = "weighted"):
+def fill_predictor(module, device, n_bands: int, n_refs: int, combine: str = "weighted", clip: float | None = None):
     """Batches of (bands + mask, unclipped bands, K x (reference bands, reference validity)) ->
     (fill, 80 % half-width, K + 1 shares): the references' combined fill where any is clear, the model's
-    elsewhere (the model runs only for batches that need it); half-widths in the model's units."""
+    elsewhere (the model runs only for batches that need it, and sees the pixels filled from references
+    as known, so a gap between them is filled from both sides); half-widths in the model's units."""
     import torch
 
     from .fills import FILL_SIGMA_SCALE, REFERENCE_SIGMA_SCALE, Z80, combine_references, local_spread
@@ -388,6 +389,11 @@ def fill_predictor(module, device, n_bands: int, n_refs: int, combine: str = "we
                 shares = shares.to(values.dtype) * any_ok.to(values.dtype)
                 model_share = hole * (1 - any_ok.to(values.dtype))
             if bool(model_share.amax() > 0):
+                if n_refs:  # the references' fill counts as known for the model
+                    taken = hole - model_share
+                    ref_values = filled if clip is None else filled.clamp(-clip, clip)
+                    bands = model_in[:, :n_bands] * (1 - taken) + ref_values * taken
+                    model_in = torch.cat([bands * (1 - model_share), model_share], 1)
                 by_model = module(model_in).float()
                 spread = Z80 * FILL_SIGMA_SCALE * local_spread(values, known).sqrt()
                 filled = torch.where(model_share > 0.5, by_model, filled)

@@ -233,7 +233,10 @@ def test_a_reference_date_fills_from_its_texture_on_any_grid(trained, tmp_path):
     from_ref = cloud & ~gap
     assert np.abs(with_ref - truth)[:, from_ref].max() <= 2  # linear change, recovered up to rounding
     assert np.abs(plain - truth)[:, from_ref].mean() > 20 * max(1.0, np.abs(with_ref - truth)[:, from_ref].mean())
-    assert np.array_equal(with_ref[:, gap], plain[:, gap])  # the model's fill where the reference is empty
+    # where the reference is empty the model fills, from the clear pixels and the reference's fill around: no
+    # worse than from the clear pixels alone
+    gap_cloud = gap & cloud
+    assert np.abs(with_ref - truth)[:, gap_cloud].mean() <= np.abs(plain - truth)[:, gap_cloud].mean()
 
     geo = np.full((4, h, w), -1, np.float32)
     reproject(other, geo, src_transform=transform, src_crs=crs, src_nodata=-1, dst_transform=wgs_transform,

@@ -137,7 +137,8 @@ def fill(tmp_path, model, name, input_path, mask, reference, **kw):
 def test_each_cloudy_pixel_is_filled_from_the_date_clear_there(model, tmp_path):
     """Reference A (0.8 x truth + 150, float32) is clear only on the left of the cloud, B (the truth) only on the
     right; a strip is under both their clouds. The fill matches the truth, the source layer says 1 left,
-    2 right, 100 (the model) in the strip and 0 outside the cloud."""
+    2 right, 100 (the model) in the strip and 0 outside the cloud; the model fills the strip from the
+    reference-filled pixels around it."""
     image = cloudy_input(tmp_path / "in.tif")
     mask = mask_raster(tmp_path / "cloud.tif", CLOUD)
     strip = boxes((40, 48, 0, W))
@@ -156,9 +157,10 @@ def test_each_cloudy_pixel_is_filled_from_the_date_clear_there(model, tmp_path):
     assert err(filled, from_a).max() <= 2  # the linear change recovered, up to rounding
     assert err(filled, from_b).max() <= 1
     assert np.array_equal(filled[:, ~CLOUD], read(image)[:, ~CLOUD])
-    # where no date is clear, the model's fill, as without references (it sees the input's clear pixels only)
+    # where no date is clear, the model fills, seeing the pixels filled from the references as known: the
+    # strip between them is filled from both sides, far closer than the model from the input's clear pixels alone
     plain = read(fill(tmp_path, model, "plain.tif", image, mask, None))
-    assert np.array_equal(filled[:, neither], plain[:, neither])
+    assert err(filled, neither).mean() < 0.5 * err(plain, neither).mean()  # measured 128 vs 342 DN
 
 
 # --- 2. the nearest date -------------------------------------------------------------------------------------------
