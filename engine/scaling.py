@@ -48,6 +48,11 @@ class BandScaling:
             _clip(out, -clip, clip)
         return out
 
+    def spread_from_model(self, values: np.ndarray) -> np.ndarray:
+        """(bands, ...) differences or spreads in model units -> raster units (no offset)."""
+        _, span = self._coefficients(values.ndim)
+        return values * (0.5 * span)
+
     def from_model(self, values: np.ndarray) -> np.ndarray:
         """(bands, ...) model values in [-1, 1] -> float32 raster values."""
         low, span = self._coefficients(values.ndim)

@@ -41,7 +41,7 @@ from ..modelfile import read_card
 from ..pipeline import TileOptions
 from ..preview import side_by_side
 from ..progress import ConsoleFeedback, Feedback
-from .baselines import fill_nodata
+from .baselines import fill_nodata, write_case
 
 EVAL_MASK = "data/samples/l8_pensacola_cloudmask.tif"
 EVAL_MASK_ROW0 = 301  # the training lent shapes from rows 0..300 only
@@ -93,16 +93,10 @@ def mean_fill(image: np.ndarray, cloud: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write(path, data, profile):
-    with rasterio.open(path, "w", **dict(profile, count=data.shape[0], dtype=data.dtype)) as dst:
-        dst.write(data)
-    return str(path)
-
-
 def _run_case(model, image, cloud, profile, work: Path, name: str, batch_size: int, feedback,
               reference: str | None = None) -> tuple[np.ndarray, bool]:
-    src = _write(work / f"{name}.tif", image, profile)
-    mask = _write(work / f"{name}_mask.tif", cloud[None].astype(np.uint8), dict(profile, nodata=None))
+    src = write_case(work / f"{name}.tif", image, profile)
+    mask = write_case(work / f"{name}_mask.tif", cloud[None].astype(np.uint8), dict(profile, nodata=None))
     out = work / f"{name}_filled.tif"
     inpaint(src, out, model, MaskOptions(mask=mask), TileOptions(batch_size=batch_size), feedback,
             reference=reference)

@@ -28,7 +28,7 @@ from ..inpainting.train import InpaintingConfig, train_inpainting
 from ..pipeline import TileOptions
 from ..preview import side_by_side
 from ..progress import Feedback
-from .baselines import fill_nodata
+from .baselines import fill_nodata, write_case
 
 SERIES = "data/samples/lsts"
 HELD_OUT_FROM = "2010"  # truth dates from this year on are held out
@@ -63,12 +63,6 @@ def _scattered(rng: np.random.Generator, size: int, cover: float = 0.25) -> np.n
 
 def _days(a: str, b: str) -> int:
     return abs(int((np.datetime64(a) - np.datetime64(b)).astype(int)))
-
-
-def _write(path: Path, data: np.ndarray, profile: dict, nodata=None) -> str:
-    with rasterio.open(path, "w", **dict(profile, count=data.shape[0], dtype=data.dtype, nodata=nodata)) as dst:
-        dst.write(data)
-    return str(path)
 
 
 def _model(train_paths: list[str], work: Path, name: str, feedback: Feedback) -> str:
@@ -110,7 +104,8 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
     for i in usable:
         with rasterio.open(items[i][1]) as src:
             profile = dict(driver="GTiff", crs=src.crs, transform=src.transform, width=src.width, height=src.height)
-        ref_masks[i] = _write(work / f"refmask_{items[i][0]}.tif", (~items[i][4])[None].astype(np.uint8), profile)
+        ref_masks[i] = write_case(work / f"refmask_{items[i][0]}.tif", (~items[i][4])[None].astype(np.uint8),
+                                  profile)
 
     rng = np.random.default_rng(0)
     rows: list[dict] = []
@@ -132,8 +127,8 @@ def evaluate_multidate(work: Path, folder: str = SERIES, feedback: Feedback | No
                 cloud = _scattered(rng, size)
             cloud = cloud & (image != NODATA).all(0)  # scored where the truth is known
             case = work / f"{date}_{mask_type}"
-            src_path = _write(Path(f"{case}.tif"), image, profile, nodata=NODATA)
-            mask_path = _write(Path(f"{case}_mask.tif"), cloud[None].astype(np.uint8), profile)
+            src_path = write_case(Path(f"{case}.tif"), image, dict(profile, nodata=NODATA))
+            mask_path = write_case(Path(f"{case}_mask.tif"), cloud[None].astype(np.uint8), profile)
             masks = MaskOptions(mask=mask_path)
             options = TileOptions(batch_size=4)
             preds, sources, halves = {}, {}, {}

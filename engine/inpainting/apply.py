@@ -157,7 +157,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
     order. Each cloudy pixel is filled from the references clear there, each matched to
     this date locally (`fills.combine_references`), and by the model where none is.
 
-    `output_source`: a uint8 GeoTIFF saying what filled each pixel (SOURCE_CODES).
+    `output_source`: a uint8 GeoTIFF saying what filled each pixel (codes at MODEL_CODE).
     `output_uncertainty`: a float32 GeoTIFF, per band, the half-width of the 80 %
     interval of each filled value (0 where the input's own pixel is kept, NaN at nodata)."""
     masks = masks or MaskOptions()
@@ -288,7 +288,6 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             "SATGEN_MODEL": card.name}
     if reference is not None:
         tags["SATGEN_REFERENCES"] = "; ".join(Path(p).name for p in reference.mask.source.paths)
-    half_span = 0.5 * (np.asarray(scaling.high, np.float32) - np.asarray(scaling.low, np.float32))[:, None, None]
     with contextlib.ExitStack() as stack:
         paths = {k: stack.enter_context(atomic_path(v)) if v else None
                  for k, v in vars(outputs).items()}
@@ -329,7 +328,7 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
                 if "uncertainty" in rows:
                     u = rows["uncertainty"][:, :, c0:c1]
                     u[...] = 0.0
-                    u[:, fill] = (values[n_bands:2 * n_bands] * half_span)[:, fill]
+                    u[:, fill] = scaling.spread_from_model(values[n_bands:2 * n_bands, fill])
                     if valid is not None:
                         u[:, ~valid] = np.nan
             row[0] += n
@@ -351,9 +350,9 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             raise
 
 
-MODEL_CODE = 100  # the source layer's code for pixels the model filled (references: 1, 2, ... in the order given)
-SOURCE_CODES = {0: "the input's own pixel (clear)", 1: "reference 1 (the first given), 2: reference 2, ...",
-                MODEL_CODE: "the model (no reference clear there)", MASK_NODATA: "nodata"}
+# the source layer: 0 the input's own pixel, 1, 2, ... the reference (numbered as given) with the most weight,
+# MODEL_CODE the model, MASK_NODATA nodata
+MODEL_CODE = 100
 
 
 def fill_predictor(module, device, n_bands: int, n_refs: int, combine: str = "weighted", clip: float | None = None):

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..progress import Feedback
 from ..raster import BLOCK, open_raster
 from .masks import Grid, GridBand, open_mask
-from .sources import MaskSource, RasterMask
+from .sources import CombinedMask, MaskSource, RasterMask
 
 MAX_REFERENCES = 16
 COMBINE = ("weighted", "nearest")
@@ -141,7 +141,7 @@ def date_order(options: ReferenceOptions, input_path: str | os.PathLike,
 class ReferenceImage:
     """One reference read on the input's grid: directly when it lies on it, else through a bilinear
     WarpedVRT. `read` gives (bands, rows, cols) float32, NaN wherever a band has no valid value (nodata,
-    outside its extent) or the reference's own mask says cloud."""
+    outside its extent) or the reference's own mask says cloud (`clouds`, which the caller owns and closes)."""
 
     def __init__(self, path: str | os.PathLike, bands: list[int], grid: Grid, clouds: MaskSource | None = None):
         from rasterio.enums import Resampling
@@ -170,9 +170,6 @@ class ReferenceImage:
         for band in reversed(self.bands):  # the first one owns the dataset the others share
             band.close()
         self.bands = []
-        if self.clouds is not None:
-            self.clouds.close()
-            self.clouds = None
 
 
 def _detected_on_grid(path: str, grid: Grid, stack: contextlib.ExitStack) -> MaskSource:
@@ -227,7 +224,7 @@ class ReferenceStack:
                         qa_band=options.qa_band, qa_expression=options.qa_expression))
                 if options.detect:
                     detected = _detected_on_grid(path, grid, self._stack)
-                    clouds = detected if clouds is None else _Either(clouds, detected)
+                    clouds = detected if clouds is None else CombinedMask([clouds, detected], grid)
                 self.images.append(ReferenceImage(path, bands, grid, clouds))
         except BaseException:
             self.close()
@@ -242,20 +239,9 @@ class ReferenceStack:
 
     def close(self) -> None:
         for image in self.images:
-            image.clouds = None  # the stack closes the masks
             image.close()
         self.images = []
         self._stack.close()
-
-
-class _Either(MaskSource):
-    """Cloud where either of two masks says so."""
-
-    def __init__(self, a: MaskSource, b: MaskSource):
-        self.a, self.b, self.grid = a, b, a.grid
-
-    def read(self, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-        return self.a.read(row0, row1, col0, col1) | self.b.read(row0, row1, col0, col1)
 
 
 def as_paths(values: Sequence[str | os.PathLike | None] | None) -> list[str | None] | None:
