@@ -18,11 +18,12 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-fast fuzz lint demo data bench package dev-plugin qgis-process models evaluate clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package dev-plugin qgis-process models evaluate clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
 	@echo "make test     run all tests (engine + real QGIS)"
+	@echo "make test-engine-env  run the engine tests in an environment like users' (numpy 2, no QGIS)"
 	@echo "make test-fast  run the engine tests without QGIS and without the slow ones (under a minute)"
 	@echo "make fuzz     fuzz model files, QA expressions, tile grids and data sets, $(FUZZ_CASES) cases each (minutes)"
 	@echo "make lint     ruff and mypy (configured in pyproject.toml)"
@@ -58,8 +59,32 @@ $(STAMP): requirements.txt constraints.txt
 data: setup
 	$(PY) -m engine data --dest data
 
-test: setup data dev-plugin
+test: setup data dev-plugin wheels
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+	$(MAKE) --no-print-directory test-engine-env
+
+# The wheels of SatGen's engine environment (resources/engine-requirements.txt, + pytest), for the test
+# that installs the plugin zip offline and for test-engine-env. WHEEL_TORCH: the CPU build of torch
+# that Debian machines here keep in pip's find-links folder (elsewhere: from PyTorch's CPU index).
+WHEELS := build/wheels
+WHEEL_TORCH ?= torch==2.13.0
+wheels: $(WHEELS)/.complete
+$(WHEELS)/.complete: resources/engine-requirements.txt | $(STAMP)
+	$(PY) -m pip download -q --disable-pip-version-check --only-binary=:all: -d $(WHEELS) \
+		"$(WHEEL_TORCH)" -r resources/engine-requirements.txt pytest
+	touch $@
+
+# The engine's tests in an environment like the one check_dependencies INSTALL=true makes: no QGIS,
+# numpy 2, current rasterio with its own GDAL, CPU torch, all from the wheel folder.
+ENGINE_VENV := build/engine-venv
+test-engine-env: wheels
+	[ -x $(ENGINE_VENV)/bin/python ] || $(SYS_PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-index --find-links $(WHEELS) \
+		-r resources/engine-requirements.txt pytest
+	$(ENGINE_VENV)/bin/python -c 'import numpy, rasterio, torch; print("engine tests under numpy", \
+		numpy.__version__, "rasterio", rasterio.__version__, "GDAL", rasterio.__gdal_version__, "torch", \
+		torch.__version__); assert numpy.__version__ >= "2"'
+	$(ENGINE_VENV)/bin/python -m pytest -q tests/engine
 
 test-fast: setup data
 	$(PY) -m pytest -m "not qgis and not slow" tests/engine

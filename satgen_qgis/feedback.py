@@ -21,3 +21,8 @@ class QgisFeedback(Feedback):
 
     def is_cancelled(self) -> bool:
         return self.feedback is not None and self.feedback.isCanceled()
+
+    def console(self, line: str) -> None:
+        """A line the engine's process wrote outside its messages (library warnings, tracebacks)."""
+        if self.feedback is not None:
+            self.feedback.pushConsoleInfo(line)

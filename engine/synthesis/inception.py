@@ -92,10 +92,14 @@ class InceptionFeatures:
     """2048-d pool features of Inception-v3 from a weights file (module docstring)."""
 
     def __init__(self, weights: str | os.PathLike, device: str | torch.device = "cpu"):
-        from torchvision.models import inception_v3
-
         path = Path(weights)
-        state = _read_state(path)
+        state = _read_state(path)  # checked (and a hostile file refused) before anything else
+        try:
+            from torchvision.models import inception_v3
+        except ImportError as exc:  # optional: only this network needs it
+            raise InputError(f"scores in Inception space need torchvision, which this Python cannot import ({exc}); "
+                             f"install the torchvision that matches torch {torch.__version__} (pip install "
+                             f"torchvision), or leave the Inception weights out to score without them") from None
         classes = int(state["fc.weight"].shape[0])
         aux = any(k.startswith("AuxLogits.") for k in state)
         net = inception_v3(weights=None, aux_logits=aux, init_weights=False, num_classes=classes)

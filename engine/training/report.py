@@ -72,6 +72,7 @@ def save_grid(rows: list[list[np.ndarray]], path: Path, gap: int = 4) -> None:
 def update_report(section: str, values: dict, path: Path, command: str | None = None) -> None:
     """Write one section of a quality report, stamped with the date and the command that measured it
     (default: this process's `python -m engine ...` command line)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     report = json.loads(path.read_text()) if path.exists() else {}
     command = command or "python -m engine " + shlex.join(sys.argv[1:])

@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine.calls import FEEDBACK
 from .base import SatGenAlgorithm
 
 
@@ -39,11 +40,9 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Output raster"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.pipeline import apply_model
-
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        apply_model(self.parameterAsFile(parameters, "MODEL", context),
+        self.engine(feedback, "apply_model", self.parameterAsFile(parameters, "MODEL", context),
                     self.raster_path(parameters, "INPUT", context), output,
-                    self.tile_options(parameters, context), feedback,
+                    self.tile_options(parameters, context), FEEDBACK,
                     normalize=self.normalize_value(parameters, context))
         return {"OUTPUT": output}

@@ -32,7 +32,8 @@ from qgis.core import (
     QgsProviderRegistry,
 )
 
-from .. import deps
+from .. import runner
+from ..engine.calls import Call, Obj
 from ..feedback import QgisFeedback
 from ..icon import ICON
 
@@ -263,12 +264,12 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
 
-    def tile_options(self, parameters, context):
-        from ..engine.pipeline import TileOptions
-
+    def tile_options(self, parameters, context) -> Obj:
+        """The engine's TileOptions."""
         tile = self.parameterAsInt(parameters, "TILE_SIZE", context)
         overlap = self.parameterAsInt(parameters, "OVERLAP", context)
-        return TileOptions(
+        return Obj(
+            "pipeline:TileOptions",
             tile_size=tile or None,
             overlap=None if overlap < 0 else overlap,
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
@@ -313,9 +314,8 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
 
     # -- running --------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):
-        missing = deps.missing()
-        if missing:
-            raise QgsProcessingException(deps.missing_message(missing))
+        if runner.engine_python() is None and runner.environment.missing():
+            raise QgsProcessingException(runner.missing_message())
         from ..engine.errors import Cancelled, SatGenError
 
         try:
@@ -327,3 +327,10 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
 
     def run_engine(self, parameters, context, feedback: QgisFeedback) -> dict:
         raise NotImplementedError
+
+    @staticmethod
+    def engine(feedback: QgisFeedback, name: str, *args, **kwargs):
+        """Run the engine's entry point `name` (engine/calls.py) with these arguments where the engine
+        lives (runner.py), engine.calls.FEEDBACK standing for `feedback`; its plain result (dataclasses
+        as dicts)."""
+        return runner.run(Call(name, *args, **kwargs), feedback)

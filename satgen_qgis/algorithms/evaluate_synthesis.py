@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..engine.calls import FEEDBACK
 from .base import SatGenAlgorithm
 
 
@@ -49,17 +50,14 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(key, key.replace("_", " ").lower()))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.synthesis.evaluation import evaluate_synthesis
-        from ..engine.training.report import update_report
-
         out = Path(self.parameterAsFileOutput(parameters, "OUTPUT", context))
         model, baseline = (self.parameterAsFile(parameters, key, context) for key in ("MODEL", "BASELINE"))
         n, repeats = (self.parameterAsInt(parameters, key, context) for key in ("N", "REPEATS"))
-        section = evaluate_synthesis(model, baseline, n=n, repeats=repeats, feedback=feedback,
-                                     inception_weights=self.parameterAsFile(parameters, "INCEPTION_WEIGHTS", context)
-                                     or None)
-        update_report("synthesize", section, out,
-                      command=f"satgen:evaluate_synthesis MODEL={model} BASELINE={baseline} N={n} REPEATS={repeats}")
+        weights = self.parameterAsFile(parameters, "INCEPTION_WEIGHTS", context) or None
+        section = self.engine(feedback, "evaluate_synthesis", model, baseline, n=n, repeats=repeats,
+                              feedback=FEEDBACK, inception_weights=weights)
+        self.engine(feedback, "update_report", "synthesize", section, out,
+                    command=f"satgen:evaluate_synthesis MODEL={model} BASELINE={baseline} N={n} REPEATS={repeats}")
         s = section["summary"]
         return {"OUTPUT": str(out), "KID_MODEL": s["synthesize.kid_model"], "KID_BASELINE": s["synthesize.kid_cdcgan"],
                 "CAS_MODEL": s["synthesize.cas_model"], "CAS_BASELINE": s["synthesize.cas_cdcgan"],

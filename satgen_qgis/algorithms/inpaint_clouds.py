@@ -22,6 +22,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from ..engine.calls import FEEDBACK, Obj
 from .base import MultipleLayersParameter, SatGenAlgorithm, layer_entries, raster_file_value
 
 COMBINE = ["weighted", "nearest"]  # the engine's references.COMBINE, in its order
@@ -172,7 +173,6 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
 
     def run_engine(self, parameters, context, feedback):
         from ..engine.errors import SatGenError
-        from ..engine.inpainting.apply import MaskOptions, inpaint
 
         qa_expression = self.parameterAsString(parameters, "QA_EXPRESSION", context).strip() or None
         has_qa = bool(parameters.get("QA_BAND"))
@@ -182,7 +182,8 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         if has_qa and not qa_expression:
             raise QgsProcessingException("QA_BAND needs a QA_EXPRESSION saying which values are cloud, e.g. "
                                          "bits(14, 15) == 3")
-        masks = MaskOptions(
+        masks = Obj(
+            "inpainting.apply:MaskOptions",
             qa=self.raster_path(parameters, "QA_BAND", context) if has_qa else None,
             qa_band=self.parameterAsInt(parameters, "QA_BAND_INDEX", context) if has_qa else None,
             qa_expression=qa_expression,
@@ -196,16 +197,16 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         output_uncertainty = self.parameterAsOutputLayer(parameters, "OUTPUT_UNCERTAINTY", context) or None
         mask = self.mask_file(parameters, context)
         if mask is not None:
-            masks.mask, masks.mask_layer = mask.path, mask.layer
+            masks.fields.update(mask=mask.path, mask_layer=mask.layer)
         files = [mask]  # the mask files read, whose temporary copies go at the end
         try:
             references = self.reference_options(parameters, context, files)
-            result = inpaint(self.raster_path(parameters, "INPUT", context), output,
-                             self.parameterAsFile(parameters, "MODEL", context) or None, masks,
-                             self.tile_options(parameters, context), feedback, output_mask=output_mask,
-                             normalize=self.normalize_value(parameters, context), reference=references,
-                             reference_bands=self.band_numbers(parameters, "REFERENCE_BANDS", context),
-                             output_source=output_source, output_uncertainty=output_uncertainty)
+            result = self.engine(feedback, "inpaint", self.raster_path(parameters, "INPUT", context), output,
+                                 self.parameterAsFile(parameters, "MODEL", context) or None, masks,
+                                 self.tile_options(parameters, context), FEEDBACK, output_mask=output_mask,
+                                 normalize=self.normalize_value(parameters, context), reference=references,
+                                 reference_bands=self.band_numbers(parameters, "REFERENCE_BANDS", context),
+                                 output_source=output_source, output_uncertainty=output_uncertainty)
         except SatGenError as exc:
             copies = [f for f in files if f is not None and f.label is not None]
             if not copies:
@@ -218,8 +219,8 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
             for file in files:
                 if file is not None:
                     file.remove_copy()
-        if result.best_effort:
-            feedback.feedback.pushWarning(f"{result.cloud_fraction:.0%} of the scene is cloud: the fill is a best "
+        if result["best_effort"]:
+            feedback.feedback.pushWarning(f"{result['cloud_fraction']:.0%} of the scene is cloud: the fill is a best "
                                           f"effort with little clear context")
         return {"OUTPUT": output, "OUTPUT_MASK": output_mask, "OUTPUT_SOURCE": output_source,
                 "OUTPUT_UNCERTAINTY": output_uncertainty}
@@ -227,8 +228,6 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
     def reference_options(self, parameters, context, files: list):
         """REFERENCE and the settings of the references as the engine's ReferenceOptions (None without
         references), as engine/cli.py maps its flags; the mask files read are appended to `files`."""
-        from ..engine.inpainting.references import ReferenceOptions
-
         paths = self.raster_paths(parameters, "REFERENCE", context)
         qa_band = parameters.get("REFERENCE_QA_BAND")
         qa_band = self.parameterAsInt(parameters, "REFERENCE_QA_BAND", context) if qa_band not in (None, "") else None
@@ -255,7 +254,8 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         combine = parameters.get("REFERENCE_COMBINE")
         if not (isinstance(combine, str) and combine.strip().lower() in COMBINE):
             combine = COMBINE[self.parameterAsEnum(parameters, "REFERENCE_COMBINE", context)]
-        return ReferenceOptions(
+        return Obj(
+            "inpainting.references:ReferenceOptions",
             paths=paths, masks=mask_paths or None, qa_band=qa_band, qa_expression=qa_expression,
             detect=self.parameterAsBool(parameters, "REFERENCE_DETECT", context), dates=dates or None,
             date=self.parameterAsString(parameters, "INPUT_DATE", context).strip() or None,
@@ -301,8 +301,6 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         the user's layer."""
         from qgis.core import QgsMapLayer
 
-        from ..engine.vector import GEOJSON_SUFFIXES, GPKG_SUFFIXES, list_layers
-
         path = raster_file_value(value, context)
         if path is not None:
             return MaskFile(path)
@@ -322,7 +320,7 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
             if suffix in GEOJSON_SUFFIXES:
                 return MaskFile(source, layer_name if layer_names else None)  # read by the engine as it is
             if suffix in GPKG_SUFFIXES:
-                names = list_layers(source)
+                names = vector_layers(source)
                 if layer_names and (layer_name or len(names) == 1):
                     return MaskFile(source, layer_name)
                 if len(names) == 1 and layer_name in (None, names[0]):
@@ -336,6 +334,18 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
             raise QgsProcessingException(f"{name}: could not read the polygons of '{layer.name()}' ({error[1]})")
         where = source or ("a temporary scratch layer" if layer.providerType() == "memory" else layer.publicSource())
         return MaskFile(copy, "mask", f"'{layer.name()}' ({where})")
+
+
+GEOJSON_SUFFIXES = (".geojson", ".json")  # the vector files the engine reads itself (engine/vector.py)
+GPKG_SUFFIXES = (".gpkg",)
+
+
+def vector_layers(path: str) -> list[str]:
+    """The names of a vector file's layers, by GDAL's OGR (QGIS's own)."""
+    from osgeo import ogr
+
+    data = ogr.Open(path)
+    return [] if data is None else [data.GetLayer(i).GetName() for i in range(data.GetLayerCount())]
 
 
 class MaskFile:

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.calls import FEEDBACK
 from .base import DEVICES, SatGenAlgorithm, device_parameter
 
 FORMATS = ["tif", "png"]
@@ -79,19 +80,17 @@ class SynthesizeAlgorithm(SatGenAlgorithm):
         self.addOutput(QgsProcessingOutputFile("MANIFEST", "Manifest (CSV)"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.synthesis.synthesize import synthesize
-
         preview = self.parameterAsOutputLayer(parameters, "OUTPUT_PREVIEW", context) or None
         guidance = self.parameterAsDouble(parameters, "GUIDANCE", context)
         steps = self.parameterAsInt(parameters, "STEPS", context)
-        result = synthesize(
-            self.parameterAsString(parameters, "OUTPUT_FOLDER", context),
+        result = self.engine(
+            feedback, "synthesize", self.parameterAsString(parameters, "OUTPUT_FOLDER", context),
             self.parameterAsFile(parameters, "MODEL", context) or None,
             self.parameterAsString(parameters, "CLASS", context),
             count=self.parameterAsInt(parameters, "COUNT", context),
             seed=self.parameterAsInt(parameters, "SEED", context),
             guidance=None if guidance < 0 else guidance, steps=steps or None,
             fmt=FORMATS[self.parameterAsEnum(parameters, "FORMAT", context)], output_preview=preview,
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], feedback=feedback)
-        return {"OUTPUT_FOLDER": str(result.folder), "OUTPUT_PREVIEW": str(result.preview) if preview else None,
-                "MANIFEST": str(result.manifest)}
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], feedback=FEEDBACK)
+        return {"OUTPUT_FOLDER": result["folder"], "OUTPUT_PREVIEW": result["preview"] if preview else None,
+                "MANIFEST": result["manifest"]}

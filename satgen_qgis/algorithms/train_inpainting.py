@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.calls import FEEDBACK
 from ..engine.inpainting.config import InpaintingConfig
 from .base import SatGenAlgorithm
 
@@ -54,7 +55,6 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
     def run_engine(self, parameters, context, feedback):
         from ..engine.bands import parse_bands
         from ..engine.errors import InputError
-        from ..engine.inpainting.train import train_inpainting
 
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
@@ -68,5 +68,5 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
         except InputError as exc:
             raise QgsProcessingException(str(exc)) from None
         self.warn_if_temporary(config.output_model, feedback)
-        path = train_inpainting(config, feedback)
+        path = self.engine(feedback, "train_inpainting", config, FEEDBACK)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProviderRegistry,
 )
 
+from ..engine.calls import FEEDBACK
 from ..engine.synthesis.config import ARCHS, SynthesisConfig
 from ..engine.training.options import default_of
 from .base import DEVICES, SatGenAlgorithm, device_parameter, raster_file_value
@@ -93,8 +94,6 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
         return path, parts.get("layerName") or None
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.synthesis.training import train_synthesis
-
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
         labels = self.labels_path(parameters, context)
@@ -115,5 +114,5 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             guidance=(None if parameters.get("GUIDANCE") in (None, "")
                       else self.parameterAsDouble(parameters, "GUIDANCE", context)),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
-        path = train_synthesis(config, feedback)
+        path = self.engine(feedback, "train_synthesis", config, FEEDBACK)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}

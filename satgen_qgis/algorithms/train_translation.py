@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine.calls import FEEDBACK
 from ..engine.translation.config import TranslationConfig
 from .base import SatGenAlgorithm
 
@@ -69,8 +70,6 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.translation.train import train_translation
-
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
         target, legend = self.target(parameters, context, feedback, report)
@@ -81,7 +80,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),
             **self.training_values(parameters, context, renamed={"PATCH_SIZE": "TILE_SIZE"}))
         self.warn_if_temporary(config.output_model, feedback)
-        path = train_translation(config, feedback)
+        path = self.engine(feedback, "train_translation", config, FEEDBACK)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
 
     def target(self, parameters, context, feedback, report: Path):

@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine.calls import FEEDBACK
 from .base import SatGenAlgorithm
 
 
@@ -47,12 +48,10 @@ class TranslateAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Map"))
 
     def run_engine(self, parameters, context, feedback):
-        from ..engine.translation.apply import translate
-
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        translate(self.raster_path(parameters, "INPUT", context), output,
-                  self.parameterAsFile(parameters, "MODEL", context) or None,
-                  self.tile_options(parameters, context), feedback,
-                  snap=self.parameterAsBool(parameters, "SNAP", context),
-                  normalize=self.normalize_value(parameters, context))
+        self.engine(feedback, "translate", self.raster_path(parameters, "INPUT", context), output,
+                    self.parameterAsFile(parameters, "MODEL", context) or None,
+                    self.tile_options(parameters, context), FEEDBACK,
+                    snap=self.parameterAsBool(parameters, "SNAP", context),
+                    normalize=self.normalize_value(parameters, context))
         return {"OUTPUT": output}

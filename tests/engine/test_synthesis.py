@@ -360,7 +360,7 @@ def test_evaluation_writes_the_synthesize_section(tiny_models, tmp_path):
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
     """An Inception-v3 state dict as torchvision ships it (.pth; random weights: nothing can be fetched here)."""
-    from torchvision.models import inception_v3
+    inception_v3 = needs_torchvision()
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("inception") / "inception_v3.pth"
@@ -385,9 +385,29 @@ def test_inception_features_from_pth_and_safetensors(inception_weights, tmp_path
     assert np.allclose(grey, net(np.repeat(x[:, :1], 3, axis=1), [0, 1, 2]), atol=1e-5)
 
 
+def needs_torchvision():
+    """torchvision's inception_v3; torchvision is optional (the engine's environment from PyTorch's CPU
+    index has none: there these tests are skipped, and the refusal below is tested instead)."""
+    return pytest.importorskip("torchvision.models").inception_v3
+
+
+def test_without_torchvision_inception_scores_are_refused_with_the_fix(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here; the refusal is tested where it is not")
+    from engine.errors import InputError
+    from engine.synthesis.inception import InceptionFeatures
+
+    weights = tmp_path / "w.pth"
+    torch.save({"fc.weight": torch.zeros(1000, 2048)}, weights)
+    with pytest.raises(InputError, match="need torchvision"):
+        InceptionFeatures(weights)
+
+
 def test_inception_pytorch_fid_weights_run_the_fid_graph(tmp_path):
     """pytorch-fid's file: 1008 classes, no aux head, same names; its Mixed blocks pool differently."""
-    from torchvision.models import inception_v3
+    inception_v3 = needs_torchvision()
 
     from engine.synthesis.inception import InceptionFeatures
 
@@ -434,6 +454,7 @@ def test_inception_weights_that_are_not_plain_tensors_are_refused(tmp_path):
     torch.save({"fc.weight": [1.0, 2.0]}, other)  # not a tensor
     with pytest.raises(InputError, match="no Inception-v3 state dict"):
         InceptionFeatures(other)
+    needs_torchvision()
     torch.save({"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)}, other)
     with pytest.raises(InputError, match="does not fit"):
         InceptionFeatures(other)

@@ -98,9 +98,8 @@ def test_progress_reaches_qgis_feedback(satgen_provider, real_raster, tmp_path):
     assert seen and np.isclose(max(seen), 100.0)
 
 
-def test_dependency_message_names_packages_and_fix():
-    from satgen_qgis import deps
+def test_this_environment_runs_the_engine_in_qgis_own_python():
+    from satgen_qgis import runner
 
-    assert deps.missing() == []  # this environment has everything
-    message = deps.missing_message(["torch", "safetensors"])
-    assert "torch, safetensors" in message and "pip install torch safetensors" in message
+    assert runner.environment.missing() == []  # this environment has everything
+    assert runner.engine_python() is None and runner.where().startswith("QGIS's Python")

@@ -1,0 +1,167 @@
+"""The engine as a child process (engine/worker.py): start it isolated from QGIS's Python, pass the
+request, turn its JSON lines into progress and log lines, pass the cancel button on as a `cancel`
+line (the engine stops at its next check and removes what it had begun; a process still running
+GRACE seconds later is killed, with the processes it started), and raise its errors again."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess  # nosec B404: the engine's own interpreter, started without a shell
+import threading
+import time
+from pathlib import Path
+
+from . import engine as engine_package
+from .engine import calls
+from .engine.errors import Cancelled, SatGenError
+
+GRACE = 10.0  # seconds a cancelled engine process has to stop before it is killed
+# variables of QGIS's process that would point the engine's Python or GDAL at QGIS's own files
+FOREIGN_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONEXECUTABLE",
+                     "GDAL_DATA", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA")
+
+
+class EngineMissingError(SatGenError):
+    """Neither SatGen's environment nor QGIS's Python can run the engine."""
+
+
+def worker_command(python: str) -> list[str]:
+    """The command that runs engine/worker.py with `python`: isolated (-I: no PYTHONPATH, user site or
+    current folder), the engine imported from this plugin under its own package name."""
+    package = engine_package.__name__  # "engine" in a checkout, "satgen_qgis.engine" in the plugin zip
+    root = Path(engine_package.__file__).resolve().parents[package.count(".") + 1]
+    code = (f"import sys; sys.path.append({str(root)!r}); from {package}.worker import main; "
+            f"sys.exit(main())")
+    return [python, "-I", "-c", code]
+
+
+def child_environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
+    env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
+    return env
+
+
+def start(command: list[str], **kwargs) -> subprocess.Popen:
+    """A child process with pipes, in its own process group, without a console window on Windows."""
+    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    return subprocess.Popen(  # nosec B603: a list, no shell
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        encoding="utf-8", errors="replace", bufsize=1, env=child_environment(),
+        start_new_session=os.name != "nt", creationflags=flags if os.name == "nt" else 0, **kwargs)
+
+
+def kill(process: subprocess.Popen) -> None:
+    """End a child and what it started (its process group)."""
+    if process.poll() is not None:
+        return
+    try:
+        if os.name != "nt":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    except OSError:
+        pass
+    process.wait()
+
+
+def lines(process: subprocess.Popen):
+    """(stream, line) pairs from a child's stdout and stderr as they come, and (stream, None) at each
+    one's end, through a queue so the caller can look at its cancel button between lines."""
+    out: queue.Queue = queue.Queue()
+
+    def pump(name, stream):
+        for line in stream:
+            out.put((name, line.rstrip("\r\n")))
+        out.put((name, None))
+
+    for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
+        threading.Thread(target=pump, args=(name, stream), daemon=True).start()
+    return out
+
+
+def log(feedback, line: str) -> None:
+    if hasattr(feedback, "console"):
+        feedback.console(line)
+
+
+def run_in_subprocess(python: str, request: dict, feedback) -> object:
+    if not Path(python).exists():
+        raise EngineMissingError(f"SatGen's engine environment is broken: {python} does not exist; run SatGen > Check "
+                            f"dependencies with 'Install what is missing' ticked to build it again")
+    try:
+        process = start(worker_command(python))
+    except OSError as exc:
+        raise EngineMissingError(f"cannot start SatGen's engine with {python} ({exc}); run SatGen > Check dependencies "
+                            f"with 'Install what is missing' ticked to build its environment again") from None
+    try:
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+    except OSError:
+        pass  # it has already stopped: its stderr says why
+    messages, open_streams = lines(process), 2
+    outcome, cancel_sent, tail = None, None, []
+    try:
+        while open_streams:
+            if cancel_sent is None and feedback is not None and feedback.is_cancelled():
+                cancel_sent = time.monotonic()
+                try:
+                    process.stdin.write("cancel\n")
+                    process.stdin.flush()
+                except OSError:
+                    pass
+            if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
+                kill(process)
+                raise Cancelled(f"cancelled; the engine did not stop within {GRACE:.0f} s and was ended")
+            try:
+                stream, line = messages.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                open_streams -= 1
+            elif stream == "stderr":
+                tail = (tail + [line])[-20:]
+                log(feedback, line)
+            else:
+                outcome = handle(line, feedback) or outcome
+    finally:
+        if process.poll() is None:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        try:
+            process.wait(timeout=GRACE)
+        except subprocess.TimeoutExpired:
+            kill(process)
+    if outcome is None:
+        raise SatGenError(f"SatGen's engine stopped without an answer (exit status {process.returncode}); "
+                          f"its last lines: {' | '.join(tail[-5:]) or 'none'}")
+    kind, value = outcome
+    if kind == "error":
+        if value.get("type") == "internal":
+            raise SatGenError(f"SatGen's engine failed: {value.get('message')} (the log above has the details)")
+        calls.raise_error(value)
+    return value
+
+
+def handle(line: str, feedback):
+    """One line of the worker's stdout; ("result", value) or ("error", data) at the end."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        log(feedback, line)
+        return None
+    if not isinstance(message, dict):
+        return None
+    if "progress" in message and feedback is not None:
+        feedback.progress(float(message["progress"]))
+    elif "info" in message and feedback is not None:
+        feedback.info(str(message["info"]))
+    elif "result" in message:
+        return "result", message["result"]
+    elif "error" in message:
+        return "error", message["error"]
+    return None
