@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package dev-plugin qgis-process models evaluate clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -205,7 +205,8 @@ evaluate: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
 # The plugin zip: one top folder satgen_qgis/ holding the plugin, the engine as satgen_qgis.engine
-# (without the development tools in engine/devtools), resources and metadata; no links.
+# (without the development tools in engine/devtools), resources and metadata; no links. Left out too:
+# what a working tree gathers (caches, compiled files, tests, hidden and editor files); no file executable.
 package:
 	rm -rf build/package dist/satgen_qgis-*.zip
 	mkdir -p build/package/satgen_qgis dist
@@ -213,9 +214,35 @@ package:
 	cp -r engine resources build/package/satgen_qgis/
 	rm -rf build/package/satgen_qgis/engine/devtools
 	cp metadata.txt LICENSE README.md build/package/satgen_qgis/
-	find build/package -name __pycache__ -prune -exec rm -rf {} +
+	find build/package/satgen_qgis \( -name __pycache__ -o -name '*.py[co]' -o -name tests -o -name 'test_*.py' \
+		-o -name conftest.py -o -name '.*' -o -name '*~' -o -name '*.orig' -o -name '*.rej' \) -prune -exec rm -rf {} +
+	find build/package -type f -exec chmod 644 {} +
 	cd build/package && zip -qr9 ../../dist/satgen_qgis-$$(sed -n 's/^version=//p' ../../metadata.txt).zip satgen_qgis
 	@ls -l dist/*.zip
+
+# The checks plugins.qgis.org runs on an upload, on the zip `make package` builds: flake8 at 120 columns,
+# bandit (every severity; the site reports medium and up unless its admins pick tests), at most 25 MB
+# (its PLUGIN_MAX_UPLOAD_SIZE) and no development files, executables or links. flake8 and bandit come
+# from PyPI into a venv of their own under build/, once.
+package-check: package
+	[ -f build/package-qa/.installed ] || { rm -rf build/package-qa && $(SYS_PYTHON) -m venv build/package-qa \
+		&& build/package-qa/bin/python -m pip install -q --disable-pip-version-check flake8==7.5.0 bandit==1.9.4 \
+		&& touch build/package-qa/.installed; }
+	rm -rf build/package-check
+	$(SYS_PYTHON) -m zipfile -e dist/satgen_qgis-*.zip build/package-check
+	$(SYS_PYTHON) -c 'import glob, os, re, sys, zipfile; (path,) = glob.glob("dist/satgen_qgis-*.zip"); \
+		size, z = os.path.getsize(path), zipfile.ZipFile(path); \
+		dev = re.compile(r"__pycache__|\.py[co]$$|/devtools/|/tests?/|/conftest\.py$$|/test_[^/]*\.py$$|bench" \
+			r"|sample_?data|experiment|/\.[^/]"); \
+		bad = [i.filename for i in z.infolist() if dev.search(i.filename) or i.filename.split("/")[0] != "satgen_qgis" \
+			or not i.is_dir() and (i.external_attr >> 16) & 0o170111 not in (0, 0o100000)]; \
+		print(f"{path}: {size} bytes, {len(z.infolist())} entries"); \
+		sys.exit(f"{path}: {size} bytes, over 25 MB" if size > 25_000_000 else \
+			f"{path}: development files, executables or links: {bad}" if bad else 0)'
+	failed=0; build/package-qa/bin/flake8 --isolated --max-line-length 120 build/package-check/satgen_qgis || failed=1; \
+		build/package-qa/bin/bandit -q -r build/package-check/satgen_qgis || failed=1; \
+		if [ $$failed = 1 ]; then echo "package-check: flake8 or bandit found the problems above" >&2; exit 1; fi
+	@echo "package-check: size, contents, flake8 and bandit passed"
 
 # A plugin folder of links into this checkout, for QGIS_PLUGINPATH (as qgis_process, make demo and
 # the tests use it) or a link from a QGIS profile's python/plugins folder; edits take effect when

@@ -36,6 +36,8 @@ ENTRY_POINTS = {
     "train_synthesis": "synthesis.training:train_synthesis",
     "evaluate_synthesis": "synthesis.evaluation:evaluate_synthesis",
     "update_report": "training.report:update_report",
+    "map_target_grid": "translation.targets:grid_numbers",
+    "write_rendered_map_target": "translation.targets:write_rendered_map_target",
     "environment": "environment:report",
 }
 

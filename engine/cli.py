@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images of the same place on other dates (any grid): each cloudy pixel is filled from the "
                         "dates clear there, each matched to this date; the model fills the rest")
     p.add_argument("--reference-bands", type=cli_bands, help="1-based reference bands matching the input bands "
-                                                          "(default: the same band numbers)")
+                                                             "(default: the same band numbers)")
     p.add_argument("--reference-mask", nargs="+", metavar="MASK",
                    help="each reference's own cloud mask (raster non-zero = cloud, or polygons), in the order of "
                         "--reference; 'none' for a reference without")

@@ -208,4 +208,3 @@ def seam_ratio(image: np.ndarray, row_lines, col_lines) -> float:
     if interior == 0:  # a piecewise-constant image: any step at a line is an infinite seam
         return math.inf if boundary else 1.0
     return float(boundary / interior)
-

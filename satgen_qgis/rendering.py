@@ -381,30 +381,77 @@ def render_map_target(layers: list[QgsMapLayer], input_path: str, crs: QgsCoordi
     of the raster `input_path` (in `crs`), written as an RGB GeoTIFF at `output` and, with
     `legend_path`, the legend as JSON; nothing is written on an error or cancel.
 
-    `feedback` (the engine's Feedback) gets progress, messages and cancel; `warn(message)`
-    is told when the target is only background.
+    QGIS renders strip by strip into a plain temporary GeoTIFF (through QGIS's own GDAL), which the
+    engine, wherever it runs (runner.py), writes as the target and counts the colours of.
+    `feedback` (the engine's Feedback) gets progress, messages and cancel; `warn(message)` is told
+    when the target is only background.
     """
+    from . import runner
+    from .engine.calls import Call
     from .engine.fileio import check_not_same_file
-    from .engine.translation.targets import target_grid, write_map_target
 
     layer_files = [layer.source().split("|")[0] for layer in layers]
     check_not_same_file([input_path, *layer_files], [output, legend_path])
-    target = target_grid(input_path)
-    grid = Grid(crs=crs, x_min=target.x_min, y_max=target.y_max, pixel_size=target.pixel_size,
-                width=target.width, height=target.height)
+    target = runner.run(Call("map_target_grid", input_path), feedback)
+    grid = Grid(crs=crs, **target)
     for layer in layers:
         unclip_symbols(layer)
     started = time.perf_counter()
     feedback.info(f"rendering {len(layers)} layer(s) onto {grid.width} x {grid.height} px "
                   f"at {grid.pixel_size:g} map units per pixel")
-    strips = render_strips(layers, grid, background, feedback, transform_context=transform_context,
-                           expression_context=expression_context)
+    rendered = temporary_tif()
     try:
-        coverage = write_map_target(output, target, strips, legend, legend_path)
-    except RenderError as exc:
-        raise QgsProcessingException(str(exc)) from None
+        try:
+            write_strips(rendered, grid, render_strips(layers, grid, background, feedback,
+                                                       transform_context=transform_context,
+                                                       expression_context=expression_context))
+        except RenderError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        written = runner.run(Call("write_rendered_map_target", rendered, input_path, output, legend, legend_path),
+                             feedback)
+    finally:
+        for path in (rendered, rendered + ".aux.xml"):
+            if os.path.exists(path):
+                os.remove(path)
     feedback.info(f"rendered in {time.perf_counter() - started:.1f} s; share of pixels per legend colour: "
-                  + coverage.summary(legend))
-    if coverage.only(legend["background"]):
+                  + written["summary"])
+    if written["background_only"]:
         warn("every pixel of the target is background: no layer draws inside the raster, "
              "although their extents overlap it")
+
+
+def temporary_tif() -> str:
+    """A new, empty .tif path in QGIS's temporary folder (removed by the caller)."""
+    import tempfile
+
+    from qgis.core import QgsProcessingUtils
+
+    handle, path = tempfile.mkstemp(prefix="satgen_rendered_", suffix=".tif", dir=QgsProcessingUtils.tempFolder())
+    os.close(handle)
+    return path
+
+
+def write_strips(path: str, grid: Grid, strips: Iterator[np.ndarray]) -> None:
+    """(3, rows, width) uint8 strips, top to bottom, into a plain 3-band GeoTIFF at `path` (pixel grid
+    only: the engine writes the georeferenced target)."""
+    from osgeo import gdal
+
+    data = gdal.GetDriverByName("GTiff").Create(path, grid.width, grid.height, 3, gdal.GDT_Byte,
+                                                ["BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"])
+    if data is None:
+        raise QgsProcessingException(f"cannot write the rendered map to {path}: {gdal.GetLastErrorMsg()}; "
+                                     f"free space in QGIS's temporary folder")
+    data.SetGeoTransform((grid.x_min, grid.pixel_size, 0.0, grid.y_max, 0.0, -grid.pixel_size))
+    gdal.ErrorReset()
+    try:
+        row = 0
+        for rgb in strips:
+            rows = rgb.shape[1]
+            data.WriteRaster(0, row, grid.width, rows, np.ascontiguousarray(rgb).tobytes(), grid.width, rows,
+                             gdal.GDT_Byte, [1, 2, 3])
+            row += rows
+        data.FlushCache()
+        if gdal.GetLastErrorType() >= gdal.CE_Failure:
+            raise QgsProcessingException(f"cannot write the rendered map to {path}: {gdal.GetLastErrorMsg()}")
+    finally:
+        data = None  # closes the file

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import engine_env
 from .engine import calls, environment
@@ -27,6 +28,12 @@ def engine_python() -> str | None:
         return chosen
     env = engine_env.current()
     return str(env.python) if env is not None else None
+
+
+def can_run() -> bool:
+    """Whether an engine is there to run calls (not whether its packages all import: check_dependencies)."""
+    python = engine_python()
+    return Path(python).exists() if python is not None else not environment.missing()
 
 
 def where() -> str:

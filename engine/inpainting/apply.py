@@ -63,6 +63,7 @@ SCENE_SAMPLES = 200_000
 # above this share of cloud among valid pixels, the fill is a best effort and said so
 BEST_EFFORT = 0.8
 
+
 @dataclass
 class MaskOptions:
     mask: str | None = None  # raster (non-zero = cloud) or polygon file (GeoPackage, GeoJSON)

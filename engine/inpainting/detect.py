@@ -273,4 +273,3 @@ class DetectedMask(MaskSource):
     def close(self) -> None:
         if self.owned and getattr(self, "src", None) is not None:
             self.src.close()
-

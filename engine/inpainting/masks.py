@@ -16,6 +16,7 @@ __all__ = ["NO_MASK", "Grid", "GridBand", "dilate", "open_mask"]
 
 # --- factory -----------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def open_mask(grid: Grid, *, mask_path: str | os.PathLike | None = None, mask_layer: str | None = None,
               qa_path: str | os.PathLike | None = None, qa_band: int | None = None,
@@ -54,5 +55,3 @@ def open_mask(grid: Grid, *, mask_path: str | os.PathLike | None = None, mask_la
     finally:
         for source in sources:
             source.close()
-
-

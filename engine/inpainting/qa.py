@@ -13,7 +13,7 @@ from ..errors import InputError
 # --- QA expressions ----------------------------------------------------------------------------------------------
 
 QA_EXAMPLES = ("e.g. 'bits(14, 15) == 3' (Landsat-8 Collection-1 BQA high-confidence cloud) or "
-                "'qa in (8, 9, 10)' (Sentinel-2 SCL cloud classes)")
+               "'qa in (8, 9, 10)' (Sentinel-2 SCL cloud classes)")
 _BINOPS: dict[type[ast.operator], np.ufunc] = {
     ast.BitAnd: np.bitwise_and, ast.BitOr: np.bitwise_or, ast.BitXor: np.bitwise_xor,
     ast.LShift: np.left_shift, ast.RShift: np.right_shift}
@@ -198,7 +198,8 @@ class QAExpression:
             result: np.ndarray | None = None
             for op, right_node in zip(node.ops, node.comparators, strict=True):
                 if isinstance(op, (ast.In, ast.NotIn)):
-                    assert isinstance(right_node, (ast.Tuple, ast.List, ast.Set))  # _check admits only these
+                    # _check admits only these
+                    assert isinstance(right_node, (ast.Tuple, ast.List, ast.Set))  # nosec B101  # type narrowing
                     members = np.array([_int(e) for e in right_node.elts], np.int64)
                     test = np.isin(_as_int(left), members, invert=isinstance(op, ast.NotIn))
                     right = None
@@ -213,7 +214,7 @@ class QAExpression:
 
 def _int(node: ast.expr) -> int:
     """The value of an integer literal that `_check` admitted."""
-    assert isinstance(node, ast.Constant) and isinstance(node.value, int)
+    assert isinstance(node, ast.Constant) and isinstance(node.value, int)  # nosec B101  # type narrowing, _check ran
     return node.value
 
 
@@ -240,5 +241,3 @@ def _as_int(x):
 def _truth(x) -> np.ndarray:
     x = np.asarray(x)
     return x if x.dtype == bool else x != 0
-
-

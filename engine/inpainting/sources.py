@@ -222,7 +222,7 @@ class GridBand:
     def read(self, row0: int, row1: int, col0: int, col1: int) -> tuple[np.ndarray, np.ndarray]:
         """(values, valid) of the window."""
         window = Window(col0, row0, col1 - col0, row1 - row0)
-        assert self.reader is not None, "read after close"
+        assert self.reader is not None, "read after close"  # nosec B101  # internal invariant, not input checking
         data = self.reader.read(self.band, window=window)
         valid = self.reader.read_masks(self.band, window=window) > 0
         if self.dtype.kind == "f":
@@ -360,5 +360,3 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
         else:
             out[:dy] |= run[-dy:]
     return out
-
-

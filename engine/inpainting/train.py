@@ -40,7 +40,7 @@ CLIP = 3.0
 
 
 def _check(config: InpaintingConfig) -> None:
-    assert config.depth is not None  # filled by InpaintingConfig.__post_init__
+    assert config.depth is not None  # nosec B101  # filled by InpaintingConfig.__post_init__
     multiple = 2 ** config.depth
     for name in ("patch_size", "tile_size"):
         value = getattr(config, name)
@@ -90,7 +90,8 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     # filled by InpaintingConfig.__post_init__
-    assert config.depth is not None and config.tile_size is not None and config.block_size is not None
+    assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
+    assert config.block_size is not None  # nosec B101  # type narrowing
     _check(config)
     report, ckpt_path, device = begin_run(config, [*config.inputs, *config.real_masks, *config.exclude_masks])
 

@@ -55,9 +55,9 @@ class InpaintUNet(nn.Module):
         self.unet = UNet(in_channels, out_channels, ngf=ngf, depth=depth, max_mult=max_mult, dropout=dropout)
         if fill == "harmonic":  # the correction starts at zero: an untrained model is the fill itself
             outermost = self.unet.up[-1]
-            assert isinstance(outermost, nn.Sequential)
+            assert isinstance(outermost, nn.Sequential)  # nosec B101  # type narrowing
             last = outermost[1]  # ReLU, ConvTranspose2d, Tanh
-            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None
+            assert isinstance(last, nn.ConvTranspose2d) and last.bias is not None  # nosec B101  # type narrowing
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 

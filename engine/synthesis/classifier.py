@@ -68,7 +68,7 @@ def predict(net: PatchClassifier, x: np.ndarray, batch: int = 256) -> tuple[np.n
         preds.append(net.head(f).argmax(1).numpy())
     if not preds:
         linear = net.head[-1]
-        assert isinstance(linear, nn.Linear)
+        assert isinstance(linear, nn.Linear)  # nosec B101  # type narrowing
         return np.zeros(0, np.int64), np.zeros((0, linear.in_features), np.float32)
     return np.concatenate(preds), np.concatenate(feats)
 

@@ -296,6 +296,11 @@ def _from_shared_reader(feats, field_name: str, path):
     return rows, feats.crs
 
 
+def _ident(name: str) -> str:
+    """A table or column name quoted for SQLite (names can't be query parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _read_gpkg(path: Path, field_name: str, layer: str | None):
     from rasterio.crs import CRS
     from shapely import wkb
@@ -310,14 +315,15 @@ def _read_gpkg(path: Path, field_name: str, layer: str | None):
     if not tables:
         raise InputError(f"{path.name} has no polygon layer{f' named {layer!r}' if layer else ''}")
     table, column, srs = tables[0]
-    fields = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
+    fields = [r[1] for r in con.execute(f"PRAGMA table_info({_ident(table)})")]
     if field_name not in fields:
         raise InputError(f"layer {table} has no field {field_name!r}; its fields: {', '.join(fields)}")
     org = con.execute("SELECT organization, organization_coordsys_id FROM gpkg_spatial_ref_sys WHERE srs_id=?",
                       (srs,)).fetchone()
     crs = CRS.from_epsg(org[1]) if org and org[0].upper() == "EPSG" and org[1] > 0 else None
     rows = []
-    for blob, value in con.execute(f'SELECT "{column}", "{field_name}" FROM "{table}"'):
+    query = f"SELECT {_ident(column)}, {_ident(field_name)} FROM {_ident(table)}"  # nosec B608  # quoted names
+    for blob, value in con.execute(query):
         if blob is None or value is None:
             continue
         flags = blob[3]

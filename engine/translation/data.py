@@ -71,7 +71,6 @@ class Pair:
         return str(self.x.dtype)
 
 
-
 # --------------------------------------------------------------------------- loading
 
 def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, bands: list[int] | None = None,
@@ -468,7 +467,7 @@ class PairPatches(torch.utils.data.Dataset):
             if frac >= self.min_valid:
                 break
         k = int(rng.integers(8)) if self.augment else 0
-        assert best is not None  # every draw beats the initial -1.0 (max_tries >= 1)
+        assert best is not None  # nosec B101  # every draw beats the initial -1.0 (max_tries >= 1)
         return best[0], best[1], k
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:

@@ -149,3 +149,34 @@ def write_map_target(output: str | os.PathLike, grid: TargetGrid, strips: Iterab
         if legend_path and legend is not None:
             write_legend(legend_path, legend)
     return coverage
+
+
+def grid_numbers(path: str | os.PathLike) -> dict:
+    """target_grid of `path` as plain numbers, for a front end that renders onto it: x_min, y_max,
+    pixel_size, width, height."""
+    grid = target_grid(path)
+    return {"x_min": grid.x_min, "y_max": grid.y_max, "pixel_size": grid.pixel_size, "width": grid.width,
+            "height": grid.height}
+
+
+STRIP_PIXELS = 4_000_000  # pixels per strip read back from a rendered map (12 MB of RGB)
+
+
+def write_rendered_map_target(rendered: str | os.PathLike, grid_path: str | os.PathLike, output: str | os.PathLike,
+                              legend: Mapping[str, Sequence[int]] | None = None,
+                              legend_path: str | os.PathLike | None = None) -> dict:
+    """write_map_target of a map rendered elsewhere (QGIS, into the plain 3-band uint8 raster
+    `rendered` on the grid of `grid_path`), read back in strips; returns the colour shares as text
+    (`summary`) and whether every pixel is the legend's background (`background_only`)."""
+    grid = target_grid(grid_path)
+    with rasterio.Env(**GDAL_ENV), open_raster(rendered) as src:
+        if (src.count, src.width, src.height, src.dtypes[0]) != (3, grid.width, grid.height, "uint8"):
+            raise InputError(f"the rendered map {rendered} is {src.count} x {src.width} x {src.height} "
+                             f"{src.dtypes[0]}, not 3 x {grid.width} x {grid.height} uint8 on the target grid")
+        step = max(1, STRIP_PIXELS // grid.width)
+        strips = (src.read(window=((row, min(row + step, grid.height)), (0, grid.width)))
+                  for row in range(0, grid.height, step))
+        coverage = write_map_target(output, grid, strips, legend, legend_path)
+    background = (legend or {}).get("background")
+    return {"summary": coverage.summary(legend) if legend else "",
+            "background_only": background is not None and coverage.only(background)}

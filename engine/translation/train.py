@@ -39,7 +39,7 @@ _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_pe
 
 
 def _check(config: TranslationConfig) -> None:
-    assert config.depth is not None  # filled by TranslationConfig.__post_init__
+    assert config.depth is not None  # nosec B101  # filled by TranslationConfig.__post_init__
     multiple = 2 ** config.depth
     for name in ("patch_size", "tile_size"):
         value = getattr(config, name)
@@ -96,7 +96,8 @@ def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], b
 def prepare_data(config: TranslationConfig):
     """(pair, legend, split) for a configuration: training and evaluation both call
     this, so evaluation scores exactly the blocks training held out."""
-    assert config.block_size is not None and config.min_valid is not None  # filled by TranslationConfig.__post_init__
+    # filled by TranslationConfig.__post_init__
+    assert config.block_size is not None and config.min_valid is not None  # nosec B101  # type narrowing
     pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
     legend = _legend(config.legend)
     if config.unlabelled_background:
@@ -117,7 +118,8 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     # filled by TranslationConfig.__post_init__
-    assert config.depth is not None and config.tile_size is not None and config.min_valid is not None
+    assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
+    assert config.min_valid is not None  # nosec B101  # type narrowing
     _check(config)
     report, ckpt_path, device = begin_run(config, [config.input, config.target, config.legend])
     np.random.seed(config.seed)

@@ -329,7 +329,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         raise NotImplementedError
 
     @staticmethod
-    def engine(feedback: QgisFeedback, name: str, *args, **kwargs):
+    def engine(feedback: QgisFeedback, name: str, /, *args, **kwargs):
         """Run the engine's entry point `name` (engine/calls.py) with these arguments where the engine
         lives (runner.py), engine.calls.FEEDBACK standing for `feedback`; its plain result (dataclasses
         as dicts)."""

@@ -236,9 +236,9 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         masks = layer_entries(parameters.get("REFERENCE_MASKS"))
         if not paths:
             given = [name for name, value in (("REFERENCE_MASKS", [m for m in masks if not is_no_mask(m)]),
-                                               ("REFERENCE_QA_BAND", qa_band),
-                                               ("REFERENCE_QA_EXPRESSION", qa_expression),
-                                               ("REFERENCE_DATES", dates)) if value]
+                                              ("REFERENCE_QA_BAND", qa_band),
+                                              ("REFERENCE_QA_EXPRESSION", qa_expression),
+                                              ("REFERENCE_DATES", dates)) if value]
             if given:
                 raise QgsProcessingException(f"{', '.join(given)} given without REFERENCE; give the reference "
                                              f"rasters or leave {'them' if len(given) > 1 else 'it'} out")

@@ -169,3 +169,25 @@ def test_the_plugin_zip_installs_its_engine_from_wheels_and_translates(qgis_proc
     again = qgis_process(env, "--json", "run", "satgen:check_dependencies", "--", "INSTALL=true",
                          f"WHEELS={WHEELS}")
     assert again.returncode == 0 and "nothing to install" in again.stdout
+
+
+def test_desktop_offers_the_install_in_one_click_when_the_engine_is_missing(qgis_iface, monkeypatch, tmp_path):
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from satgen_qgis.plugin import SatGenPlugin
+
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    monkeypatch.setenv("SATGEN_PYTHON", str(tmp_path / "removed-env" / "bin" / "python"))  # its Python is gone
+    plugin = SatGenPlugin(qgis_iface)
+    plugin.offer_install()
+    assert plugin.install_bar is not None and bar.currentItem() is plugin.install_bar
+    assert "not installed" in plugin.install_bar.text()
+    (button,) = [b for b in plugin.install_bar.findChildren(QPushButton) if b.text().startswith("Install")]
+    plugin.unload()
+    assert bar.currentItem() is None
+
+    monkeypatch.setenv("SATGEN_PYTHON", sys.executable)  # an engine that runs: no offer
+    plugin = SatGenPlugin(qgis_iface)
+    plugin.offer_install()
+    assert plugin.install_bar is None
