@@ -138,10 +138,12 @@ def decode_argument(value: Any, feedback: Any) -> Any:
 
 
 def encode_result(value: Any) -> Any:
-    """An engine function's return value as JSON-ready data: dataclasses as dicts of their fields,
-    paths as strings, numpy scalars and arrays as numbers and lists, non-finite floats as None."""
+    """An engine function's return value as JSON-ready data: dataclasses as dicts of their fields
+    (less those with metadata {"local": True}: in-memory extras such as arrays of pixels), paths as
+    strings, numpy scalars and arrays as numbers and lists, non-finite floats as None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: encode_result(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("local")}
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, dict):

@@ -178,6 +178,7 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
             in_halves(blend, t * s)
         done += len(batch_cols)
         feedback.progress(done / total)
+        feedback.status(f"tiles {done}/{total}")
         if batch_cols[-1] != cols[-1]:
             continue
 
@@ -259,6 +260,7 @@ class ApplyResult:
     stats: RunStats
     width: int
     height: int
+    legend: dict[str, list[int]] = field(default_factory=dict)  # the model's map colours, if it draws a map
 
 
 def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.PathLike,
@@ -336,7 +338,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 writer.abort()
                 raise
     stats.seconds = time.perf_counter() - started
-    return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale)
+    return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale, dict(card.legend))
 
 
 def _scale_rows(scaling, values: np.ndarray, dtype: str, out: np.ndarray, lo: int, hi: int) -> None:

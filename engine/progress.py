@@ -21,12 +21,26 @@ class Feedback:
     def info(self, message: str) -> None:
         """Report a line of information for the user."""
 
+    def status(self, text: str) -> None:
+        """Say what is going on now, in a few words (stage, tiles done, epoch and losses): shown beside
+        the progress bar, replaced by the next status."""
+
     def is_cancelled(self) -> bool:
         return False
 
     def check_cancelled(self) -> None:
         if self.is_cancelled():
             raise Cancelled("cancelled by the user; nothing was written")
+
+
+def training_status(epoch: int, epochs: int, step: int, steps: int, history: list[dict]) -> str:
+    """The status of a training step: 'epoch 3/20, step 5/16; last epoch loss_g_l1 0.123 val_miou 0.41'."""
+    text = f"epoch {epoch + 1}/{epochs}, step {step + 1}/{steps}"
+    if history:
+        last = history[-1]
+        text += "; last epoch " + " ".join(f"{k} {v:.3g}" for k, v in last.items()
+                                           if k.startswith(("loss_", "val_")) and isinstance(v, (int, float)))
+    return text
 
 
 class ConsoleFeedback(Feedback):

@@ -6,7 +6,7 @@ rasterio of its own, apart from QGIS's) and runs `main()`:
 - stdin: the first line is the request (`engine.calls.Call.request()` as JSON); a later line
   `cancel` (or stdin closing, when QGIS goes away) makes `is_cancelled()` true, so the engine
   stops at its next check and removes its partial outputs as on any cancel.
-- stdout: one JSON object per line: {"progress": f}, {"info": text}, then {"result": ...} or
+- stdout: one JSON object per line: {"progress": f}, {"info": text}, {"status": text}, then {"result": ...} or
   {"error": {"type": ..., "message": ...}}. Anything else that writes to stdout (a library, C code)
   is sent to stderr, which the plugin shows as log lines.
 - exit status: 0 with a result, 1 with an error, 2 for a malformed request.
@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import threading
+import time
 import traceback
 
 from . import calls
@@ -32,6 +33,7 @@ class PipeFeedback(Feedback):
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._last = -1.0
+        self._status_sent = 0.0
 
     def send(self, message: dict) -> None:
         line = json.dumps(message, allow_nan=False)
@@ -47,6 +49,12 @@ class PipeFeedback(Feedback):
 
     def info(self, message: str) -> None:
         self.send({"info": str(message)})
+
+    def status(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._status_sent >= 0.2:  # at most five a second
+            self._status_sent = now
+            self.send({"status": str(text)})
 
     def is_cancelled(self) -> bool:
         return self.cancelled.is_set()

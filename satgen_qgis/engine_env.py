@@ -3,7 +3,7 @@
 Why apart: the engine needs torch, rasterio (with a GDAL of its own) and a numpy that may be 2.x;
 QGIS's Python has its own GDAL and a numpy its bindings were built against. Installing into QGIS's
 Python mixes two GDALs in one process and fights over numpy; in a separate environment the engine
-runs as a subprocess (subprocesses.py) and QGIS stays as it was.
+runs as a subprocess (engine_process.py) and QGIS stays as it was.
 
 - Where: $SATGEN_ENV_DIR, else `satgen/engine-env` in QGIS's user folder (the one that holds
   `profiles`), shared by the profiles of one user.
@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
-import subprocess  # nosec B404: pip and venv of the environment's own Python, without a shell
+import subprocess  # nosec B404  # pip and venv of the environment's own Python, without a shell
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import subprocesses
+from . import engine_process
 from .engine import calls
 from .engine.errors import Cancelled
-from .subprocesses import EngineMissingError
+from .engine_process import EngineMissingError
 
 MARKER = "satgen-env.json"
 CREATING = "satgen-env.creating"  # written before anything else: the folder is ours to remove
@@ -99,7 +100,7 @@ def probe(python: Path) -> tuple[str | None, str]:
     code = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
     try:
         done = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60,  # nosec
-                              env=subprocesses.child_environment())
+                              env=engine_process.child_environment())
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, str(exc)
     if done.returncode != 0:
@@ -122,7 +123,7 @@ def base_python(chosen: str | None = None) -> Path:
     hint = ("install Python's venv module (Debian/Ubuntu: sudo apt install python3-venv)" if sys.platform.startswith(
         "linux") else "install Python " + want + " from python.org")
     raise EngineMissingError(f"found no Python {want} that can make a virtual environment; tried "
-                               f"{'; '.join(tried) or 'nothing'}. {hint}, or name a Python in PYTHON")
+                             f"{'; '.join(tried) or 'nothing'}. {hint}, or name a Python in PYTHON")
 
 
 # -- installing --------------------------------------------------------------------------------
@@ -168,27 +169,27 @@ def check_wheels(wheels: str) -> None:
     path = Path(wheels)
     if not path.is_dir():
         raise EngineMissingError(f"WHEELS: {wheels} is not a folder; give the folder that holds the wheel "
-                                   f"(.whl) files")
+                                 f"(.whl) files")
     if not any(path.glob("torch-*.whl")):
         raise EngineMissingError(f"WHEELS: {wheels} holds no torch wheel (torch-*.whl); download the wheels on "
-                                   f"a machine with internet: pip download -d {path.name} -r "
-                                   f"engine-requirements.txt (in the plugin's resources folder)")
+                                 f"a machine with internet: pip download -d {path.name} -r "
+                                 f"engine-requirements.txt (in the plugin's resources folder)")
 
 
 def run_step(command: list[str], feedback, stage: str, start: float, end: float) -> None:
     """Run one install command, its output as log lines and progress between `start` and `end`
     (one step per package pip names); cancel ends it."""
     feedback.info(stage)
-    process = subprocesses.start(command)
+    process = engine_process.start(command)
     process.stdin.close()
-    messages, open_streams, done, tail = subprocesses.lines(process), 2, 0, []
+    messages, open_streams, done, tail = engine_process.lines(process), 2, 0, []
     while open_streams:
         if feedback.is_cancelled():
-            subprocesses.kill(process)
+            engine_process.kill(process)
             raise Cancelled("cancelled by the user")
         try:
             _stream, line = messages.get(timeout=0.1)
-        except Exception:
+        except queue.Empty:
             continue
         if line is None:
             open_streams -= 1
@@ -199,10 +200,10 @@ def run_step(command: list[str], feedback, stage: str, start: float, end: float)
             done += 1
             feedback.progress(start + (end - start) * (1 - 0.9 ** done))
         else:
-            subprocesses.log(feedback, line)
+            engine_process.log(feedback, line)
     if process.wait() != 0:
         raise EngineMissingError(f"{stage} failed (exit status {process.returncode}): "
-                                   f"{' | '.join(tail[-4:])}")
+                                 f"{' | '.join(tail[-4:])}")
     feedback.progress(end)
 
 
@@ -220,7 +221,7 @@ def install(feedback, wheels: str | None = None, python: str | None = None, rebu
             ours = (env.folder / CREATING).exists() or (env.folder / MARKER).exists()
             if not ours and any(env.folder.iterdir()):
                 raise EngineMissingError(f"{env.folder} exists and is not SatGen's environment; remove it or set "
-                                           f"SATGEN_ENV_DIR to another folder")
+                                         f"SATGEN_ENV_DIR to another folder")
             shutil.rmtree(env.folder)
         base = base_python(python)
         env.folder.mkdir(parents=True)
@@ -236,10 +237,10 @@ def install(feedback, wheels: str | None = None, python: str | None = None, rebu
             what = "from " + wheels if wheels else ("torch" if len(commands) > 1 and i == 0 else "the packages")
             run_step(command, feedback, f"installing {what} ({'NVIDIA GPU found' if gpu else 'no NVIDIA GPU'})",
                      0.1 + 0.8 * i / len(commands), 0.1 + 0.8 * (i + 1) / len(commands))
-        found = subprocesses.run_in_subprocess(str(env.python), calls.Call("environment").request(), feedback)
+        found = engine_process.run_in_subprocess(str(env.python), calls.Call("environment").request(), feedback)
         if found["missing"]:
             raise EngineMissingError(f"the environment still lacks {', '.join(found['missing'])} after the install; "
-                                       f"the log above says why")
+                                     f"the log above says why")
         record = {"made": time.strftime("%Y-%m-%dT%H:%M:%S"), "wheels": wheels, **found}
         (env.folder / MARKER).write_text(json.dumps(record, indent=1), encoding="utf-8")
         (env.folder / CREATING).unlink(missing_ok=True)

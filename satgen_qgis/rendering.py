@@ -346,7 +346,7 @@ def check_target_layers(layers: list[QgsMapLayer], crs: QgsCoordinateReferenceSy
     if silent:
         raise QgsProcessingException(
             "a target with no styled layers: " + "; ".join(f"layer '{lg.layer}' draws nothing "
-                                                          f"({lg.draws_nothing})" for lg in silent)
+                                                           f"({lg.draws_nothing})" for lg in silent)
             + ". Give each layer a style with visible symbols (Layer Properties > Symbology), pass a "
               "STYLE file, or leave such layers out of LAYERS")
 
@@ -441,7 +441,6 @@ def write_strips(path: str, grid: Grid, strips: Iterator[np.ndarray]) -> None:
     if data is None:
         raise QgsProcessingException(f"cannot write the rendered map to {path}: {gdal.GetLastErrorMsg()}; "
                                      f"free space in QGIS's temporary folder")
-    data.SetGeoTransform((grid.x_min, grid.pixel_size, 0.0, grid.y_max, 0.0, -grid.pixel_size))
     gdal.ErrorReset()
     try:
         row = 0

@@ -1,7 +1,7 @@
 """Runs engine calls (engine/calls.py) for the algorithms, in one of two places:
 
 - SatGen's own Python environment (engine_env.py; or the interpreter named by SATGEN_PYTHON), as a
-  subprocess (subprocesses.py, engine/worker.py): numpy, torch and rasterio of its own, apart from
+  subprocess (engine_process.py, engine/worker.py): numpy, torch and rasterio of its own, apart from
   QGIS's; progress, log lines and cancel over pipes;
 - QGIS's own Python, when no such environment exists and QGIS's Python imports the engine's
   packages (a developer's set-up, or a user who installed them there).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import engine_env
 from .engine import calls, environment
-from .subprocesses import EngineMissingError, run_in_subprocess
+from .engine_process import EngineMissingError, run_in_subprocess
 
 
 def engine_python() -> str | None:
@@ -65,5 +65,3 @@ def run(call: calls.Call, feedback) -> object:
     if environment.missing():
         raise EngineMissingError(missing_message())
     return calls.run(request, feedback)
-
-

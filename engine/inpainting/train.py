@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..modelfile import save_model
 from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
-from ..progress import Feedback
+from ..progress import Feedback, training_status
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import check_losses, gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_json
@@ -169,6 +169,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
             sums["loss_g_hole"] += loss_hole.item()
             sums["loss_g_valid"] += loss_valid.item()
             feedback.progress((epoch * steps + step + 1) / total_steps)
+            feedback.status(training_status(epoch, config.epochs, step, steps, history))
         sched_g.step()
         sched_d.step()
 

@@ -185,7 +185,8 @@ class SynthesisResult:
     manifest: Path
     files: dict[str, list[Path]] = field(default_factory=dict)
     preview: Path | None = None
-    previews: list[np.ndarray] = field(default_factory=list, repr=False)  # natural-colour patches per class
+    # natural-colour patches per class, for callers in this process (not passed back over a pipe)
+    previews: list[np.ndarray] = field(default_factory=list, repr=False, metadata={"local": True})
 
 
 def synthesize(output_folder: str | os.PathLike, model: str | os.PathLike | None = None, classes=None,

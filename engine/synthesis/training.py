@@ -27,7 +27,7 @@ from ..errors import InputError
 from ..modelfile import LoadedModel, save_model
 from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
-from ..progress import Feedback
+from ..progress import Feedback, training_status
 from ..training.checkpoint import begin_run, load_checkpoint, save_checkpoint
 from ..training.objectives import check_losses
 from ..training.options import from_card
@@ -194,6 +194,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
             for key, v in losses.items():
                 sums[key] = sums.get(key, 0.0) + v
             feedback.progress(((epoch - start_epoch) * steps + step + 1) / ((config.epochs - start_epoch) * steps))
+            feedback.status(training_status(epoch, config.epochs, step, steps, history))
         row = {"epoch": epoch + 1, **{key: v / steps for key, v in sums.items()},
                "seconds": time.monotonic() - started}
         if not is_gan and val_data is not None:

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
-from ..progress import Feedback
+from ..progress import Feedback, training_status
 from ..splits import BlockSplit
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import check_losses, gan_loss, masked_l1
@@ -196,6 +196,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
             opt_g.step()
             sums["loss_g_l1"] += loss_l1.item()
             feedback.progress((epoch * steps + step + 1) / total_steps)
+            feedback.status(training_status(epoch, config.epochs, step, steps, history))
         sched_g.step()
         sched_d.step()
 

@@ -6,6 +6,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from .. import styles
 from ..engine.calls import FEEDBACK
 from .base import SatGenAlgorithm
 
@@ -41,8 +42,10 @@ class ApplyModelAlgorithm(SatGenAlgorithm):
 
     def run_engine(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.engine(feedback, "apply_model", self.parameterAsFile(parameters, "MODEL", context),
-                    self.raster_path(parameters, "INPUT", context), output,
-                    self.tile_options(parameters, context), FEEDBACK,
-                    normalize=self.normalize_value(parameters, context))
+        result = self.engine(feedback, "apply_model", self.parameterAsFile(parameters, "MODEL", context),
+                             self.raster_path(parameters, "INPUT", context), output,
+                             self.tile_options(parameters, context), FEEDBACK,
+                             normalize=self.normalize_value(parameters, context))
+        if result["legend"]:  # a map: its exact colours and legend
+            styles.when_loaded(context, output, styles.rgb_exact(result["legend"]))
         return {"OUTPUT": output}

@@ -22,6 +22,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from .. import styles
 from ..engine.calls import FEEDBACK, Obj
 from .base import MultipleLayersParameter, SatGenAlgorithm, layer_entries, raster_file_value
 
@@ -222,6 +223,10 @@ class InpaintCloudsAlgorithm(SatGenAlgorithm):
         if result["best_effort"]:
             feedback.feedback.pushWarning(f"{result['cloud_fraction']:.0%} of the scene is cloud: the fill is a best "
                                           f"effort with little clear context")
+        styles.when_loaded(context, output_mask, styles.CLOUD_MASK)
+        references_given = len(references.fields["paths"]) if references else 0
+        styles.when_loaded(context, output_source, styles.fill_source(references_given))
+        styles.when_loaded(context, output_uncertainty, styles.ramp())
         return {"OUTPUT": output, "OUTPUT_MASK": output_mask, "OUTPUT_SOURCE": output_source,
                 "OUTPUT_UNCERTAINTY": output_uncertainty}
 

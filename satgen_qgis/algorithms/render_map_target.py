@@ -17,7 +17,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from .. import rendering
+from .. import rendering, styles
 from .base import SatGenAlgorithm, gdal_raster_provider, raster_file_value
 
 DEFAULT_BACKGROUND = "#f2efe9"  # OSM Carto's land colour
@@ -128,6 +128,7 @@ class RenderMapTargetAlgorithm(SatGenAlgorithm):
             self.clones, self.raster_path(parameters, "INPUT", context), self.crs, self.background, output,
             legend, legend_path, feedback, warn, transform_context=context.transformContext(),
             expression_context=QgsExpressionContext(context.expressionContext()))
+        styles.when_loaded(context, output, styles.rgb_exact(legend))
         results = {"OUTPUT": output}
         if legend_path:
             results["OUTPUT_LEGEND"] = legend_path

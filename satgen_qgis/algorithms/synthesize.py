@@ -10,6 +10,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from .. import styles
 from ..engine.calls import FEEDBACK
 from .base import DEVICES, SatGenAlgorithm, device_parameter
 
@@ -92,5 +93,6 @@ class SynthesizeAlgorithm(SatGenAlgorithm):
             guidance=None if guidance < 0 else guidance, steps=steps or None,
             fmt=FORMATS[self.parameterAsEnum(parameters, "FORMAT", context)], output_preview=preview,
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)], feedback=FEEDBACK)
+        styles.when_loaded(context, preview, styles.rgb_exact())
         return {"OUTPUT_FOLDER": result["folder"], "OUTPUT_PREVIEW": result["preview"] if preview else None,
                 "MANIFEST": result["manifest"]}

@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from .. import styles
 from ..engine.calls import FEEDBACK
 from .base import SatGenAlgorithm
 
@@ -49,9 +50,10 @@ class TranslateAlgorithm(SatGenAlgorithm):
 
     def run_engine(self, parameters, context, feedback):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
-        self.engine(feedback, "translate", self.raster_path(parameters, "INPUT", context), output,
-                    self.parameterAsFile(parameters, "MODEL", context) or None,
-                    self.tile_options(parameters, context), FEEDBACK,
-                    snap=self.parameterAsBool(parameters, "SNAP", context),
-                    normalize=self.normalize_value(parameters, context))
+        result = self.engine(feedback, "translate", self.raster_path(parameters, "INPUT", context), output,
+                             self.parameterAsFile(parameters, "MODEL", context) or None,
+                             self.tile_options(parameters, context), FEEDBACK,
+                             snap=self.parameterAsBool(parameters, "SNAP", context),
+                             normalize=self.normalize_value(parameters, context))
+        styles.when_loaded(context, output, styles.rgb_exact(result["legend"]))
         return {"OUTPUT": output}

@@ -1,5 +1,5 @@
 """Engine calls as data (engine/calls.py) and the engine as a subprocess (engine/worker.py), driven
-the way the plugin drives it (satgen_qgis/subprocesses.py, which needs no QGIS): real models, real
+the way the plugin drives it (satgen_qgis/engine_process.py, which needs no QGIS): real models, real
 rasters, a real child process."""
 
 import json
@@ -16,7 +16,7 @@ from engine.errors import Cancelled, InputError, ModelFileError
 from engine.pipeline import TileOptions
 from engine.progress import Feedback
 from helpers import ROOT, make_model, smooth_image, write_raster
-from satgen_qgis import subprocesses
+from satgen_qgis import engine_process
 
 
 class Recorder(Feedback):
@@ -84,7 +84,7 @@ def test_the_worker_runs_a_call_with_progress_and_returns_its_result(tmp_path):
     out = tmp_path / "out.tif"
     feedback = Recorder()
     call = calls.Call("apply_model", model, src, out, TileOptions(tile_size=32, batch_size=2), calls.FEEDBACK)
-    result = subprocesses.run_in_subprocess(sys.executable, call.request(), feedback)
+    result = engine_process.run_in_subprocess(sys.executable, call.request(), feedback)
     assert result["output"] == str(out) and result["width"] == 96  # its result, as plain data
     assert feedback.fractions and feedback.fractions[-1] == 1.0
     in_process = tmp_path / "in_process.tif"
@@ -101,7 +101,7 @@ def test_engine_errors_come_back_as_the_same_class_and_message(tmp_path):
     bad.write_bytes(b"not a model")
     call = calls.Call("apply_model", bad, src, tmp_path / "out.tif", None, calls.FEEDBACK)
     with pytest.raises(ModelFileError) as raised:
-        subprocesses.run_in_subprocess(sys.executable, call.request(), Recorder())
+        engine_process.run_in_subprocess(sys.executable, call.request(), Recorder())
     with pytest.raises(ModelFileError) as direct:
         calls.run(call.request(), Feedback())
     assert str(raised.value) == str(direct.value)
@@ -114,7 +114,7 @@ def test_cancel_stops_the_worker_and_leaves_nothing(tmp_path):
     feedback = Recorder(cancel_after=0.05)
     call = calls.Call("apply_model", model, src, out, TileOptions(tile_size=32, batch_size=1), calls.FEEDBACK)
     with pytest.raises(Cancelled):
-        subprocesses.run_in_subprocess(sys.executable, call.request(), feedback)
+        engine_process.run_in_subprocess(sys.executable, call.request(), feedback)
     assert feedback.fractions[-1] < 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "m.satgen"]  # no output, no partial file
 
@@ -123,7 +123,7 @@ def test_the_worker_stops_when_its_parent_goes(tmp_path):
     # stdin closing (QGIS gone) cancels the run like the cancel button
     src, model = raster_and_model(tmp_path, size=1024)
     out = tmp_path / "out.tif"
-    process = subprocesses.start(subprocesses.worker_command(sys.executable))
+    process = engine_process.start(engine_process.worker_command(sys.executable))
     call = calls.Call("apply_model", model, src, out, TileOptions(tile_size=32, batch_size=1), calls.FEEDBACK)
     process.stdin.write(json.dumps(call.request()) + "\n")
     process.stdin.flush()
@@ -149,8 +149,8 @@ def test_stray_output_of_the_engine_goes_to_the_log_not_the_protocol(tmp_path):
 
 
 def test_a_malformed_request_is_refused_with_status_2():
-    done = subprocess.run(subprocesses.worker_command(sys.executable), input="not json\n", capture_output=True,
-                          text=True, timeout=120, env=subprocesses.child_environment())
+    done = subprocess.run(engine_process.worker_command(sys.executable), input="not json\n", capture_output=True,
+                          text=True, timeout=120, env=engine_process.child_environment())
     assert done.returncode == 2 and "malformed request" in done.stdout
 
 
@@ -159,14 +159,14 @@ def test_an_engine_that_dies_is_reported_with_its_last_words(tmp_path):
     python.write_text("#!/bin/sh\necho 'Fatal Python error: something broke' >&2\nexit 134\n")
     python.chmod(0o755)
     with pytest.raises(Exception, match="exit status 134.*something broke"):
-        subprocesses.run_in_subprocess(str(python), calls.Call("environment").request(), Recorder())
+        engine_process.run_in_subprocess(str(python), calls.Call("environment").request(), Recorder())
 
 
 def test_engine_modules_the_plugin_imports_need_only_the_standard_library():
     # the plugin builds calls in QGIS's Python, which may lack torch, rasterio, shapely, even numpy
     light = ["engine.calls", "engine.environment", "engine.errors", "engine.progress", "engine.worker",
              "engine.bands", "engine.training.options", "engine.inpainting.config", "engine.synthesis.config",
-             "engine.translation.config", "satgen_qgis.subprocesses"]
+             "engine.translation.config", "satgen_qgis.engine_process"]
     code = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
@@ -186,5 +186,5 @@ print('ok')
 def test_threads_and_pipes_are_released(tmp_path):
     before = threading.active_count()
     for _ in range(3):
-        subprocesses.run_in_subprocess(sys.executable, calls.Call("environment").request(), Recorder())
+        engine_process.run_in_subprocess(sys.executable, calls.Call("environment").request(), Recorder())
     assert threading.active_count() <= before + 1

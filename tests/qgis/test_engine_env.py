@@ -118,7 +118,7 @@ def test_the_wheel_choice_follows_the_gpu_and_the_platform():
 
 def test_install_refuses_a_folder_that_is_not_ours(satgen_provider, monkeypatch, tmp_path):
     from satgen_qgis import engine_env
-    from satgen_qgis.subprocesses import EngineMissingError
+    from satgen_qgis.engine_process import EngineMissingError
 
     (tmp_path / "mine.txt").write_text("user data")
     monkeypatch.setenv("SATGEN_ENV_DIR", str(tmp_path))

@@ -9,7 +9,7 @@ import json
 import os
 import queue
 import signal
-import subprocess  # nosec B404: the engine's own interpreter, started without a shell
+import subprocess  # nosec B404  # the engine's own interpreter, started without a shell
 import threading
 import time
 from pathlib import Path
@@ -47,7 +47,7 @@ def child_environment() -> dict:
 def start(command: list[str], **kwargs) -> subprocess.Popen:
     """A child process with pipes, in its own process group, without a console window on Windows."""
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-    return subprocess.Popen(  # nosec B603: a list, no shell
+    return subprocess.Popen(  # nosec B603  # a list, no shell
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         encoding="utf-8", errors="replace", bufsize=1, env=child_environment(),
         start_new_session=os.name != "nt", creationflags=flags if os.name == "nt" else 0, **kwargs)
@@ -90,12 +90,12 @@ def log(feedback, line: str) -> None:
 def run_in_subprocess(python: str, request: dict, feedback) -> object:
     if not Path(python).exists():
         raise EngineMissingError(f"SatGen's engine environment is broken: {python} does not exist; run SatGen > Check "
-                            f"dependencies with 'Install what is missing' ticked to build it again")
+                                 f"dependencies with 'Install what is missing' ticked to build it again")
     try:
         process = start(worker_command(python))
     except OSError as exc:
         raise EngineMissingError(f"cannot start SatGen's engine with {python} ({exc}); run SatGen > Check dependencies "
-                            f"with 'Install what is missing' ticked to build its environment again") from None
+                                 f"with 'Install what is missing' ticked to build its environment again") from None
     try:
         process.stdin.write(json.dumps(request) + "\n")
         process.stdin.flush()
