@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import engine_process
-from .engine import calls
+from .engine import RESOURCES, calls
 from .engine.errors import Cancelled
 from .engine_process import EngineMissingError
 
 MARKER = "satgen-env.json"
 CREATING = "satgen-env.creating"  # written before anything else: the folder is ours to remove
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "resources" / "engine-requirements.txt"
+REQUIREMENTS = RESOURCES / "engine-requirements.txt"  # resources/ lies beside the engine in a checkout and the zip
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_WINDOWS_INDEX = "https://download.pytorch.org/whl/cu128"
 
@@ -90,8 +90,8 @@ def base_python_candidates() -> list[Path]:
         path = shutil.which(name)
         if path:
             found.append(Path(path))
-    if Path(sys.executable).name.lower().startswith("python"):
-        found.insert(0, Path(sys.executable))
+    if Path(sys.executable).name.lower().startswith("python"):  # QGIS desktop may report the PATH's python3
+        found.append(Path(sys.executable))
     return list(dict.fromkeys(found))
 
 
@@ -201,7 +201,9 @@ def run_step(command: list[str], feedback, stage: str, start: float, end: float)
             feedback.progress(start + (end - start) * (1 - 0.9 ** done))
         else:
             engine_process.log(feedback, line)
-    if process.wait() != 0:
+    process.wait()
+    engine_process.close_pipes(process)
+    if process.returncode != 0:
         raise EngineMissingError(f"{stage} failed (exit status {process.returncode}): "
                                  f"{' | '.join(tail[-4:])}")
     feedback.progress(end)

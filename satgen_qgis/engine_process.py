@@ -67,14 +67,26 @@ def kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def close_pipes(process: subprocess.Popen) -> None:
+    for stream in (process.stdin, process.stdout, process.stderr):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
 def lines(process: subprocess.Popen):
     """(stream, line) pairs from a child's stdout and stderr as they come, and (stream, None) at each
     one's end, through a queue so the caller can look at its cancel button between lines."""
     out: queue.Queue = queue.Queue()
 
     def pump(name, stream):
-        for line in stream:
-            out.put((name, line.rstrip("\r\n")))
+        try:
+            for line in stream:
+                out.put((name, line.rstrip("\r\n")))
+        except (OSError, ValueError):  # closed under it, after a cancel
+            pass
         out.put((name, None))
 
     for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
@@ -136,6 +148,7 @@ def run_in_subprocess(python: str, request: dict, feedback) -> object:
             process.wait(timeout=GRACE)
         except subprocess.TimeoutExpired:
             kill(process)
+        close_pipes(process)
     if outcome is None:
         raise SatGenError(f"SatGen's engine stopped without an answer (exit status {process.returncode}); "
                           f"its last lines: {' | '.join(tail[-5:]) or 'none'}")
@@ -160,6 +173,8 @@ def handle(line: str, feedback):
         feedback.progress(float(message["progress"]))
     elif "info" in message and feedback is not None:
         feedback.info(str(message["info"]))
+    elif "status" in message and feedback is not None:
+        feedback.status(str(message["status"]))
     elif "result" in message:
         return "result", message["result"]
     elif "error" in message:

@@ -40,10 +40,10 @@ class QgisFeedback(Feedback):
         return f"about {duration(elapsed * (1 - self.fraction) / self.fraction)} left"
 
     def show(self) -> None:
-        """The status and the time left as the progress bar's text (the dialog shows it above the bar;
-        qgis_process prints it as a line): when it changed, at most every 2 s."""
+        """The status and the time left as the progress text: the dialog shows it above the bar and adds it
+        to the log, qgis_process prints it, so only when it changed, at most every 10 s."""
         now = time.monotonic()
-        if self.feedback is None or now - self.shown_at < 2:
+        if self.feedback is None or now - self.shown_at < 10:
             return
         text = " · ".join(t for t in (self.text, self.eta()) if t)
         if text and text != self.shown:

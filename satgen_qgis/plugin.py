@@ -34,8 +34,8 @@ class SatGenPlugin:
         from qgis.PyQt.QtWidgets import QPushButton
 
         bar = self.iface.messageBar()
-        item = bar.createMessage("SatGen", "its engine (PyTorch and a few packages) is not installed yet; it goes "
-                                           "into a Python environment of its own, QGIS's stays as it is.")
+        item = bar.createMessage("SatGen", "its engine (PyTorch and a few packages) is not installed yet.")
+        item.setToolTip("Install puts it into a Python environment of SatGen's own; QGIS's Python stays as it is.")
         button = QPushButton("Install…", item)
         button.clicked.connect(self.open_install_dialog)
         item.layout().addWidget(button)

@@ -441,6 +441,7 @@ def write_strips(path: str, grid: Grid, strips: Iterator[np.ndarray]) -> None:
     if data is None:
         raise QgsProcessingException(f"cannot write the rendered map to {path}: {gdal.GetLastErrorMsg()}; "
                                      f"free space in QGIS's temporary folder")
+    data.SetGeoTransform((grid.x_min, grid.pixel_size, 0.0, grid.y_max, 0.0, -grid.pixel_size))
     gdal.ErrorReset()
     try:
         row = 0

@@ -22,6 +22,7 @@ from qgis.core import (
     QgsRasterSymbolLegendNode,
     QgsSingleBandPseudoColorRenderer,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
 _PENDING: list = []  # post-processors stay alive until QGIS has called them (it does not own them)
@@ -55,7 +56,10 @@ class ClassLegend(QgsMapLayerLegend):
         self.entries = entries
 
     def createLayerTreeModelLegendNodes(self, node_layer):  # noqa: N802
-        return [QgsRasterSymbolLegendNode(node_layer, color, label) for label, color in self.entries]
+        nodes = [QgsRasterSymbolLegendNode(node_layer, color, label) for label, color in self.entries]
+        for node in nodes:  # the layer tree owns and deletes them; Python must not (a crash otherwise)
+            sip.transferto(node, None)
+        return nodes
 
 
 def rgb_exact(legend: dict | None = None) -> Callable[[QgsRasterLayer], None]:

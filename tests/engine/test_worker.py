@@ -132,6 +132,7 @@ def test_the_worker_stops_when_its_parent_goes(tmp_path):
     process.stdin.close()
     lines = process.stdout.read().splitlines()
     assert process.wait(timeout=60) == 1
+    engine_process.close_pipes(process)
     assert json.loads(lines[-1])["error"]["type"] == "Cancelled"
     assert not out.exists()
 
