@@ -71,9 +71,13 @@ def add_arguments(p) -> None:
                    help="trained model for the seam measures (a random-init model shows no seams to measure; "
                         f"default {SEAM_MODEL}, else the bench model)")
     p.add_argument("--quick", action="store_true", help="fast smoke run: tiny model, small rasters")
-    p.add_argument("--only", choices=["efficiency"],
+    p.add_argument("--only", choices=["efficiency", "engine-process"],
                    help="measure only this part (efficiency: the end-to-end/forward runs and the profile, in "
-                        "a minute); its report goes to WORK/bench_efficiency.json unless --out is given")
+                        "a minute; engine-process: the cost of running the engine as a subprocess, as the plugin "
+                        "does with SatGen's environment); its report goes to WORK/bench_<part>.json unless --out "
+                        "is given")
+    p.add_argument("--engine-python", default=sys.executable,
+                   help="interpreter of the engine subprocess for engine-process (default: this one)")
     p.add_argument("--repeats", type=int, help="efficiency runs, best of which counts (default 5; --quick 1)")
     p.add_argument("--out", help=f"JSON report (default {DEFAULT_OUT})")
     p.add_argument("--work", default=DEFAULT_WORK, help=f"folder for cached inputs and outputs ({DEFAULT_WORK})")
@@ -424,6 +428,51 @@ def measure_seams(loaded, input_path: str, work: Path, options, max_crop: int | 
 # ---------------------------------------------------------------- the report
 
 
+def measure_engine_process(input_path: str, work: Path, python: str, sides=(256, 2048), repeats: int = 3) -> dict:
+    """satgen:translate's engine call run in this process (imports and model warm, as in QGIS's Python)
+    and as a worker subprocess (start, imports, model load, run), as the plugin runs it with SatGen's
+    environment; medians of `repeats` runs per raster side."""
+    import statistics
+    import subprocess  # nosec B404
+
+    from .. import ROOT, calls
+    from ..progress import Feedback
+
+    code = f"import sys; sys.path.append({str(ROOT)!r}); from engine.worker import main; sys.exit(main())"
+    out: dict = {"python": python, "runs": repeats}
+    for side in sides:
+        crop = _crop(input_path, work, side)
+
+        def request(name, crop=crop):
+            return calls.Call("translate", crop, str(work / name), None, calls.Obj("pipeline:TileOptions"),
+                              calls.FEEDBACK).request()
+
+        calls.run(request("warm.tif"), Feedback())
+        inside, child = [], []
+        for i in range(repeats):
+            t = time.perf_counter()
+            calls.run(request(f"in_{i}.tif"), Feedback())
+            inside.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            # stdin stays open while it runs: the worker takes its end for a cancel (its parent gone)
+            with subprocess.Popen([python, "-I", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # nosec
+                                  stderr=subprocess.DEVNULL, text=True) as process:
+                stdin, stdout = process.stdin, process.stdout
+                assert stdin is not None and stdout is not None  # nosec B101  # PIPE was asked for
+                stdin.write(json.dumps(request(f"sub_{i}.tif")) + "\n")
+                stdin.flush()
+                answer = [json.loads(line) for line in stdout]
+                stdin.close()
+            child.append(time.perf_counter() - t)
+            if process.returncode != 0 or "result" not in answer[-1]:
+                raise RuntimeError(f"engine subprocess failed: {answer[-1:]}")
+        a, b = statistics.median(inside), statistics.median(child)
+        out[str(side)] = {"in_process_s": round(a, 3), "subprocess_s": round(b, 3), "ratio": round(b / a, 2),
+                          "overhead_s": round(b - a, 2)}
+        _log(f"  {side} px: in-process {a:.2f} s, subprocess {b:.2f} s")
+    return out
+
+
 def main(args) -> int:
     import torch
 
@@ -432,6 +481,17 @@ def main(args) -> int:
     from ..pipeline import TileOptions
 
     started = time.perf_counter()
+    if args.only == "engine-process":
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        _log(f"engine-process: translate in this process and as a worker subprocess of {args.engine_python}")
+        result = measure_engine_process(args.input, work, args.engine_python)
+        result.update(command="python -m engine bench " + " ".join(sys.argv[2:]),
+                      date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cpu=_cpu_name(), cpu_count=os.cpu_count())
+        out = Path(args.out or work / "bench_engine-process.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
     setup = QUICK if args.quick else FULL
     sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else setup["sizes"]
     bands = [int(b) for b in args.bands.split(",")] if args.bands else None

@@ -1,6 +1,7 @@
 """satgen:check_dependencies: where the engine runs, with what, on which device; installs what is missing."""
 
 import json
+from pathlib import Path
 
 from qgis.core import (
     QgsProcessingException,
@@ -73,6 +74,7 @@ class CheckDependenciesAlgorithm(SatGenAlgorithm):
             raise QgsProcessingException("Cancelled by the user; the unfinished environment was removed.") from None
         except SatGenError as exc:
             raise QgsProcessingException(str(exc)) from None
+        feedback.pushInfo(f"plugin: {found['plugin']}")
         feedback.pushInfo(f"engine: {found['engine']}")
         feedback.pushInfo(f"Python {found['python']} ({found['executable']})")
         for name, version in found["packages"].items():
@@ -95,12 +97,13 @@ class CheckDependenciesAlgorithm(SatGenAlgorithm):
         """environment.report() of the Python that runs the engine: SatGen's environment when there is one
         (`broken` and its missing packages where it does not run), else QGIS's own."""
         python = runner.engine_python()
+        plugin = {"engine": runner.where(), "plugin": str(Path(__file__).resolve().parent.parent)}
         if python is None:
-            return {"engine": runner.where(), **environment.report()}
+            return {**plugin, **environment.report()}
         try:
             found = runner.run_in_subprocess(python, calls.Call("environment").request(), feedback)
         except SatGenError as exc:
             found = {**environment.report(), "broken": str(exc)}
             found["warnings"].insert(0, f"SatGen's engine environment does not run: {exc}")
             found["missing"] = list(environment.REQUIRED.values())
-        return {"engine": runner.where(), **found}
+        return {**plugin, **found}

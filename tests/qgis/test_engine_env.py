@@ -156,6 +156,7 @@ def test_the_plugin_zip_installs_its_engine_from_wheels_and_translates(qgis_proc
     report = json.loads(result["REPORT"])
     env_folder = config / "satgen" / "engine-env"
     assert result["MISSING"] == "" and result["ENGINE"].startswith("SatGen's engine environment")
+    assert report["plugin"] == str(plugins / "satgen_qgis")  # the zip's plugin ran, not the checkout's
     assert report["prefix"] == str(env_folder) and report["packages"]["numpy"].startswith("2.")
     assert (env_folder / "satgen-env.json").exists()
     print(f"INSTALL=true from wheels took {took:.0f} s")

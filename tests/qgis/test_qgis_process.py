@@ -1,6 +1,7 @@
 """The same algorithm through the real qgis_process command line, as users script it."""
 
 import subprocess
+import tempfile
 
 import rasterio
 
@@ -10,7 +11,10 @@ QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's qgis_process wrapper is b
 
 
 def qgis_process(env, *args):
-    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=300)
+    # run outside the checkout: QGIS's Python puts the current folder first on sys.path, where this
+    # checkout's satgen_qgis would shadow the plugin under test (the zip's, in the packaging tests)
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
 
 
 def enable_plugin(env):
