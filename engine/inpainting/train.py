@@ -30,7 +30,7 @@ from ..models.patchgan import PatchGAN
 from ..progress import Feedback, training_status
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import check_losses, gan_loss, masked_l1
-from ..training.report import plot_history, save_grid, to_display, write_json
+from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import FILLS, InpaintingConfig
 from .data import InpaintPatches, RealMasks, fit_scaling, load_clear, validation_set
 
@@ -190,13 +190,13 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
                                   f"on the training 2-98 % range scaled to 0..1")
     generator.eval()
     path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
-    write_json(report / "metrics.json", {"final": card.metrics, "history": history})
+    write_metrics(report, {"final": card.metrics, "history": history}, card.name)
     return path
 
 
 def _write_report(report: Path, history, generator, items, vis, show, device, title) -> None:
     """metrics.json, loss curves and a cloudy | mask | filled | truth grid."""
-    write_json(report / "metrics.json", {"history": history})
+    write_metrics(report, {"history": history}, title)
     plot_history(history, report / "loss_curves.png", title)
     generator.eval()
     rows = []

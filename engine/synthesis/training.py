@@ -31,7 +31,7 @@ from ..progress import Feedback, training_status
 from ..training.checkpoint import begin_run, load_checkpoint, save_checkpoint
 from ..training.objectives import check_losses
 from ..training.options import from_card
-from ..training.report import plot_history, save_grid, write_json
+from ..training.report import plot_history, save_grid, write_metrics
 from .config import ARCHS, SynthesisConfig
 from .datasets import (
     PatchSet,
@@ -210,7 +210,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
         save_checkpoint(ckpt_path, state)
         feedback.info(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
             f"{key} {v:.4f}" for key, v in row.items() if key.startswith(("loss_", "val_"))))
-        write_json(report / "metrics.json", {"history": history})
+        write_metrics(report, {"history": history}, card.name)
         plot_history(history, report / "loss_curves.png", card.name)
 
     final = net if is_gan else ema
@@ -225,9 +225,9 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
         feedback.info(f"default guidance {choice['guidance']:g}")
     _sample_grid(loaded, patches, to_model, report / "samples.png", device)
     path = save_model(config.output_model, final, card, half=config.half_precision_file)
-    write_json(report / "metrics.json", {"history": history, "classes": patches.classes,
-                                         "class_counts": card.training["class_counts"],
-                                         "sampler": card.training["sampler"]})
+    write_metrics(report, {"history": history, "classes": patches.classes,
+                           "class_counts": card.training["class_counts"], "sampler": card.training["sampler"]},
+                  card.name)
     return path
 
 

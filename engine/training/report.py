@@ -80,3 +80,54 @@ def update_report(section: str, values: dict, path: Path, command: str | None = 
                   command=command)
     report[section] = values
     write_json(path, report)
+
+
+# what each picture of a training report shows, for the page's captions
+_PICTURES = (("loss_curves.png", "Training losses and validation metrics per epoch"),
+             ("samples.png", "Samples on held-out data: each row one example (input | model | truth, or one row "
+                             "per class)"))
+
+
+def write_metrics(report: Path, data: dict, title: str) -> None:
+    """metrics.json and the report's page, index.html, written again at each epoch and at the end."""
+    write_json(report / "metrics.json", data)
+    write_html(report, data, title)
+
+
+def write_html(report: Path, data: dict, title: str) -> Path:
+    """index.html: one page tying a training report together: the final metrics (or the last epoch's
+    while training runs), the curves and samples beside it, and the metrics of every epoch."""
+    import html
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
+
+    history = data.get("history") or []
+    final = data.get("final") or (history[-1] if history else {})
+    state = "finished" if data.get("final") or data.get("classes") else "in progress"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}img{max-width:100%}</style></head>",
+             f"<body><h1>{html.escape(title)}</h1>",
+             f"<p>Training {state}, {len(history)} epoch(s); written "
+             f"{datetime.datetime.now().isoformat(timespec='seconds')}. Files: "
+             + ", ".join(f"<a href='{p.name}'>{p.name}</a>" for p in sorted(report.iterdir())
+                         if p.suffix in (".json", ".png")) + "</p>"]
+    if final:
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{cell(v)}</td></tr>" for k, v in final.items()
+                       if not isinstance(v, (dict, list)))
+        parts.append(f"<h2>{'Final metrics' if data.get('final') else 'Last epoch'}</h2><table>{rows}</table>")
+    for name, caption in _PICTURES:
+        if (report / name).exists():
+            parts.append(f"<h2>{caption}</h2><img src='{name}' alt='{name}'>")
+    if history:
+        keys = list(dict.fromkeys(k for entry in history for k in entry))
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{cell(entry.get(k, ''))}</td>" for k in keys) + "</tr>"
+                       for entry in history)
+        parts.append(f"<h2>Every epoch</h2><table><tr>{head}</tr>{body}</table>")
+    parts.append("</body></html>\n")
+    path = report / "index.html"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(parts), encoding="utf-8")
+    return path

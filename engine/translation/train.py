@@ -29,7 +29,7 @@ from ..splits import BlockSplit
 from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
 from ..training.objectives import check_losses, gan_loss, masked_l1
 from ..training.options import from_card
-from ..training.report import plot_history, save_grid, to_display, write_json
+from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import TranslationConfig
 from .data import PairPatches, fit_input_scaling, load_pair, val_tiles
 
@@ -215,12 +215,12 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
                                   f"({len(tiles)} tiles of {config.patch_size} px)")
     generator.eval()
     path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
-    write_json(report / "metrics.json", {"final": card.metrics, "history": history})
+    write_metrics(report, {"final": card.metrics, "history": history}, card.name)
     return path
 
 
 def _write_report(report: Path, history, generator, tiles, vis_idx, show, device, title) -> None:
-    write_json(report / "metrics.json", {"history": history})
+    write_metrics(report, {"history": history}, title)
     plot_history(history, report / "loss_curves.png", title)
     generator.eval()
     rows = []

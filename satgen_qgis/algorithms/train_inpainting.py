@@ -6,6 +6,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputHtml,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
@@ -37,7 +38,7 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
                 "cloudy | mask | filled | truth, metrics.json); running again with the same report folder resumes.\n\n"
                 "Save the model file somewhere lasting; it goes into 'Inpaint clouds'.\n\n"
                 "Command line names: INPUT, BANDS, REAL_MASKS, EPOCHS, PATCH_SIZE, BATCH_SIZE, PATCHES_PER_EPOCH, "
-                "WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+                "WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(
@@ -51,6 +52,7 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
+        self.addOutput(QgsProcessingOutputHtml("OUTPUT_HTML", "Training report (page: curves, samples, metrics)"))
 
     def run_engine(self, parameters, context, feedback):
         from ..engine.bands import parse_bands
@@ -69,4 +71,4 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
             raise QgsProcessingException(str(exc)) from None
         self.warn_if_temporary(config.output_model, feedback)
         path = self.engine(feedback, "train_inpainting", config, FEEDBACK)
-        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
+        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report), "OUTPUT_HTML": str(report / "index.html")}

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessingException,
+    QgsProcessingOutputHtml,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -42,7 +43,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "after training: the weight (0.5-3) whose patches come closest to the training patches of their class "
                 "(KID in the features of a classifier trained on them; the table is in metrics.json).\n\n"
                 "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
-                "SEED, GUIDANCE, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT.")
+                "SEED, GUIDANCE, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
@@ -78,6 +79,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
+        self.addOutput(QgsProcessingOutputHtml("OUTPUT_HTML", "Training report (page: curves, samples, metrics)"))
 
     def labels_path(self, parameters, context):
         path = raster_file_value(parameters.get("LABELS"), context)  # a class raster: no QGIS layer (base.py)
@@ -115,4 +117,4 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                       else self.parameterAsDouble(parameters, "GUIDANCE", context)),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
         path = self.engine(feedback, "train_synthesis", config, FEEDBACK)
-        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
+        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report), "OUTPUT_HTML": str(report / "index.html")}

@@ -10,6 +10,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputHtml,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -47,7 +48,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
-                "OUTPUT_MODEL, OUTPUT_REPORT.")
+                "OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
@@ -68,6 +69,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "OUTPUT_MODEL", "Model file", fileFilter="SatGen model (*.satgen)"))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_REPORT", "Training report folder"))
+        self.addOutput(QgsProcessingOutputHtml("OUTPUT_HTML", "Training report (page: curves, samples, metrics)"))
 
     def run_engine(self, parameters, context, feedback):
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
@@ -81,7 +83,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             **self.training_values(parameters, context, renamed={"PATCH_SIZE": "TILE_SIZE"}))
         self.warn_if_temporary(config.output_model, feedback)
         path = self.engine(feedback, "train_translation", config, FEEDBACK)
-        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report)}
+        return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report), "OUTPUT_HTML": str(report / "index.html")}
 
     def target(self, parameters, context, feedback, report: Path):
         """(map raster path, legend path or None): TARGET as given, or LAYERS rendered."""

@@ -59,8 +59,11 @@ def test_tiny_training_writes_model_card_and_report_and_resumes(real_pair, tmp_p
     assert {"val_acc_delta10", "val_miou", "val_psnr_db"} <= set(card.metrics)
     assert card.training["config"]["unlabelled_background"] is True
     report = tmp_path / "report"
-    for name in ("loss_curves.png", "samples.png", "metrics.json", "checkpoint.pt"):
+    for name in ("loss_curves.png", "samples.png", "metrics.json", "checkpoint.pt", "index.html"):
         assert (report / name).stat().st_size > 0
+    page = (report / "index.html").read_text()  # one page tying curves, samples and metrics together
+    assert "<img src='loss_curves.png'" in page and "<img src='samples.png'" in page
+    assert "Final metrics" in page and f"{card.metrics['val_miou']:.4g}" in page
     # resuming: one more epoch continues the history instead of starting over
     train_translation(tiny_config(real_pair, tmp_path, epochs=2))
     history = json.loads((report / "metrics.json").read_text())["history"]

@@ -23,6 +23,7 @@ def test_train_from_styled_layers_then_translate(satgen_provider, tmp_path):
     legend = json.loads((report / "target_legend.json").read_text())
     assert {"forest", "water", "background"} <= set(legend)
     assert (report / "samples.png").exists() and json.loads((report / "metrics.json").read_text())["final"]
+    assert result["OUTPUT_HTML"] == str(report / "index.html") and "samples.png" in (report / "index.html").read_text()
 
     mapped = processing.run("satgen:translate", {"INPUT": str(scene), "MODEL": result["OUTPUT_MODEL"],
                                                  "OUTPUT": str(tmp_path / "map.tif")})
