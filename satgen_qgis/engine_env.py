@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess  # nosec B404  # pip and venv of the environment's own Python, without a shell
 import sys
@@ -182,18 +181,14 @@ def run_step(command: list[str], feedback, stage: str, start: float, end: float)
     feedback.info(stage)
     process = engine_process.start(command)
     process.stdin.close()
-    messages, open_streams, done, tail = engine_process.lines(process), 2, 0, []
-    while open_streams:
+    done, tail = 0, []
+
+    def check():
         if feedback.is_cancelled():
             engine_process.kill(process)
             raise Cancelled("cancelled by the user")
-        try:
-            _stream, line = messages.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if line is None:
-            open_streams -= 1
-            continue
+
+    for _stream, line in engine_process.follow(process, check):
         tail = (tail + [line])[-10:]
         if line.startswith(("Collecting", "Processing", "Installing collected", "Successfully installed")):
             feedback.info(line)

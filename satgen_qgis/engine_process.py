@@ -12,6 +12,7 @@ import signal
 import subprocess  # nosec B404  # the engine's own interpreter, started without a shell
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import engine as engine_package
@@ -76,9 +77,9 @@ def close_pipes(process: subprocess.Popen) -> None:
             pass
 
 
-def lines(process: subprocess.Popen):
-    """(stream, line) pairs from a child's stdout and stderr as they come, and (stream, None) at each
-    one's end, through a queue so the caller can look at its cancel button between lines."""
+def follow(process: subprocess.Popen, check: Callable[[], None]) -> Iterator[tuple[str, str]]:
+    """(stream, line) pairs from a child's stdout and stderr as they come, until both end; `check()` runs
+    at least every 0.1 s in between (to look at the cancel button; it may raise)."""
     out: queue.Queue = queue.Queue()
 
     def pump(name, stream):
@@ -91,7 +92,17 @@ def lines(process: subprocess.Popen):
 
     for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
         threading.Thread(target=pump, args=(name, stream), daemon=True).start()
-    return out
+    open_streams = 2
+    while open_streams:
+        check()
+        try:
+            stream, line = out.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            open_streams -= 1
+        else:
+            yield stream, line
 
 
 def log(feedback, line: str) -> None:
@@ -113,27 +124,24 @@ def run_in_subprocess(python: str, request: dict, feedback) -> object:
         process.stdin.flush()
     except OSError:
         pass  # it has already stopped: its stderr says why
-    messages, open_streams = lines(process), 2
     outcome, cancel_sent, tail = None, None, []
-    try:
-        while open_streams:
-            if cancel_sent is None and feedback is not None and feedback.is_cancelled():
-                cancel_sent = time.monotonic()
-                try:
-                    process.stdin.write("cancel\n")
-                    process.stdin.flush()
-                except OSError:
-                    pass
-            if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
-                kill(process)
-                raise Cancelled(f"cancelled; the engine did not stop within {GRACE:.0f} s and was ended")
+
+    def check():  # the cancel button: ask the engine to stop, end it GRACE seconds later
+        nonlocal cancel_sent
+        if cancel_sent is None and feedback is not None and feedback.is_cancelled():
+            cancel_sent = time.monotonic()
             try:
-                stream, line = messages.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if line is None:
-                open_streams -= 1
-            elif stream == "stderr":
+                process.stdin.write("cancel\n")
+                process.stdin.flush()
+            except OSError:
+                pass
+        if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
+            kill(process)
+            raise Cancelled(f"cancelled; the engine did not stop within {GRACE:.0f} s and was ended")
+
+    try:
+        for stream, line in follow(process, check):
+            if stream == "stderr":
                 tail = (tail + [line])[-20:]
                 log(feedback, line)
             else:

@@ -80,7 +80,9 @@ def test_cancel_in_a_subprocess_stops_within_seconds_and_writes_nothing(satgen_p
             "INPUT": [str(real_raster)], "EPOCHS": 200, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 8,
             "WIDTH": 4, "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "m.satgen"),
             "OUTPUT_REPORT": str(tmp_path / "report")}, feedback=feedback)
-    assert time.monotonic() - feedback.cancelled_at < 10
+    took = time.monotonic() - feedback.cancelled_at
+    print(f"cancel to stop: {took:.1f} s")
+    assert took < 10
     assert not (tmp_path / "m.satgen").exists()
 
 
