@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qgis.core import (
+    Qgis,
     QgsColorRampShader,
     QgsMapLayerLegend,
     QgsMultiBandColorRenderer,
@@ -24,6 +25,10 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
+
+# QGIS 3.30+ names it Qgis.ShaderInterpolationMethod.Linear (and QGIS 4 drops the old name)
+INTERPOLATED = getattr(getattr(Qgis, "ShaderInterpolationMethod", None), "Linear", None) or getattr(
+    QgsColorRampShader, "Interpolated", None)
 
 _PENDING: list = []  # post-processors stay alive until QGIS has called them (it does not own them)
 
@@ -112,7 +117,7 @@ def ramp(top_percentile: float = 98.0) -> Callable[[QgsRasterLayer], None]:
         items = [QgsColorRampShader.ColorRampItem(top * f, QColor(*rgb), f"{top * f:.3g}")
                  for f, rgb in ((0.0, (255, 255, 204)), (0.5, (253, 141, 60)), (1.0, (128, 0, 128)))]
         shader_function = QgsColorRampShader(0.0, top)
-        shader_function.setColorRampType(QgsColorRampShader.Interpolated)
+        shader_function.setColorRampType(INTERPOLATED)
         shader_function.setColorRampItemList(items)
         shader = QgsRasterShader()
         shader.setRasterShaderFunction(shader_function)
