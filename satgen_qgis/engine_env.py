@@ -17,6 +17,7 @@ runs as a subprocess (engine_process.py) and QGIS stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 from . import engine_process
 from .engine import RESOURCES, calls
 from .engine.errors import Cancelled
+from .engine.progress import Feedback
 from .engine_process import EngineMissingError
 
 MARKER = "satgen-env.json"
@@ -56,11 +58,25 @@ class EngineEnv:
         except (OSError, ValueError):
             return {}
 
+    @property
+    def outdated(self) -> bool:
+        """Whether this plugin asks for other packages than the environment was made with (an update)."""
+        return self.record().get("requirements") != requirements_digest()
+
+
+def requirements_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+
 
 def folder() -> Path:
     chosen = os.environ.get("SATGEN_ENV_DIR", "").strip()
     if chosen:
         return Path(chosen).expanduser()
+    local = os.environ.get("LOCALAPPDATA", "")
+    if os.name == "nt" and local:  # not the roaming profile (GBs), and a short path (torch's are long)
+        return Path(local) / "SatGen" / "engine-env"
     from qgis.core import QgsApplication
 
     profile = Path(QgsApplication.qgisSettingsDirPath())  # <user folder>/profiles/<profile>/
@@ -98,8 +114,8 @@ def probe(python: Path) -> tuple[str | None, str]:
     """(version, '') when `python` can make a venv with pip, else (None, why not)."""
     code = "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"
     try:
-        done = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60,  # nosec
-                              env=engine_process.child_environment())
+        done = subprocess.run([str(python), "-I", "-X", "utf8", "-c", code], capture_output=True, text=True,  # nosec
+                              timeout=60, env=engine_process.child_environment(), **engine_process.NO_WINDOW)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, str(exc)
     if done.returncode != 0:
@@ -132,7 +148,8 @@ def nvidia_gpu() -> bool:
     if not smi:
         return False
     try:
-        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)  # nosec B603
+        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20,  # nosec B603
+                              **engine_process.NO_WINDOW)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0 and "GPU" in done.stdout
@@ -151,8 +168,8 @@ def torch_index(platform: str, gpu: bool) -> str | None:
 
 def pip_commands(python: Path, wheels: str | None, platform: str, gpu: bool) -> list[list[str]]:
     """The pip runs that install the engine's requirements into `python`'s environment."""
-    pip = [str(python), "-I", "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-           "--progress-bar", "off"]
+    pip = [str(python), "-I", "-X", "utf8", "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+           "--progress-bar", "off", "--only-binary", ":all:"]  # wheels only: no package's build code runs
     requirements = ["-r", str(REQUIREMENTS)]
     if wheels:
         return [pip + ["--no-index", "--find-links", str(Path(wheels).resolve()), *requirements]]
@@ -204,29 +221,54 @@ def run_step(command: list[str], feedback, stage: str, start: float, end: float)
     feedback.progress(end)
 
 
+def remove(folder: Path) -> None:
+    """Remove an environment folder of ours; the CREATING mark goes last, so a folder that could not be
+    emptied (a file still in use) is still known as ours next time."""
+    for child in folder.iterdir():
+        if child.name != CREATING:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+    if [child.name for child in folder.iterdir()] in ([], [CREATING]):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def install(feedback, wheels: str | None = None, python: str | None = None, rebuild: bool = False) -> EngineEnv:
-    """Make (or complete) the environment and install the engine's requirements into it, then run the
-    engine there to check it; returns the ready environment. `rebuild`: make it anew (one that no
-    longer runs, e.g. after its Python was removed). A folder this run made is removed again on an
-    error or cancel."""
+    """Make (or complete, or update) the environment and install the engine's requirements into it, then
+    run the engine there to check it; returns the ready environment. `rebuild`: make it anew (one whose
+    Python no longer runs, e.g. removed by a QGIS upgrade). A folder this run made is removed again on
+    an error or cancel. OSError (permissions, a file in use) becomes EngineMissingError."""
+    try:
+        return _install(feedback or Feedback(), wheels, python, rebuild)
+    except OSError as exc:
+        raise EngineMissingError(f"cannot make SatGen's engine environment in {folder()}: {exc}; check that the "
+                                 f"folder is writable and no other QGIS is using it, or set SATGEN_ENV_DIR to "
+                                 f"another folder") from None
+
+
+def _install(feedback, wheels: str | None, python: str | None, rebuild: bool) -> EngineEnv:
     if wheels:
         check_wheels(wheels)
     env = EngineEnv(folder())
     made = False
     if rebuild or not env.ready:
+        base = base_python(python)  # before anything is removed
+        feedback.check_cancelled()
         if env.folder.exists():
             ours = (env.folder / CREATING).exists() or (env.folder / MARKER).exists()
             if not ours and any(env.folder.iterdir()):
                 raise EngineMissingError(f"{env.folder} exists and is not SatGen's environment; remove it or set "
                                          f"SATGEN_ENV_DIR to another folder")
-            shutil.rmtree(env.folder)
-        base = base_python(python)
-        env.folder.mkdir(parents=True)
+            (env.folder / CREATING).write_text("SatGen is making its engine environment here\n", encoding="utf-8")
+            remove(env.folder)
+        env.folder.mkdir(parents=True, exist_ok=True)
         (env.folder / CREATING).write_text("SatGen is making its engine environment here\n", encoding="utf-8")
         made = True
     try:
         if made:
-            run_step([str(base), "-I", "-m", "venv", str(env.folder)], feedback,
+            run_step([str(base), "-I", "-X", "utf8", "-m", "venv", str(env.folder)], feedback,
                      f"making SatGen's engine environment in {env.folder} with {base}", 0.0, 0.1)
         gpu = nvidia_gpu()
         commands = pip_commands(env.python, wheels, sys.platform, gpu)
@@ -238,12 +280,13 @@ def install(feedback, wheels: str | None = None, python: str | None = None, rebu
         if found["missing"]:
             raise EngineMissingError(f"the environment still lacks {', '.join(found['missing'])} after the install; "
                                      f"the log above says why")
-        record = {"made": time.strftime("%Y-%m-%dT%H:%M:%S"), "wheels": wheels, **found}
+        record = {"made": time.strftime("%Y-%m-%dT%H:%M:%S"), "wheels": wheels,
+                  "requirements": requirements_digest(), **found}
         (env.folder / MARKER).write_text(json.dumps(record, indent=1), encoding="utf-8")
         (env.folder / CREATING).unlink(missing_ok=True)
         feedback.progress(1.0)
         return env
     except BaseException:
         if made:
-            shutil.rmtree(env.folder, ignore_errors=True)
+            remove(env.folder)
         raise

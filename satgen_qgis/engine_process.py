@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import engine as engine_package
 from .engine import calls
-from .engine.errors import Cancelled, SatGenError
+from .engine.errors import SatGenError
 
 GRACE = 10.0  # seconds a cancelled engine process has to stop before it is killed
 # variables of QGIS's process that would point the engine's Python or GDAL at QGIS's own files
@@ -36,7 +36,11 @@ def worker_command(python: str) -> list[str]:
     root = Path(engine_package.__file__).resolve().parents[package.count(".") + 1]
     code = (f"import sys; sys.path.append({str(root)!r}); from {package}.worker import main; "
             f"sys.exit(main())")
-    return [python, "-I", "-c", code]
+    return [python, "-I", "-X", "utf8", "-c", code]  # -I ignores PYTHONIOENCODING; -X utf8 does not
+
+
+# subprocess.run/Popen keywords: no console window flashing up on Windows
+NO_WINDOW = {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)} if os.name == "nt" else {}
 
 
 def child_environment() -> dict:
@@ -137,7 +141,9 @@ def run_in_subprocess(python: str, request: dict, feedback) -> object:
                 pass
         if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
             kill(process)
-            raise Cancelled(f"cancelled; the engine did not stop within {GRACE:.0f} s and was ended")
+            raise SatGenError(f"Cancelled: the engine did not stop within {GRACE:.0f} s and was ended, so a hidden "
+                              f"partial file (.<name>.<host>-<pid>.part.<ext>) may be left beside the output; "
+                              f"delete it")
 
     try:
         for stream, line in follow(process, check):

@@ -13,6 +13,7 @@ georeferenced GeoTIFF and the legend and counts the colours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -411,7 +412,7 @@ def render_map_target(layers: list[QgsMapLayer], input_path: str, crs: QgsCoordi
                              feedback)
     finally:
         for path in (rendered, rendered + ".aux.xml"):
-            if os.path.exists(path):
+            with contextlib.suppress(OSError):  # a clean-up that fails must not hide the real error
                 os.remove(path)
     feedback.info(f"rendered in {time.perf_counter() - started:.1f} s; share of pixels per legend colour: "
                   + written["summary"])

@@ -18,9 +18,11 @@ from qgis.core import (
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingLayerPostProcessorInterface,
+    QgsRasterBandStats,
     QgsRasterLayer,
     QgsRasterShader,
     QgsRasterSymbolLegendNode,
+    QgsRectangle,
     QgsSingleBandPseudoColorRenderer,
 )
 from qgis.PyQt import sip
@@ -30,7 +32,8 @@ from qgis.PyQt.QtGui import QColor
 INTERPOLATED = getattr(getattr(Qgis, "ShaderInterpolationMethod", None), "Linear", None) or getattr(
     QgsColorRampShader, "Interpolated", None)
 
-_PENDING: list = []  # post-processors stay alive until QGIS has called them (it does not own them)
+_PENDING: list = []  # post-processors stay alive (QGIS may not own them)
+SAMPLE = 250_000  # pixels the uncertainty ramp's statistics are taken from
 
 
 class _Style(QgsProcessingLayerPostProcessorInterface):
@@ -49,7 +52,7 @@ def when_loaded(context, path: str | None, style: Callable[[QgsRasterLayer], Non
     if not path or not context.willLoadLayerOnCompletion(path):
         return
     post = _Style(style)
-    _PENDING[:] = _PENDING[-63:] + [post]
+    _PENDING.append(post)  # kept for the session: QGIS may still point to it after a batch of runs
     context.layerToLoadOnCompletionDetails(path).setPostProcessor(post)
 
 
@@ -103,9 +106,9 @@ def fill_source(references: int) -> Callable[[QgsRasterLayer], None]:
 def ramp(top_percentile: float = 98.0) -> Callable[[QgsRasterLayer], None]:
     """Band 1 in a yellow-to-purple ramp from 0 to its `top_percentile` percentile (an uncertainty)."""
     def style(layer: QgsRasterLayer) -> None:
-        provider = layer.dataProvider()
-        top = provider.bandStatistics(1).maximumValue
-        histogram = provider.histogram(1, 256)
+        provider = layer.dataProvider()  # statistics from a sample: this runs on QGIS's main thread
+        top = provider.bandStatistics(1, QgsRasterBandStats.Max, QgsRectangle(), SAMPLE).maximumValue
+        histogram = provider.histogram(1, 256, float("nan"), float("nan"), QgsRectangle(), SAMPLE)
         if histogram.histogramVector and histogram.binCount:
             total, seen = sum(histogram.histogramVector), 0
             for i, count in enumerate(histogram.histogramVector):

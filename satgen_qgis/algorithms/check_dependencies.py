@@ -1,6 +1,7 @@
 """satgen:check_dependencies: where the engine runs, with what, on which device; installs what is missing."""
 
 import json
+import os
 from pathlib import Path
 
 from qgis.core import (
@@ -64,14 +65,20 @@ class CheckDependenciesAlgorithm(SatGenAlgorithm):
             raise QgsProcessingException("WHEELS and PYTHON are for installing: tick INSTALL (INSTALL=true) too")
         try:
             found = self.engine_report(engine_feedback)
-            if install and (found["missing"] or found.get("broken")):
+            chosen = os.environ.get("SATGEN_PYTHON", "").strip()
+            if install and chosen:
+                raise QgsProcessingException(f"SATGEN_PYTHON names the engine's Python ({chosen}): install into it "
+                                             f"yourself (pip install -r {engine_env.REQUIREMENTS}), or unset "
+                                             f"SATGEN_PYTHON to let SatGen make its own environment")
+            if install and (found["missing"] or found.get("broken") or found.get("outdated")):
                 feedback.pushInfo(f"installing SatGen's engine environment into {engine_env.folder()}")
                 engine_env.install(engine_feedback, wheels=wheels, python=python, rebuild=bool(found.get("broken")))
                 found = self.engine_report(engine_feedback)
             elif install:
                 feedback.pushInfo("nothing is missing: nothing to install")
         except Cancelled:
-            raise QgsProcessingException("Cancelled by the user; the unfinished environment was removed.") from None
+            raise QgsProcessingException("Cancelled by the user; nothing was changed, or the unfinished environment "
+                                         "was removed.") from None
         except SatGenError as exc:
             raise QgsProcessingException(str(exc)) from None
         feedback.pushInfo(f"plugin: {found['plugin']}")
@@ -102,8 +109,16 @@ class CheckDependenciesAlgorithm(SatGenAlgorithm):
             return {**plugin, **environment.report()}
         try:
             found = runner.run_in_subprocess(python, calls.Call("environment").request(), feedback)
-        except SatGenError as exc:
-            found = {**environment.report(), "broken": str(exc)}
-            found["warnings"].insert(0, f"SatGen's engine environment does not run: {exc}")
-            found["missing"] = list(environment.REQUIRED.values())
+        except Cancelled:
+            raise
+        except SatGenError as exc:  # its Python is gone or does not start: nothing of QGIS's own is imported
+            found = {"python": "", "executable": python, "prefix": "", "broken": str(exc),
+                     "packages": {dist: None for dist in {**environment.REQUIRED, **environment.OPTIONAL}.values()},
+                     "missing": list(environment.REQUIRED.values()), "device": "unavailable (broken environment)",
+                     "warnings": [f"SatGen's engine environment does not run: {exc}"]}
+        env = engine_env.current()
+        if env is not None and env.outdated:
+            found["outdated"] = True
+            found["warnings"].append("this version of SatGen asks for other packages than its environment holds: "
+                                     "run Check dependencies with Install ticked to update it")
         return {**plugin, **found}

@@ -127,8 +127,8 @@ def test_the_worker_stops_when_its_parent_goes(tmp_path):
     call = calls.Call("apply_model", model, src, out, TileOptions(tile_size=32, batch_size=1), calls.FEEDBACK)
     process.stdin.write(json.dumps(call.request()) + "\n")
     process.stdin.flush()
-    first = process.stdout.readline()
-    assert "progress" in json.loads(first) or "info" in json.loads(first)
+    first = json.loads(process.stdout.readline())
+    assert {"progress", "info", "status"} & set(first)  # it has begun
     process.stdin.close()
     lines = process.stdout.read().splitlines()
     assert process.wait(timeout=60) == 1
@@ -138,9 +138,9 @@ def test_the_worker_stops_when_its_parent_goes(tmp_path):
 
 
 def test_stray_output_of_the_engine_goes_to_the_log_not_the_protocol(tmp_path):
-    # a library that prints to stdout (here: print() in the call) must not break the message stream
-    code = (f"import sys; sys.path.append({str(ROOT)!r}); import engine.environment as e; "
-            "real = e.report; e.report = lambda: (print('noise from a library'), real())[1]; "
+    # a library that writes to stdout (here: to file descriptor 1, as C code does) must not break the stream
+    code = (f"import os, sys; sys.path.append({str(ROOT)!r}); import engine.environment as e; "
+            "real = e.report; e.report = lambda: (os.write(1, b'noise from a library\\n'), real())[1]; "
             "from engine.worker import main; sys.exit(main())")
     done = subprocess.run([sys.executable, "-I", "-c", code], input=json.dumps(calls.Call("environment").request()),
                           capture_output=True, text=True, timeout=120)

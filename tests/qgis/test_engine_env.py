@@ -194,3 +194,29 @@ def test_desktop_offers_the_install_in_one_click_when_the_engine_is_missing(qgis
     plugin = SatGenPlugin(qgis_iface)
     plugin.offer_install()
     assert plugin.install_bar is None
+
+
+def test_a_broken_environment_is_rebuilt_and_a_failed_install_leaves_nothing(satgen_provider, monkeypatch, tmp_path):
+    """An environment whose Python no longer runs (say, removed by a QGIS upgrade) is made anew on INSTALL;
+    when that install fails (here: a wheel folder whose torch is not a wheel), the folder is removed again
+    and the message says what failed."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    env = tmp_path / "engine-env"
+    (env / "bin").mkdir(parents=True)
+    (env / "satgen-env.json").write_text("{}")
+    python = env / "bin" / "python"
+    python.write_text("#!/bin/sh\necho 'error while loading shared libraries: libpython3.11.so' >&2\nexit 127\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("SATGEN_ENV_DIR", str(env))
+    monkeypatch.delenv("SATGEN_PYTHON", raising=False)
+    report = processing.run("satgen:check_dependencies", {})
+    assert "does not run" in report["REPORT"] and report["MISSING"]  # said, not raised
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-9.9.9-py3-none-any.whl").write_bytes(b"not a wheel")
+    with pytest.raises(QgsProcessingException, match="failed"):
+        processing.run("satgen:check_dependencies", {"INSTALL": True, "WHEELS": str(wheels)})
+    assert not env.exists()  # neither the broken environment nor the unfinished one is left
