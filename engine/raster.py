@@ -8,11 +8,13 @@ complete, so a failed or cancelled run never leaves a file under the target name
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import warnings
-from typing import TYPE_CHECKING, cast
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import numpy as np
 import rasterio
@@ -22,9 +24,6 @@ from rasterio.windows import Window
 
 from .errors import InputError, OutputError
 from .windows import reflect_indices
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
 
 BLOCK = 256
 # GDAL's block cache defaults to 5 % of RAM, which would let memory grow with the
@@ -226,7 +225,6 @@ class RollingReader(BlockReader):
             self._read_columns(self.src, window, out, 0, self.src.width)
             return
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="satgen-read")
         h = self._half
         right = self._pool.submit(self._read_columns, self._twin, window, out, h, self.src.width)
@@ -326,6 +324,17 @@ def overview_factors(width: int, height: int, overviews: str = "auto") -> list[i
     return factors
 
 
+_WRITER: ThreadPoolExecutor | None = None
+
+
+def _writer_thread() -> ThreadPoolExecutor:
+    """The one thread that writes outputs' block rows (GeoTiffWriter._flush), made on first use."""
+    global _WRITER
+    if _WRITER is None:
+        _WRITER = ThreadPoolExecutor(1, thread_name_prefix="satgen-write")
+    return _WRITER
+
+
 class GeoTiffWriter:
     """Writes rows top to bottom into an open GeoTIFF, in whole block rows; on close, builds
     internal overviews when asked (`overviews`, see overview_factors), by averaging or, for
@@ -357,6 +366,7 @@ class GeoTiffWriter:
         self._buffer = np.empty((len(band_names), 0, width), dtype)
         self._filled = 0  # rows of the buffer holding data not yet written
         self._next_row = 0  # raster row of the buffer's first row
+        self._pending: Future | None = None  # the block rows being written (one at a time), see _flush
 
     def next_rows(self, n: int) -> np.ndarray:
         """A (bands, n, width) array for the next n rows, to be filled by the caller;
@@ -378,18 +388,33 @@ class GeoTiffWriter:
         count = self._filled - self._filled % self.block_rows if whole_blocks else self._filled
         if count == 0:
             return
-        try:
-            self.dst.write(self._buffer[:, :count], window=Window(0, self._next_row, self._buffer.shape[2], count))
-        except rasterio.errors.RasterioIOError as exc:  # the input is not read here: a failed write
-            raise OutputError(f"writing the GeoTIFF failed ({exc}); the disk may be full or a file-size limit "
-                              f"reached") from None
+        # written (and compressed, in GDAL, without the GIL) by a writer thread while the caller goes on:
+        # one write in flight, so memory holds one more copy of a row of blocks at most
+        block, window = self._buffer[:, :count].copy(), Window(0, self._next_row, self._buffer.shape[2], count)
+        self._wait()
+        self._pending = _writer_thread().submit(self._write, block, window)
         self._next_row += count
         rest = self._filled - count
         self._buffer[:, :rest] = self._buffer[:, count:self._filled]
         self._filled = rest
 
+    def _write(self, block: np.ndarray, window: Window) -> None:
+        try:
+            with rasterio.Env(**GDAL_ENV):  # GDAL's settings are per thread
+                self.dst.write(block, window=window)
+        except rasterio.errors.RasterioIOError as exc:  # the input is not read here: a failed write
+            raise OutputError(f"writing the GeoTIFF failed ({exc}); the disk may be full or a file-size limit "
+                              f"reached") from None
+
+    def _wait(self) -> None:
+        """Wait for the write in flight; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def close(self) -> None:
         self._flush(whole_blocks=False)
+        self._wait()
         if self._next_row != self.dst.height:
             raise RuntimeError(f"wrote {self._next_row} of {self.dst.height} rows")  # a pipeline bug, not user error
         self.dst.close()  # GDAL writes the last blocks and the directory here, and does not say if that fails
@@ -413,6 +438,8 @@ class GeoTiffWriter:
             verify_geotiff(self.dst.name, overview_level=level)
 
     def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the error being handled is the one that counts
+            self._wait()
         self.dst.close()
 
 

@@ -71,7 +71,7 @@ def add_arguments(p) -> None:
                    help="trained model for the seam measures (a random-init model shows no seams to measure; "
                         f"default {SEAM_MODEL}, else the bench model)")
     p.add_argument("--quick", action="store_true", help="fast smoke run: tiny model, small rasters")
-    p.add_argument("--only", choices=["efficiency", "engine-process"],
+    p.add_argument("--only", choices=["efficiency", "engine-process", "null-model"],
                    help="measure only this part (efficiency: the end-to-end/forward runs and the profile, in "
                         "a minute; engine-process: the cost of running the engine as a subprocess, as the plugin "
                         "does with SatGen's environment); its report goes to WORK/bench_<part>.json unless --out "
@@ -86,7 +86,7 @@ def add_arguments(p) -> None:
 # ---------------------------------------------------------------- the model
 
 
-def make_bench_model(path: Path, input_path: str, ngf: int, seed: int = SEED) -> Path:
+def make_bench_model(path: Path, input_path: str, ngf: int, seed: int = SEED, depth: int = 8) -> Path:
     """A random-init pix2pix U-Net (depth 8, as the translation model) saved as a real
     SatGen model file, inputs scaled from the raster's 2nd/98th percentiles."""
     import numpy as np
@@ -105,7 +105,7 @@ def make_bench_model(path: Path, input_path: str, ngf: int, seed: int = SEED) ->
         dtype = src.dtypes[0]
     scaling = fit_percentiles(sample.reshape(sample.shape[0], -1).astype(np.float64))
     torch.manual_seed(seed)
-    params = dict(in_channels=len(names), out_channels=3, ngf=ngf, depth=8)
+    params = dict(in_channels=len(names), out_channels=3, ngf=ngf, depth=depth)
     card = ModelCard(
         task="image-to-image", architecture="unet", params=params,
         inputs=Bands(names=names, low=list(scaling.low), high=list(scaling.high), dtype=dtype, clip=3.0),
@@ -473,6 +473,63 @@ def measure_engine_process(input_path: str, work: Path, python: str, sides=(256,
     return out
 
 
+def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: int = 3) -> dict:
+    """The pipeline's own cost: apply_model with a model whose forward costs nothing (a real model file,
+    its network swapped here for one that passes the first three input bands through) on a `side` px
+    4-band raster, against gdal_translate reading the same file and writing the same kind of GeoTIFF
+    (3 bands uint8, scaled, tiled 256, ZSTD level 1), alternating, medians of `repeats`."""
+    import shutil
+    import statistics
+    import subprocess  # nosec B404
+
+    import torch
+
+    from ..modelfile import load_model
+    from ..pipeline import TileOptions, apply_model
+    from ..raster import BLOCK, output_compression
+
+    canvas = str(work / f"canvas_{side}.tif")
+    if not Path(canvas).exists():
+        make_canvas(input_path, canvas, side)
+    model = make_bench_model(work / "bench_null_unet.satgen", canvas, ngf=1, depth=2)
+    loaded = load_model(model)
+
+    class PassThrough(torch.nn.Module):
+        def forward(self, x):
+            return x[:, :3]
+
+    loaded.module = PassThrough()
+    gdal = shutil.which("gdal_translate")
+    if gdal is None:
+        raise RuntimeError("gdal_translate is not on PATH (Debian: gdal-bin)")
+    lo, hi = loaded.card.inputs.low, loaded.card.inputs.high
+    options = {**{k.upper(): v for k, v in output_compression().items()}, "PREDICTOR": 2, "TILED": "YES",
+               "BLOCKXSIZE": BLOCK, "BLOCKYSIZE": BLOCK}  # as GeoTiffWriter writes a uint8 output
+    command = [gdal, "-q", "-ot", "Byte", "-b", "1", "-b", "2", "-b", "3"]
+    for band in range(3):
+        command += [f"-scale_{band + 1}", f"{lo[band]:g}", f"{hi[band]:g}", "0", "255"]
+    for key, value in options.items():
+        command += ["-co", f"{key}={value}"]
+    ours, theirs = [], []
+    for i in range(repeats):
+        out = work / f"null_{i}.tif"
+        t = time.perf_counter()
+        apply_model(loaded, canvas, out, TileOptions(batch_size=4, device="cpu", overviews="no"))
+        ours.append(time.perf_counter() - t)
+        copy = work / f"gdal_{i}.tif"
+        copy.unlink(missing_ok=True)
+        t = time.perf_counter()
+        subprocess.run([*command, canvas, str(copy)], check=True)  # nosec B603
+        theirs.append(time.perf_counter() - t)
+        _log(f"  run {i + 1}: pipeline {ours[-1]:.2f} s, gdal_translate {theirs[-1]:.2f} s")
+    mp = side * side / 1e6
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return {"side": side, "runs": repeats, "pipeline_s": [round(x, 3) for x in ours],
+            "gdal_translate_s": [round(x, 3) for x in theirs], "pipeline_mp_per_s": round(mp / a, 2),
+            "gdal_mp_per_s": round(mp / b, 2), "null_model_vs_gdal": round(b / a, 3),
+            "gdal_command": " ".join(command[1:]) + " IN OUT", "creation_options": options}
+
+
 def main(args) -> int:
     import torch
 
@@ -481,6 +538,18 @@ def main(args) -> int:
     from ..pipeline import TileOptions
 
     started = time.perf_counter()
+    if args.only == "null-model":
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        _log("null model: the pipeline with a near-null U-Net against gdal_translate on the same raster")
+        result = measure_null_model(args.input, work)
+        result.update(command="python -m engine bench " + " ".join(sys.argv[2:]),
+                      date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cpu=_cpu_name(), cpu_count=os.cpu_count())
+        out = Path(args.out or work / "bench_null-model.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"null_model_vs_gdal {result['null_model_vs_gdal']} (pipeline {result['pipeline_mp_per_s']} MP/s, "
+              f"gdal_translate {result['gdal_mp_per_s']} MP/s); wrote {out}")
+        return 0
     if args.only == "engine-process":
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
