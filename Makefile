@@ -9,7 +9,7 @@ SYS_PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.satgen-installed
-APT_PACKAGES := qgis python3-qgis qgis-providers xvfb python3-rasterio python3-shapely python3-pytest python3-venv python3-pip zip
+APT_PACKAGES := qgis python3-qgis qgis-providers xvfb python3-rasterio python3-shapely python3-pytest python3-venv python3-pip zip gdal-bin
 # Debian's /usr/bin/qgis_process wrapper passes --noversioncheck, which qgis_process rejects:
 # call the binary, with this plugin and the venv's packages, headless, in a profile of our own.
 DEV_PLUGIN := build/dev-plugin
@@ -40,6 +40,7 @@ setup: system-deps $(STAMP)
 system-deps:
 	@if $(SYS_PYTHON) -c 'import qgis.core, rasterio, shapely, pytest' 2>/dev/null \
 		&& [ -x /usr/bin/qgis_process.bin ] && command -v xvfb-run >/dev/null && command -v zip >/dev/null \
+		&& command -v gdal_translate >/dev/null \
 		&& $(SYS_PYTHON) -c 'import ensurepip' 2>/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing QGIS and system packages with apt-get (a few minutes, once)"; \

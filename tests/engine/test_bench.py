@@ -92,7 +92,9 @@ def test_quick_bench_writes_a_report(tmp_path):
     assert 0.5 < p["seam_boundary_ratio"] < 2 and 0.5 < p["seam_boundary_ratio_crop"] < 2
     assert p["seam_psnr_db"] is None or p["seam_psnr_db"] > 10
     assert report["model"]["weights"] == "random init, seed 0"
-    assert set(report["goals"]) == {"efficiency", "peak_rss_ratio", "seam_boundary_ratio", "seam_vs_crop"}
+    assert set(report["goals"]) == {"efficiency", "peak_rss_ratio", "seam_boundary_ratio", "seam_vs_crop",
+                                    "null_model_vs_gdal"}
+    assert p["null_model_vs_gdal"] > 0 and p["gdal_translate_mp_per_s"] > 0
 
 
 def test_bench_only_efficiency_writes_its_own_report(tmp_path):
