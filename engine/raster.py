@@ -325,6 +325,7 @@ def overview_factors(width: int, height: int, overviews: str = "auto") -> list[i
 
 
 _WRITER: ThreadPoolExecutor | None = None
+ASYNC_WRITES = True  # False: GeoTiffWriter writes on the caller's thread (for comparing in the bench)
 
 
 def _writer_thread() -> ThreadPoolExecutor:
@@ -392,7 +393,10 @@ class GeoTiffWriter:
         # one write in flight, so memory holds one more copy of a row of blocks at most
         block, window = self._buffer[:, :count].copy(), Window(0, self._next_row, self._buffer.shape[2], count)
         self._wait()
-        self._pending = _writer_thread().submit(self._write, block, window)
+        if ASYNC_WRITES:
+            self._pending = _writer_thread().submit(self._write, block, window)
+        else:
+            self._write(block, window)
         self._next_row += count
         rest = self._filled - count
         self._buffer[:, :rest] = self._buffer[:, count:self._filled]
