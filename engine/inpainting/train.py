@@ -140,10 +140,11 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
         dataset.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
         sums = {"loss_g_hole": 0.0, "loss_g_valid": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
-        started = time.perf_counter()
+        started, images = time.perf_counter(), 0
         for step, batch in enumerate(loader):
             feedback.check_cancelled()
             x, cloud, valid = batch["x"].to(device), batch["cloud"].to(device), batch["valid"].to(device)
+            images += x.shape[0]
             condition = model_input(x, cloud)
             fake = generator(condition)
             comp = composite(x, fake, cloud)
@@ -170,10 +171,11 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
             sums["loss_g_valid"] += loss_valid.item()
             feedback.progress((epoch * steps + step + 1) / total_steps)
             feedback.status(training_status(epoch, config.epochs, step, steps, history))
+        images_per_s = images / (time.perf_counter() - started)  # the training steps alone
         sched_g.step()
         sched_d.step()
 
-        entry = {"epoch": epoch + 1,
+        entry = {"epoch": epoch + 1, "images_per_s": images_per_s,
                  **{k: v / steps for k, v in sums.items()
                     if config.adversarial or k in ("loss_g_hole", "loss_g_valid")},
                  **evaluate_inpainter(generator, items, device), "seconds": time.perf_counter() - started}

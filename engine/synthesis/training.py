@@ -175,6 +175,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
         idx = balanced_indices(y_train, steps * config.batch_size, g)
         net.train()
         sums: dict[str, float] = {}
+        epoch_started = time.monotonic()
         for step in range(steps):
             feedback.check_cancelled()
             b = idx[step * config.batch_size:(step + 1) * config.batch_size]
@@ -196,6 +197,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
             feedback.progress(((epoch - start_epoch) * steps + step + 1) / ((config.epochs - start_epoch) * steps))
             feedback.status(training_status(epoch, config.epochs, step, steps, history))
         row = {"epoch": epoch + 1, **{key: v / steps for key, v in sums.items()},
+               "images_per_s": steps * config.batch_size / (time.monotonic() - epoch_started),
                "seconds": time.monotonic() - started}
         if not is_gan and val_data is not None:
             row["val_denoise"] = _val_denoise(ema, val_data, torch.from_numpy(y_val), device)

@@ -166,10 +166,11 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
         loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=False)
         dataset.set_epoch(epoch)
         sums = {"loss_g_l1": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
-        started = time.perf_counter()
+        started, images = time.perf_counter(), 0
         for step, batch in enumerate(loader):
             feedback.check_cancelled()
             x, y, valid = batch["x"].to(device), batch["y"].to(device), batch["valid"].to(device)
+            images += x.shape[0]
             fake = generator(x)
             if config.adversarial:
                 # discriminator: real pairs -> 1, generated pairs -> 0
@@ -197,10 +198,11 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
             sums["loss_g_l1"] += loss_l1.item()
             feedback.progress((epoch * steps + step + 1) / total_steps)
             feedback.status(training_status(epoch, config.epochs, step, steps, history))
+        images_per_s = images / (time.perf_counter() - started)  # the training steps alone
         sched_g.step()
         sched_d.step()
 
-        entry = {"epoch": epoch + 1,
+        entry = {"epoch": epoch + 1, "images_per_s": images_per_s,
                  **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
                  **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
         check_losses(entry, epoch + 1, epoch)

@@ -69,7 +69,7 @@ def test_training_writes_model_card_and_report(trained):
     for name in ("loss_curves.png", "samples.png", "metrics.json", "checkpoint.pt"):
         assert (report / name).is_file()
     history = json.loads((report / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["images_per_s"] > 0 for h in history)
 
 
 @needs_samples

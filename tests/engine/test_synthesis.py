@@ -197,6 +197,7 @@ def test_tiny_training_writes_model_and_report(tiny_models, arch):
     train_synthesis(config)
     metrics = json.loads((__import__("pathlib").Path(config.report_dir) / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert all(h["images_per_s"] > 0 for h in metrics["history"])
     if arch == "diffusion":  # guidance chosen after training, on the training patches; the table is in the card
         from engine.synthesis.guidance import GRID, pick
 

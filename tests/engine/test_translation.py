@@ -68,6 +68,7 @@ def test_tiny_training_writes_model_card_and_report_and_resumes(real_pair, tmp_p
     train_translation(tiny_config(real_pair, tmp_path, epochs=2))
     history = json.loads((report / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+    assert all(h["images_per_s"] > 0 for h in history)  # training speed, per epoch
     # a checkpoint of other settings is not silently mixed in
     with pytest.raises(InputError, match="other settings"):
         train_translation(tiny_config(real_pair, tmp_path, epochs=3, lambda_l1=10.0))
