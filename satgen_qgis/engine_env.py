@@ -256,6 +256,7 @@ def _install(feedback, wheels: str | None, python: str | None, rebuild: bool) ->
     if rebuild or not env.ready:
         base = base_python(python)  # before anything is removed
         feedback.check_cancelled()
+        engine_process.close_idle()  # an idle engine process may be running from this folder
         if env.folder.exists():
             ours = (env.folder / CREATING).exists() or (env.folder / MARKER).exists()
             if not ours and any(env.folder.iterdir()):

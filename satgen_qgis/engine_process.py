@@ -1,10 +1,12 @@
 """The engine as a child process (engine/worker.py): start it isolated from QGIS's Python, pass the
 request, turn its JSON lines into progress and log lines, pass the cancel button on as a `cancel`
 line (the engine stops at its next check and removes what it had begun; a process still running
-GRACE seconds later is killed, with the processes it started), and raise its errors again."""
+GRACE seconds later is killed, with the processes it started), and raise its errors again. A
+process is kept IDLE_SECONDS for the next run (SATGEN_WORKER_IDLE; 0: one process per run)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -114,64 +116,157 @@ def log(feedback, line: str) -> None:
         feedback.console(line)
 
 
+# seconds an engine process waits, idle, for the next run before it is ended (0: one process per run);
+# a kept process spares the next run the start and the imports (*Performance* in the README)
+IDLE_SECONDS = float(os.environ.get("SATGEN_WORKER_IDLE", "600") or 0)
+_IDLE: list[Worker] = []
+_IDLE_LOCK = threading.Lock()
+
+
+class Worker:
+    """One engine process serving calls one after another (engine/worker.py), its output lines
+    pumped into a queue by two threads for as long as it lives."""
+
+    def __init__(self, python: str):
+        self.python = python
+        self.process = start(worker_command(python))
+        self.lines: queue.Queue = queue.Queue()
+        self.open_streams = 2
+        self.idle_since = 0.0
+        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
+            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+
+    def _pump(self, name, stream) -> None:
+        try:
+            for line in stream:
+                self.lines.put((name, line.rstrip("\r\n")))
+        except (OSError, ValueError):  # closed under it
+            pass
+        self.lines.put((name, None))
+
+    def send(self, line: str) -> bool:
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def usable(self) -> bool:
+        return self.process.poll() is None and self.open_streams == 2
+
+    def close(self) -> None:
+        """End it: stdin's end makes it exit; killed if it has not after a few seconds."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            kill(self.process)
+        close_pipes(self.process)
+
+
+def _take(python: str) -> tuple[Worker, bool]:
+    """An idle process for `python`, or a new one; (worker, whether it had served before)."""
+    now = time.monotonic()
+    with _IDLE_LOCK:
+        expired = [w for w in _IDLE if now - w.idle_since > IDLE_SECONDS or not w.usable()]
+        for worker in expired:
+            _IDLE.remove(worker)
+        found = next((w for w in _IDLE if w.python == python), None)
+        if found is not None:
+            _IDLE.remove(found)
+    for worker in expired:
+        worker.close()
+    return (found, True) if found is not None else (Worker(python), False)
+
+
+def _give_back(worker: Worker) -> None:
+    if IDLE_SECONDS > 0 and worker.usable():
+        worker.idle_since = time.monotonic()
+        with _IDLE_LOCK:
+            _IDLE.append(worker)
+    else:
+        worker.close()
+
+
+@atexit.register
+def close_idle() -> None:
+    """End the idle engine processes (at exit; they would also end when QGIS's end closes their stdin)."""
+    with _IDLE_LOCK:
+        idle = list(_IDLE)
+        _IDLE.clear()
+    for worker in idle:
+        worker.close()
+
+
 def run_in_subprocess(python: str, request: dict, feedback) -> object:
+    """Run `request` in an engine process of `python` (an idle one when there is one); its result,
+    or its error raised again."""
     if not Path(python).exists():
         raise EngineMissingError(f"SatGen's engine environment is broken: {python} does not exist; run SatGen > Check "
                                  f"dependencies with 'Install what is missing' ticked to build it again")
-    try:
-        process = start(worker_command(python))
-    except OSError as exc:
-        raise EngineMissingError(f"cannot start SatGen's engine with {python} ({exc}); run SatGen > Check dependencies "
-                                 f"with 'Install what is missing' ticked to build its environment again") from None
-    try:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-    except OSError:
-        pass  # it has already stopped: its stderr says why
-    outcome, cancel_sent, tail = None, None, []
-
-    def check():  # the cancel button: ask the engine to stop, end it GRACE seconds later
-        nonlocal cancel_sent
-        if cancel_sent is None and feedback is not None and feedback.is_cancelled():
-            cancel_sent = time.monotonic()
-            try:
-                process.stdin.write("cancel\n")
-                process.stdin.flush()
-            except OSError:
-                pass
-        if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
-            kill(process)
-            raise SatGenError(f"Cancelled: the engine did not stop within {GRACE:.0f} s and was ended, so a hidden "
-                              f"partial file (.<name>.<host>-<pid>.part.<ext>) may be left beside the output; "
-                              f"delete it")
-
-    try:
-        for stream, line in follow(process, check):
-            if stream == "stderr":
-                tail = (tail + [line])[-20:]
-                log(feedback, line)
-            else:
-                outcome = handle(line, feedback) or outcome
-    finally:
-        if process.poll() is None:
-            try:
-                process.stdin.close()
-            except OSError:
-                pass
+    for _attempt in range(2):
         try:
-            process.wait(timeout=GRACE)
-        except subprocess.TimeoutExpired:
-            kill(process)
-        close_pipes(process)
+            worker, reused = _take(python)
+        except OSError as exc:
+            raise EngineMissingError(f"cannot start SatGen's engine with {python} ({exc}); run SatGen > Check "
+                                     f"dependencies with 'Install what is missing' ticked to build its environment "
+                                     f"again") from None
+        while reused and not worker.lines.empty():  # what it wrote while idle belongs to no run
+            _stream, line = worker.lines.get_nowait()
+            if line is None:
+                worker.open_streams -= 1
+        if worker.usable() and worker.send(json.dumps(request)):
+            break
+        worker.close()
+        if not reused:
+            break  # a new process that cannot take a request: its stderr tells why (below)
+    outcome, tail = _serve(worker, feedback)
     if outcome is None:
-        raise SatGenError(f"SatGen's engine stopped without an answer (exit status {process.returncode}); "
+        worker.close()
+        raise SatGenError(f"SatGen's engine stopped without an answer (exit status {worker.process.returncode}); "
                           f"its last lines: {' | '.join(tail[-5:]) or 'none'}")
+    _give_back(worker)
     kind, value = outcome
     if kind == "error":
         if value.get("type") == "internal":
             raise SatGenError(f"SatGen's engine failed: {value.get('message')} (the log above has the details)")
         calls.raise_error(value)
     return value
+
+
+def _serve(worker: Worker, feedback) -> tuple[tuple[str, object] | None, list[str]]:
+    """Follow one call: progress and log lines to `feedback`, the cancel button passed on (a process
+    that has not stopped GRACE seconds later is killed); (("result" | "error", value) or None when the
+    process ended without one, its last stderr lines)."""
+    cancel_sent, tail = None, []
+    while worker.open_streams:
+        if cancel_sent is None and feedback is not None and feedback.is_cancelled():
+            cancel_sent = time.monotonic()
+            worker.send("cancel")
+        if cancel_sent is not None and time.monotonic() - cancel_sent > GRACE:
+            kill(worker.process)
+            worker.close()
+            raise SatGenError(f"Cancelled: the engine did not stop within {GRACE:.0f} s and was ended, so a hidden "
+                              f"partial file (.<name>.<host>-<pid>.part.<ext>) may be left beside the output; "
+                              f"delete it")
+        try:
+            stream, line = worker.lines.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if line is None:
+            worker.open_streams -= 1
+        elif stream == "stderr":
+            tail = (tail + [line])[-20:]
+            log(feedback, line)
+        else:
+            outcome = handle(line, feedback)
+            if outcome is not None:
+                return outcome, tail
+    return None, tail
 
 
 def handle(line: str, feedback):

@@ -184,8 +184,40 @@ print('ok')
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_threads_and_pipes_are_released(tmp_path):
+def test_one_engine_process_serves_run_after_run_and_is_ended_when_idle_is_off(tmp_path, monkeypatch):
+    engine_process.close_idle()
     before = threading.active_count()
-    for _ in range(3):
+    for _ in range(3):  # errors and results alike leave the process ready for the next run
         engine_process.run_in_subprocess(sys.executable, calls.Call("environment").request(), Recorder())
-    assert threading.active_count() <= before + 1
+        with pytest.raises(InputError):
+            engine_process.run_in_subprocess(sys.executable, calls.Call("translate", str(tmp_path / "none.tif"),
+                                                                       str(tmp_path / "o.tif")).request(), Recorder())
+    (worker,) = engine_process._IDLE  # one process served all six runs
+    assert worker.usable() and threading.active_count() == before + 2  # its two output pumps
+    engine_process.close_idle()
+    assert worker.process.returncode is not None and threading.active_count() <= before + 2
+    monkeypatch.setattr(engine_process, "IDLE_SECONDS", 0)
+    engine_process.run_in_subprocess(sys.executable, calls.Call("environment").request(), Recorder())
+    assert engine_process._IDLE == []  # ended after its run
+
+
+def test_a_cancel_sent_with_the_request_is_not_lost(tmp_path):
+    # the plugin's cancel can reach the worker right behind its request, before the call has begun
+    src, model = raster_and_model(tmp_path, size=1024)
+    process = engine_process.start(engine_process.worker_command(sys.executable))
+    call = calls.Call("apply_model", model, src, tmp_path / "out.tif", TileOptions(tile_size=32), calls.FEEDBACK)
+    process.stdin.write(json.dumps(call.request()) + "\ncancel\n")
+    process.stdin.flush()
+    answer = None
+    while answer is None:
+        message = json.loads(process.stdout.readline())
+        answer = message.get("error") or message.get("result")
+    assert answer["type"] == "Cancelled" and not (tmp_path / "out.tif").exists()
+    process.stdin.write(json.dumps(calls.Call("environment").request()) + "\n")  # the next call runs
+    process.stdin.flush()
+    while "result" not in (message := json.loads(process.stdout.readline())):
+        pass
+    assert message["result"]["missing"] == []
+    process.stdin.close()
+    assert process.wait(timeout=60) == 0
+    engine_process.close_pipes(process)
