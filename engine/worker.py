@@ -75,7 +75,7 @@ class PipeFeedback(Feedback):
 def read_lines(stdin, feedback: PipeFeedback) -> queue.Queue:
     """(number, request line) from stdin, in a queue (None at its end), read by a daemon thread that
     also takes `cancel` lines (and the end) as a cancel of the last request."""
-    requests: queue.Queue = queue.Queue()
+    inbox: queue.Queue = queue.Queue()
 
     def watch():
         number = 0
@@ -84,12 +84,12 @@ def read_lines(stdin, feedback: PipeFeedback) -> queue.Queue:
                 feedback.cancelled_up_to = number
             elif line.strip():
                 number += 1
-                requests.put((number, line))
+                inbox.put((number, line))
         feedback.cancelled_up_to = sys.maxsize  # stdin closed: the plugin is gone or done with this worker
-        requests.put(None)
+        inbox.put(None)
 
     threading.Thread(target=watch, name="satgen-stdin", daemon=True).start()
-    return requests
+    return inbox
 
 
 def main() -> int:
@@ -97,9 +97,9 @@ def main() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray writes to fd 1 go to stderr
     sys.stdout = sys.stderr
     feedback = PipeFeedback(protocol)
-    requests = read_lines(sys.stdin, feedback)
+    inbox = read_lines(sys.stdin, feedback)
     status = 0
-    while (item := requests.get()) is not None:
+    while (item := inbox.get()) is not None:
         number, line = item
         try:
             request = json.loads(line)
