@@ -53,11 +53,11 @@ def child_environment() -> dict:
 
 def start(command: list[str], **kwargs) -> subprocess.Popen:
     """A child process with pipes, in its own process group, without a console window on Windows."""
-    flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+    group = {"creationflags": NO_WINDOW["creationflags"] | subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" \
+        else {"start_new_session": True}
     return subprocess.Popen(  # nosec B603  # a list, no shell
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        encoding="utf-8", errors="replace", bufsize=1, env=child_environment(),
-        start_new_session=os.name != "nt", creationflags=flags if os.name == "nt" else 0, **kwargs)
+        encoding="utf-8", errors="replace", bufsize=1, env=child_environment(), **group, **kwargs)
 
 
 def kill(process: subprocess.Popen) -> None:
@@ -83,12 +83,12 @@ def close_pipes(process: subprocess.Popen) -> None:
             pass
 
 
-def follow(process: subprocess.Popen, check: Callable[[], None]) -> Iterator[tuple[str, str]]:
-    """(stream, line) pairs from a child's stdout and stderr as they come, until both end; `check()` runs
-    at least every 0.1 s in between (to look at the cancel button; it may raise)."""
+def pump(process: subprocess.Popen) -> queue.Queue:
+    """A queue of (stream, line) from a child's stdout and stderr as they come, and (stream, None) at
+    each one's end, filled by two daemon threads while the caller looks at its cancel button."""
     out: queue.Queue = queue.Queue()
 
-    def pump(name, stream):
+    def read(name, stream):
         try:
             for line in stream:
                 out.put((name, line.rstrip("\r\n")))
@@ -97,7 +97,14 @@ def follow(process: subprocess.Popen, check: Callable[[], None]) -> Iterator[tup
         out.put((name, None))
 
     for name, stream in (("stdout", process.stdout), ("stderr", process.stderr)):
-        threading.Thread(target=pump, args=(name, stream), daemon=True).start()
+        threading.Thread(target=read, args=(name, stream), daemon=True).start()
+    return out
+
+
+def follow(process: subprocess.Popen, check: Callable[[], None]) -> Iterator[tuple[str, str]]:
+    """(stream, line) pairs from a child's stdout and stderr as they come, until both end; `check()` runs
+    at least every 0.1 s in between (to look at the cancel button; it may raise)."""
+    out = pump(process)
     open_streams = 2
     while open_streams:
         check()
@@ -130,19 +137,9 @@ class Worker:
     def __init__(self, python: str):
         self.python = python
         self.process = start(worker_command(python))
-        self.lines: queue.Queue = queue.Queue()
+        self.lines = pump(self.process)
         self.open_streams = 2
         self.idle_since = 0.0
-        for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
-            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
-
-    def _pump(self, name, stream) -> None:
-        try:
-            for line in stream:
-                self.lines.put((name, line.rstrip("\r\n")))
-        except (OSError, ValueError):  # closed under it
-            pass
-        self.lines.put((name, None))
 
     def send(self, line: str) -> bool:
         try:

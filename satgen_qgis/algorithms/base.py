@@ -313,9 +313,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
         return parts.get("path") or layer.source()
 
     # -- running --------------------------------------------------------------
-    def processAlgorithm(self, parameters, context, feedback):
-        if runner.engine_python() is None and runner.environment.missing():
-            raise QgsProcessingException(runner.missing_message())
+    def processAlgorithm(self, parameters, context, feedback):  # where the engine is missing, runner.run says so
         from ..engine.errors import Cancelled, SatGenError
 
         try:
