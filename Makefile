@@ -53,7 +53,7 @@ system-deps:
 
 $(STAMP): requirements.txt constraints.txt
 	[ -x $(PY) ] || $(SYS_PYTHON) -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-cache-dir -c constraints.txt -r requirements.txt
 	$(PY) -c 'import qgis.core, torch, torchvision, rasterio, safetensors, numpy; assert numpy.__version__ < "2"'
 	touch $@
 
