@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training.options import derive_from_patch, option
+from ..training.options import RunOptions, derive_from_patch, option
 
 FILLS = ("harmonic", "push_pull")  # the interpolations the U-Net may correct (engine.inpainting.fills)
 
@@ -15,7 +15,7 @@ MAX_DEPTH = 7  # the inpainter needs context, not a 1 px bottleneck
 
 
 @dataclass
-class InpaintingConfig:
+class InpaintingConfig(RunOptions):
     inputs: list[str] = option(help="clear raster(s), all with the same bands and dtype")
     output_model: str = option(help="model file to write (.satgen)")
     report_dir: str = option(help="folder for checkpoint, loss curves, samples, metrics")

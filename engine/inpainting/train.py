@@ -14,7 +14,6 @@ a checkpoint every epoch (re-running the same command resumes) and a report
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,10 @@ from ..errors import InputError
 from ..modelfile import save_model
 from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
-from ..progress import Feedback, training_status
-from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
-from ..training.objectives import check_losses, gan_loss, masked_l1
+from ..progress import Feedback
+from ..training.checkpoint import fingerprint_of, pix2pix_parts
+from ..training.loop import RUN_FIELDS, Run, start, train
+from ..training.objectives import gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import FILLS, InpaintingConfig
 from .data import InpaintPatches, RealMasks, fit_scaling, load_clear, validation_set
@@ -89,111 +89,115 @@ def evaluate_inpainter(generator, items, device, batch: int = 8) -> dict[str, fl
 def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None) -> Path:
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
-    # filled by InpaintingConfig.__post_init__
-    assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
-    assert config.block_size is not None  # nosec B101  # type narrowing
     _check(config)
-    report, ckpt_path, device = begin_run(config, [*config.inputs, *config.real_masks, *config.exclude_masks])
+    report, ckpt_path, run = start(config, [*config.inputs, *config.real_masks, *config.exclude_masks])
+    return train(InpaintTask(config, run), config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
-    scenes = load_clear(config.inputs, config.bands, config.block_size, config.val_fraction, config.seed,
-                        config.patch_size, config.exclude_masks)
-    scaling = fit_scaling(scenes, seed=config.seed)
-    real = RealMasks(config.real_masks, config.patch_size) if config.real_masks else None
-    coverage = (config.coverage_min, config.coverage_max)
-    dataset = InpaintPatches(scenes, scaling, config.patch_size, config.patches_per_epoch, coverage, real,
-                             config.real_share, seed=config.seed, jitter=config.jitter, clip=CLIP)
-    items = validation_set(scenes, scaling, config.patch_size, coverage, real, clip=CLIP)
-    if not items:
-        raise InputError("no held-out block has enough valid pixels for validation; use a smaller block size")
-    bands = scenes[0].band_names
-    n = len(bands)
-    g_params: dict[str, Any] = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth,
-                                    fill=config.fill)
-    generator = InpaintUNet(**g_params).to(device)
-    discriminator = PatchGAN(2 * n + 1, ndf=config.ndf).to(device)
-    parts = pix2pix_parts(generator, discriminator, config)
-    opt_g, opt_d, sched_g, sched_d = (parts[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d"))
-    fingerprint = fingerprint_of(config, _NOT_TRAINING)
-    start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
 
-    card = ModelCard(
-        task="inpaint", architecture="inpaint_unet", params=g_params,
-        inputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype, clip=CLIP),
-        outputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype),
-        tile_size=config.tile_size, overlap=config.overlap, scale=1, name=config.name,
-        description=(f"{config.fill.replace('_', '-')} fill + U-Net correction (ngf {config.ngf}, "
-                     f"depth {config.depth}) for cloud-masked pixels of {n}-band {scenes[0].dtype} imagery; "
-                     f"input: bands with cloudy pixels zeroed + the mask"
-                     + (", trained with a conditional PatchGAN" if config.adversarial else ", L1 only")),
-        training={"data": config.data_description or ", ".join(Path(p).name for p in config.inputs),
-                  "attribution": config.attribution, "licence": config.licence,
-                  "config": fingerprint, **config.extra},
-    )
+class InpaintTask:
+    """A U-Net filling masked pixels of clear patches, judged by a conditional PatchGAN on the composite."""
 
-    steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
-    total_steps = config.epochs * steps
-    show = display_bands(bands)
-    vis = list(range(0, len(items), max(1, len(items) // 4)))[:4]
-    for epoch in range(start_epoch, config.epochs):
-        generator.train()
-        discriminator.train()
-        dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
-        sums = {"loss_g_hole": 0.0, "loss_g_valid": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
-        started, images = time.perf_counter(), 0
-        for step, batch in enumerate(loader):
-            feedback.check_cancelled()
-            x, cloud, valid = batch["x"].to(device), batch["cloud"].to(device), batch["valid"].to(device)
-            images += x.shape[0]
-            condition = model_input(x, cloud)
-            fake = generator(condition)
-            comp = composite(x, fake, cloud)
-            if config.adversarial:
-                discriminator.requires_grad_(True)
-                opt_d.zero_grad(set_to_none=True)
-                loss_d = 0.5 * (gan_loss(discriminator(condition, comp.detach()), False, config.gan_mode)
-                                + gan_loss(discriminator(condition, x), True, config.gan_mode))
-                loss_d.backward()
-                opt_d.step()
-                discriminator.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            loss_hole = masked_l1(fake, x, cloud & valid)
-            loss_valid = masked_l1(fake, x, ~cloud & valid)
+    def __init__(self, config: InpaintingConfig, run: Run):
+        # filled by InpaintingConfig.__post_init__
+        assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
+        assert config.block_size is not None  # nosec B101  # type narrowing
+        self.config, self.run = config, run
+        scenes = load_clear(config.inputs, config.bands, config.block_size, config.val_fraction, config.seed,
+                            config.patch_size, config.exclude_masks)
+        scaling = fit_scaling(scenes, seed=config.seed)
+        real = RealMasks(config.real_masks, config.patch_size) if config.real_masks else None
+        coverage = (config.coverage_min, config.coverage_max)
+        self.dataset = InpaintPatches(scenes, scaling, config.patch_size, config.patches_per_epoch, coverage, real,
+                                      config.real_share, seed=config.seed, jitter=config.jitter, clip=CLIP)
+        self.items = validation_set(scenes, scaling, config.patch_size, coverage, real, clip=CLIP)
+        if not self.items:
+            raise InputError("no held-out block has enough valid pixels for validation; use a smaller block size")
+        bands = scenes[0].band_names
+        n = len(bands)
+        g_params: dict[str, Any] = dict(in_channels=n + 1, out_channels=n, ngf=config.ngf, depth=config.depth,
+                                        fill=config.fill)
+        self.generator = run.prepare(InpaintUNet(**g_params))
+        self.discriminator = run.prepare(PatchGAN(2 * n + 1, ndf=config.ndf))
+        self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)
+        self._parts = pix2pix_parts(self.generator, self.discriminator, config)
+        self.card = ModelCard(
+            task="inpaint", architecture="inpaint_unet", params=g_params,
+            inputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype,
+                         clip=CLIP),
+            outputs=Bands(names=bands, low=list(scaling.low), high=list(scaling.high), dtype=scenes[0].dtype),
+            tile_size=config.tile_size, overlap=config.overlap, scale=1, name=config.name,
+            description=(f"{config.fill.replace('_', '-')} fill + U-Net correction (ngf {config.ngf}, "
+                         f"depth {config.depth}) for cloud-masked pixels of {n}-band {scenes[0].dtype} imagery; "
+                         f"input: bands with cloudy pixels zeroed + the mask"
+                         + (", trained with a conditional PatchGAN" if config.adversarial else ", L1 only")),
+            training={"data": config.data_description or ", ".join(Path(p).name for p in config.inputs),
+                      "attribution": config.attribution, "licence": config.licence,
+                      "config": fingerprint_of(config, _NOT_TRAINING + RUN_FIELDS), **config.extra},
+        )
+        self.title = self.card.name
+        self.steps = run.steps(config.patches_per_epoch, config.batch_size)
+        self.show = display_bands(bands)
+        self.vis = list(range(0, len(self.items), max(1, len(self.items) // 4)))[:4]
+
+    def parts(self) -> dict[str, Any]:
+        return dict(self._parts)
+
+    def train_mode(self) -> None:
+        self.generator.train()
+        self.discriminator.train()
+
+    def batches(self, epoch: int):
+        self.dataset.set_epoch(epoch)
+        return self.run.loader(self.dataset, self.config.batch_size, self.config.patches_per_epoch)
+
+    def step(self, batch) -> tuple[dict[str, float], int]:
+        config, run = self.config, self.run
+        opt_g, opt_d = self._parts["opt_g"], self._parts["opt_d"]
+        x, cloud, valid = run.to_device(batch["x"]), batch["cloud"].to(run.device), batch["valid"].to(run.device)
+        condition = run.to_device(model_input(x, cloud))
+        with run.precision.autocast():
+            fake = self.g(condition)
+        comp = composite(x, fake.float(), cloud)
+        if config.adversarial:
+            self.discriminator.requires_grad_(True)
+            opt_d.zero_grad(set_to_none=True)
+            with run.precision.autocast():
+                loss_d = 0.5 * (gan_loss(self.d(condition, comp.detach()), False, config.gan_mode)
+                                + gan_loss(self.d(condition, x), True, config.gan_mode))
+            run.precision.backward_step(loss_d, opt_d)
+            self.discriminator.requires_grad_(False)  # the generator's step learns through it, it learns nothing
+        opt_g.zero_grad(set_to_none=True)
+        with run.precision.autocast():
+            loss_hole = masked_l1(fake.float(), x, cloud & valid)
+            loss_valid = masked_l1(fake.float(), x, ~cloud & valid)
             loss_g = config.lambda_hole * loss_hole + config.lambda_valid * loss_valid
             if config.adversarial:
-                loss_gan = gan_loss(discriminator(condition, comp), True, config.gan_mode)
+                loss_gan = gan_loss(self.discriminator(condition, comp), True, config.gan_mode)
                 loss_g = loss_g + loss_gan
-                sums["loss_g_gan"] += loss_gan.item()
-                sums["loss_d"] += loss_d.item()
-            loss_g.backward()
-            opt_g.step()
-            sums["loss_g_hole"] += loss_hole.item()
-            sums["loss_g_valid"] += loss_valid.item()
-            feedback.progress((epoch * steps + step + 1) / total_steps)
-            feedback.status(training_status(epoch, config.epochs, step, steps, history))
-        images_per_s = images / (time.perf_counter() - started)  # the training steps alone
-        sched_g.step()
-        sched_d.step()
+        run.precision.backward_step(loss_g, opt_g)
+        losses = {"loss_g_hole": loss_hole.item(), "loss_g_valid": loss_valid.item()}
+        if config.adversarial:
+            losses.update(loss_g_gan=loss_gan.item(), loss_d=loss_d.item())
+        return losses, x.shape[0]
 
-        entry = {"epoch": epoch + 1, "images_per_s": images_per_s,
-                 **{k: v / steps for k, v in sums.items()
-                    if config.adversarial or k in ("loss_g_hole", "loss_g_valid")},
-                 **evaluate_inpainter(generator, items, device), "seconds": time.perf_counter() - started}
-        check_losses(entry, epoch + 1, epoch)
-        history.append(entry)
-        feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-        checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
-        _write_report(report, history, generator, items, vis, show, device, card.name)
+    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
+        self._parts["sched_g"].step()
+        self._parts["sched_d"].step()
+        return evaluate_inpainter(self.generator, self.items, self.run.device) if validate else {}
 
-    metrics: dict[str, Any] = evaluate_inpainter(generator, items, device)
-    card.metrics = metrics
-    card.metrics["validation"] = (f"{len(items)} held-out patches of {config.patch_size} px, cloud cover "
-                                  f"{config.coverage_min:.0%}-{config.coverage_max:.0%}; MAE/PSNR inside the mask "
-                                  f"on the training 2-98 % range scaled to 0..1")
-    generator.eval()
-    path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
-    write_metrics(report, {"final": card.metrics, "history": history}, card.name)
-    return path
+    def report(self, folder: Path, history: list[dict]) -> None:
+        _write_report(folder, history, self.generator, self.items, self.vis, self.show, self.run.device, self.title)
+
+    def finish(self, history: list[dict]) -> Path:
+        config, card = self.config, self.card
+        card.metrics = dict[str, Any](evaluate_inpainter(self.generator, self.items, self.run.device))
+        card.metrics["validation"] = (f"{len(self.items)} held-out patches of {config.patch_size} px, cloud cover "
+                                      f"{config.coverage_min:.0%}-{config.coverage_max:.0%}; MAE/PSNR inside the "
+                                      f"mask on the training 2-98 % range scaled to 0..1")
+        self.generator.eval()
+        path = save_model(config.output_model, self.generator.cpu(), card, half=config.half_precision_file)
+        write_metrics(Path(config.report_dir), {"final": card.metrics, "history": history}, card.name)
+        return path
 
 
 def _write_report(report: Path, history, generator, items, vis, show, device, title) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from dataclasses import field as _field
 from typing import Any
 
-from ..training.options import option
+from ..training.options import RunOptions, option
 
 ARCHS = ("diffusion", "cdcgan")
 
@@ -33,7 +33,7 @@ def _class_names(text: str) -> dict[str, str]:
 
 
 @dataclass
-class SynthesisConfig:
+class SynthesisConfig(RunOptions):
     output_model: str = option(help="model file to write (.satgen)")
     report_dir: str = option(help="folder for checkpoint, loss curves, samples, metrics")
     arch: str = option("diffusion", "class-conditional diffusion, or the cDCGAN baseline", choices=ARCHS)

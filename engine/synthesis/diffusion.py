@@ -19,8 +19,9 @@ SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
 
 def edm_loss(net, x: torch.Tensor, labels: torch.Tensor, label_dropout: float = 0.15,
-             generator: torch.Generator | None = None, wide_noise: float = 0.0) -> torch.Tensor:
-    """wide_noise: share of the batch whose noise level is drawn log-uniformly over the sampler's
+             generator: torch.Generator | None = None, wide_noise: float = 0.0, forward=None) -> torch.Tensor:
+    """`forward`: what runs `net` (a DistributedDataParallel over it, say); `net` itself by default.
+    wide_noise: share of the batch whose noise level is drawn log-uniformly over the sampler's
     whole range [SIGMA_MIN, SIGMA_MAX] instead of EDM's log-normal, which almost never reaches
     the levels where sampling starts (sigma > 20: 1 in 2000)."""
     n = x.shape[0]
@@ -35,7 +36,7 @@ def edm_loss(net, x: torch.Tensor, labels: torch.Tensor, label_dropout: float = 
     noisy = x + torch.randn(x.shape, device=x.device, generator=generator) * sigma[:, None, None, None]
     sd = net.sigma_data
     weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    return (weight[:, None, None, None] * (net(noisy, sigma, labels) - x) ** 2).mean()
+    return (weight[:, None, None, None] * ((forward or net)(noisy, sigma, labels) - x) ** 2).mean()
 
 
 def sigma_schedule(steps: int, device=None) -> torch.Tensor:

@@ -11,10 +11,7 @@ and the model file (task "synthesize").
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +24,9 @@ from ..errors import InputError
 from ..modelfile import LoadedModel, save_model
 from ..models.cdcgan import CDCGANDiscriminator, CDCGANGenerator
 from ..models.class_unet import ClassUNet
-from ..progress import Feedback, training_status
-from ..training.checkpoint import begin_run, load_checkpoint, save_checkpoint
-from ..training.objectives import check_losses
+from ..progress import Feedback
+from ..training.checkpoint import fingerprint_of
+from ..training.loop import RUN_FIELDS, Run, start, train
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, write_metrics
 from .config import ARCHS, SynthesisConfig
@@ -112,142 +109,147 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     _check(config)
-    report, ckpt_path, device = begin_run(config, [config.dataset, config.input, config.labels])
+    report, ckpt_path, run = start(config, [config.dataset, config.input, config.labels])
+    task = SynthesisTask(config, run, feedback)
+    return train(task, config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
-    patches = prepare_patches(config, warn=feedback.info)
-    feedback.info(describe(patches))
-    scaling = patches.fit_scaling()
-    to_model = lambda x: patches_to_model(scaling, x)  # noqa: E731
-    x_train, y_train = patches.part("train")
-    x_val, y_val = patches.part("val")
-    data = torch.from_numpy(to_model(x_train)).float()
-    labels = torch.from_numpy(y_train)
-    k, ch = len(patches.classes), len(patches.band_names)
-    is_gan = config.arch == "cdcgan"
-    lr = config.lr or (2e-4 if is_gan else 5e-4)
-    beta1 = config.beta1 if config.beta1 is not None else (0.5 if is_gan else 0.9)
-    params: dict[str, Any]
-    net: CDCGANGenerator | ClassUNet
-    if is_gan:
-        params = dict(out_channels=ch, num_classes=k, patch_size=config.patch_size, nz=config.nz, ngf=config.ngf)
-        net = CDCGANGenerator(**params).to(device)
-        disc = CDCGANDiscriminator(ch, k, config.patch_size, config.ndf).to(device)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(beta1, 0.999))
-        architecture = "cdcgan"
-    else:
-        params = dict(in_channels=ch, num_classes=k, base=config.base, depth=config.depth, max_mult=config.max_mult,
-                      blocks=config.blocks, dropout=config.dropout, patchify=config.patchify)
-        net = ClassUNet(**params).to(device)
-        ema = ClassUNet(**params).to(device)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
-        architecture = "class_unet"
-    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999))
 
-    fingerprint = json.loads(json.dumps({k_: v for k_, v in asdict(config).items() if k_ not in _NOT_TRAINING}))
-    card = _card(config, patches, scaling, architecture, params, fingerprint)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        if state["config"] != fingerprint:
-            raise InputError(f"{ckpt_path} belongs to a run with other settings; delete it to start afresh "
-                             f"or use another report folder")
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
+class SynthesisTask:
+    """Class-balanced batches of labelled patches, augmented by the 8 flips/quarter turns, for the
+    cDCGAN baseline (generator + discriminator) or the diffusion U-Net (EDM loss, weights' moving average)."""
+
+    def __init__(self, config: SynthesisConfig, run: Run, feedback: Feedback):
+        self.config, self.run, self.feedback = config, run, feedback
+        self.patches = patches = prepare_patches(config, warn=feedback.info)
+        feedback.info(describe(patches))
+        self.scaling = patches.fit_scaling()
+        x_train, self.y_train = patches.part("train")
+        x_val, self.y_val = patches.part("val")
+        self.data = torch.from_numpy(self.to_model(x_train)).float()
+        self.labels = torch.from_numpy(self.y_train)
+        self.val_data = torch.from_numpy(self.to_model(x_val)).float() if len(self.y_val) else None
+        k, ch = len(patches.classes), len(patches.band_names)
+        self.is_gan = is_gan = config.arch == "cdcgan"
+        lr = config.lr or (2e-4 if is_gan else 5e-4)
+        beta1 = config.beta1 if config.beta1 is not None else (0.5 if is_gan else 0.9)
+        self.params: dict[str, Any]
         if is_gan:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
+            self.params = dict(out_channels=ch, num_classes=k, patch_size=config.patch_size, nz=config.nz,
+                               ngf=config.ngf)
+            self.net: torch.nn.Module = run.prepare(CDCGANGenerator(**self.params))
+            self.disc = run.prepare(CDCGANDiscriminator(ch, k, config.patch_size, config.ndf))
+            self.d = run.wrap(self.disc)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(beta1, 0.999))
+            architecture = "cdcgan"
         else:
-            ema.load_state_dict(state["ema"])
-        history = json.loads(state["history"])
-        start_epoch = int(state["epoch"])
-        if "rng" in state:  # the noise of the diffusion loss continues where it stopped
-            torch.set_rng_state(state["rng"])
-        feedback.info(f"resuming from {ckpt_path} after epoch {start_epoch}")
+            self.params = dict(in_channels=ch, num_classes=k, base=config.base, depth=config.depth,
+                               max_mult=config.max_mult, blocks=config.blocks, dropout=config.dropout,
+                               patchify=config.patchify)
+            self.net = run.prepare(ClassUNet(**self.params))
+            self.ema = run.prepare(ClassUNet(**self.params))
+            self.ema.load_state_dict(self.net.state_dict())
+            self.ema.requires_grad_(False)
+            architecture = "class_unet"
+        self.g = run.wrap(self.net)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr, betas=(beta1, 0.999))
+        self.card = _card(config, patches, self.scaling, architecture, self.params,
+                          fingerprint_of(config, _NOT_TRAINING + RUN_FIELDS))
+        self.title = self.card.name
+        self.steps = max(1, (config.patches_per_epoch or len(self.labels)) // config.batch_size)
 
-    per_epoch = config.patches_per_epoch or len(labels)
-    steps = max(1, per_epoch // config.batch_size)
-    val_data = torch.from_numpy(to_model(x_val)).float() if len(y_val) else None
-    started = time.monotonic()
-    for epoch in range(start_epoch, config.epochs):
-        g = torch.Generator().manual_seed(config.seed * 100003 + epoch)  # resumable: depends on the epoch only
-        idx = balanced_indices(y_train, steps * config.batch_size, g)
-        net.train()
-        sums: dict[str, float] = {}
-        epoch_started = time.monotonic()
-        for step in range(steps):
-            feedback.check_cancelled()
+    def to_model(self, x: np.ndarray) -> np.ndarray:
+        return patches_to_model(self.scaling, x)
+
+    def parts(self) -> dict[str, Any]:
+        if self.is_gan:
+            return {"net": self.net, "opt": self.opt, "disc": self.disc, "opt_d": self.opt_d}
+        return {"net": self.net, "opt": self.opt, "ema": self.ema}
+
+    def train_mode(self) -> None:
+        self.net.train()
+        if self.is_gan:
+            self.disc.train()
+
+    def batches(self, epoch: int):
+        """Each global batch drawn and augmented alike on every rank (a generator seeded by the epoch, so a
+        resumed run draws the same), then this rank's part of it."""
+        config, share = self.config, self.run.share
+        g = torch.Generator().manual_seed(config.seed * 100003 + epoch)
+        idx = balanced_indices(self.y_train, self.steps * config.batch_size, g)
+        for step in range(self.steps):
             b = idx[step * config.batch_size:(step + 1) * config.batch_size]
-            x = augment(data[b], g).to(device)
-            y = labels[b].to(device)
-            if is_gan:
-                losses = _gan_step(net, disc, opt, opt_d, x, y, config.nz, g, device)
-            else:
-                loss = edm_loss(net, x, y, config.label_dropout, generator=None, wide_noise=config.wide_noise)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for pe, pn in zip(ema.parameters(), net.parameters(), strict=True):
-                        pe.lerp_(pn, 1 - config.ema)
-                losses = {"loss_denoise": loss.item()}
-            for key, v in losses.items():
-                sums[key] = sums.get(key, 0.0) + v
-            feedback.progress(((epoch - start_epoch) * steps + step + 1) / ((config.epochs - start_epoch) * steps))
-            feedback.status(training_status(epoch, config.epochs, step, steps, history))
-        row = {"epoch": epoch + 1, **{key: v / steps for key, v in sums.items()},
-               "images_per_s": steps * config.batch_size / (time.monotonic() - epoch_started),
-               "seconds": time.monotonic() - started}
-        if not is_gan and val_data is not None:
-            row["val_denoise"] = _val_denoise(ema, val_data, torch.from_numpy(y_val), device)
-        check_losses(row, epoch + 1, epoch)
-        history.append(row)
-        state = {"config": fingerprint, "net": net.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
-                 "history": json.dumps(history), "rng": torch.get_rng_state()}
-        if is_gan:
-            state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
-        else:
-            state["ema"] = ema.state_dict()
-        save_checkpoint(ckpt_path, state)
-        feedback.info(f"epoch {epoch + 1}/{config.epochs}: " + ", ".join(
-            f"{key} {v:.4f}" for key, v in row.items() if key.startswith(("loss_", "val_"))))
-        write_metrics(report, {"history": history}, card.name)
-        plot_history(history, report / "loss_curves.png", card.name)
+            x = augment(self.data[b], g)
+            z = torch.randn((len(b), config.nz), generator=g) if self.is_gan else None
+            mine = share.part(len(b))
+            yield x[mine.start:mine.stop], self.labels[b][mine.start:mine.stop], \
+                None if z is None else z[mine.start:mine.stop]
 
-    final = net if is_gan else ema
-    final.eval()
-    loaded = LoadedModel(module=final, card=card, path=Path(config.output_model))
-    if not is_gan and config.guidance is None:
-        from .guidance import choose_guidance
+    def step(self, batch) -> tuple[dict[str, float], int]:
+        x, y, z = batch
+        run = self.run
+        x, y = run.to_device(x), y.to(run.device)
+        if self.is_gan:
+            assert z is not None  # nosec B101  # type narrowing
+            return _gan_step(self, x, y, z.to(run.device)), x.shape[0]
+        with run.precision.autocast():
+            loss = edm_loss(self.net, x, y, self.config.label_dropout, generator=None,
+                            wide_noise=self.config.wide_noise, forward=self.g)
+        self.opt.zero_grad(set_to_none=True)
+        run.precision.backward_step(loss, self.opt)
+        with torch.no_grad():
+            for pe, pn in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+                pe.lerp_(pn, 1 - self.config.ema)
+        return {"loss_denoise": loss.item()}, x.shape[0]
 
-        feedback.info("choosing the default guidance on the training patches")
-        choice = choose_guidance(loaded, data.numpy(), y_train, n=config.guidance_samples, feedback=feedback)
-        card.training["sampler"].update(guidance=choice["guidance"], guidance_selection=choice)
-        feedback.info(f"default guidance {choice['guidance']:g}")
-    _sample_grid(loaded, patches, to_model, report / "samples.png", device)
-    path = save_model(config.output_model, final, card, half=config.half_precision_file)
-    write_metrics(report, {"history": history, "classes": patches.classes,
-                           "class_counts": card.training["class_counts"], "sampler": card.training["sampler"]},
-                  card.name)
-    return path
+    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
+        if self.is_gan or self.val_data is None or not validate:
+            return {}
+        return {"val_denoise": _val_denoise(self.ema, self.val_data, torch.from_numpy(self.y_val), self.run.device)}
+
+    def report(self, folder: Path, history: list[dict]) -> None:
+        write_metrics(folder, {"history": history}, self.title)
+        plot_history(history, folder / "loss_curves.png", self.title)
+
+    def finish(self, history: list[dict]) -> Path:
+        config, card, feedback = self.config, self.card, self.feedback
+        final = self.net if self.is_gan else self.ema
+        final.eval()
+        loaded = LoadedModel(module=final, card=card, path=Path(config.output_model))
+        if not self.is_gan and config.guidance is None:
+            from .guidance import choose_guidance
+
+            feedback.info("choosing the default guidance on the training patches")
+            choice = choose_guidance(loaded, self.data.numpy(), self.y_train, n=config.guidance_samples,
+                                     feedback=feedback)
+            card.training["sampler"].update(guidance=choice["guidance"], guidance_selection=choice)
+            feedback.info(f"default guidance {choice['guidance']:g}")
+        report = Path(config.report_dir)
+        _sample_grid(loaded, self.patches, self.to_model, report / "samples.png", self.run.device)
+        path = save_model(config.output_model, final, card, half=config.half_precision_file)
+        write_metrics(report, {"history": history, "classes": self.patches.classes,
+                               "class_counts": card.training["class_counts"], "sampler": card.training["sampler"]},
+                      card.name)
+        return path
 
 
-def _gan_step(gen, disc, opt_g, opt_d, real, labels, nz, g, device) -> dict[str, float]:
-    """One step of the DCGAN recipe: D on real and fake (BCE), then G (non-saturating BCE)."""
+def _gan_step(task: SynthesisTask, real: torch.Tensor, labels: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+    """One step of the DCGAN recipe: D on real and fake (BCE), then G (non-saturating BCE) judged through
+    the discriminator itself, which learns nothing from it."""
+    precision = task.run.precision
     n = real.shape[0]
-    z = torch.randn((n, nz), generator=g).to(device)
-    fake = gen(z, labels)
-    ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
-    d_loss = F.binary_cross_entropy_with_logits(disc(real, labels), ones) + \
-        F.binary_cross_entropy_with_logits(disc(fake.detach(), labels), zeros)
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    opt_d.step()
-    g_loss = F.binary_cross_entropy_with_logits(disc(fake, labels), ones)
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_g.step()
+    ones, zeros = torch.ones(n, device=real.device), torch.zeros(n, device=real.device)
+    task.disc.requires_grad_(True)
+    with precision.autocast():
+        fake = task.g(z, labels)
+        d_loss = F.binary_cross_entropy_with_logits(task.d(real, labels).float(), ones) + \
+            F.binary_cross_entropy_with_logits(task.d(fake.detach(), labels).float(), zeros)
+    task.opt_d.zero_grad(set_to_none=True)
+    precision.backward_step(d_loss, task.opt_d)
+    task.disc.requires_grad_(False)
+    with precision.autocast():
+        g_loss = F.binary_cross_entropy_with_logits(task.disc(fake, labels).float(), ones)
+    task.opt.zero_grad(set_to_none=True)
+    precision.backward_step(g_loss, task.opt)
     return {"loss_d": d_loss.item(), "loss_g": g_loss.item()}
 
 

@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type[DataclassI
     Every flag defaults to None, so `from_arguments` keeps the configuration's own
     default for flags not given (and its derived values stay derived)."""
     hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
+    # how a run is carried out (RunOptions) after what it learns
+    for field in sorted(dataclasses.fields(config_class), key=lambda f: f.name in RUN_FIELDS):
         meta = field.metadata
         if not meta.get("help"):
             continue
@@ -141,3 +142,21 @@ def from_card(config_class: Any, card: Any, **overrides: Any) -> Any:
     fields.update(overrides)
     names = {f.name for f in dataclasses.fields(config_class)}
     return config_class(**{k: v for k, v in fields.items() if k in names})
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# how a run is carried out, not what it learns: a run may resume with other values
+RUN_FIELDS = ("precision", "workers", "channels_last", "compile")
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunOptions:
+    """The options every trainer's configuration shares for how training runs (not what it learns)."""
+
+    precision: str = option("auto", "arithmetic of the training steps: fp32, bf16 or fp16 (autocast; fp16 with a "
+                                    "gradient scaler); auto: bf16 on a CUDA GPU that has it, else fp32",
+                            choices=PRECISIONS)
+    workers: int | None = option(None, "processes preparing training patches beside the training (default: 0 on "
+                                       "the CPU, 4 on a GPU)")
+    channels_last: bool | None = option(None, "channels-last memory layout (default: on a CUDA GPU)")
+    compile: bool = option(False, "compile the networks with torch.compile (slower start, faster steps)")

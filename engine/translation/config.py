@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..training.options import derive_from_patch, option
+from ..training.options import RunOptions, derive_from_patch, option
 
 MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters
 
 
 @dataclass
-class TranslationConfig:
+class TranslationConfig(RunOptions):
     input: str = option(help="satellite raster")
     target: str = option(help="map raster (RGB), any CRS and resolution: warped onto the input's grid")
     output_model: str = option(help="model file to write (.satgen)")

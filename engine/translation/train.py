@@ -10,7 +10,6 @@ loss, validation on held-out blocks every epoch, a checkpoint every epoch
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ from ..errors import InputError
 from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
-from ..progress import Feedback, training_status
+from ..progress import Feedback
 from ..splits import BlockSplit
-from ..training.checkpoint import begin_run, checkpoint, fingerprint_of, pix2pix_parts, resume
-from ..training.objectives import check_losses, gan_loss, masked_l1
+from ..training.checkpoint import fingerprint_of, pix2pix_parts
+from ..training.loop import RUN_FIELDS, Run, start, train
+from ..training.objectives import gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import TranslationConfig
@@ -117,108 +117,118 @@ def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
 def train_translation(config: TranslationConfig, feedback: Feedback | None = None) -> Path:
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
-    # filled by TranslationConfig.__post_init__
-    assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
-    assert config.min_valid is not None  # nosec B101  # type narrowing
     _check(config)
-    report, ckpt_path, device = begin_run(config, [config.input, config.target, config.legend])
+    report, ckpt_path, run = start(config, [config.input, config.target, config.legend])
     np.random.seed(config.seed)
+    task = Pix2PixTask(config, run)
+    return train(task, config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
-    pair, legend, split = prepare_data(config)
-    scaling = fit_input_scaling(pair, split)
-    dataset = PairPatches(pair, split, scaling, config.patch_size, config.patches_per_epoch, seed=config.seed,
-                          min_valid=config.min_valid)
-    tiles = val_tiles(pair, split, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
-    if not tiles:
-        raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a smaller "
-                         f"patch size or a larger raster")
-    in_ch = pair.x.shape[0]
-    g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
-    generator = UNet(**g_params).to(device)
-    discriminator = PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf).to(device)
-    parts = pix2pix_parts(generator, discriminator, config)
-    opt_g, opt_d, sched_g, sched_d = (parts[k] for k in ("opt_g", "opt_d", "sched_g", "sched_d"))
-    fingerprint = fingerprint_of(config, _NOT_TRAINING)
-    start_epoch, history = resume(ckpt_path, fingerprint, parts, feedback)
 
-    card = ModelCard(
-        task="translate", architecture="unet", params=g_params,
-        inputs=Bands(names=pair.band_names, low=list(scaling.low), high=list(scaling.high),
-                     dtype=pair.dtype, clip=3.0),
-        outputs=Bands(names=["red", "green", "blue"], low=[0.0] * 3, high=[255.0] * 3, dtype="uint8"),
-        tile_size=config.tile_size, overlap=config.overlap, scale=1,
-        classes=[k for k in legend if k != "background"], legend=legend, name=config.name,
-        description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
-        + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an RGB map",
-        training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
-                  "attribution": config.attribution, "licence": config.licence,
-                  "config": fingerprint, **config.extra},
-    )
+class Pix2PixTask:
+    """Pix2Pix on an aligned pair: U-Net generator, conditional PatchGAN, adversarial + lambda * L1."""
 
-    epoch_tiles = tiles[::max(1, len(tiles) // config.val_tiles_per_epoch)][:config.val_tiles_per_epoch]
-    steps = (config.patches_per_epoch + config.batch_size - 1) // config.batch_size
-    total_steps = config.epochs * steps
-    vis_idx = list(range(0, len(epoch_tiles), max(1, len(epoch_tiles) // 4)))[:4]
-    show = display_bands(pair.band_names)
-    for epoch in range(start_epoch, config.epochs):
-        generator.train()
-        discriminator.train()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=False)
-        dataset.set_epoch(epoch)
-        sums = {"loss_g_l1": 0.0, "loss_g_gan": 0.0, "loss_d": 0.0}
-        started, images = time.perf_counter(), 0
-        for step, batch in enumerate(loader):
-            feedback.check_cancelled()
-            x, y, valid = batch["x"].to(device), batch["y"].to(device), batch["valid"].to(device)
-            images += x.shape[0]
-            fake = generator(x)
-            if config.adversarial:
-                # discriminator: real pairs -> 1, generated pairs -> 0
-                discriminator.requires_grad_(True)
-                opt_d.zero_grad(set_to_none=True)
-                # where the target is unlabelled the discriminator sees the real target in both
-                # pairs, so it judges (and the generator learns from) labelled pixels only
-                mask = valid.unsqueeze(1)
-                fake_d = torch.where(mask, fake, y)
-                loss_d = 0.5 * (gan_loss(discriminator(x, fake_d.detach()), False, config.gan_mode)
-                                + gan_loss(discriminator(x, y), True, config.gan_mode))
-                loss_d.backward()
-                opt_d.step()
-                discriminator.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            loss_l1 = masked_l1(fake, y, valid)
+    def __init__(self, config: TranslationConfig, run: Run):
+        # filled by TranslationConfig.__post_init__
+        assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
+        assert config.min_valid is not None  # nosec B101  # type narrowing
+        self.config, self.run = config, run
+        pair, self.legend, self.split = prepare_data(config)
+        scaling = fit_input_scaling(pair, self.split)
+        self.dataset = PairPatches(pair, self.split, scaling, config.patch_size, config.patches_per_epoch,
+                                   seed=config.seed, min_valid=config.min_valid)
+        self.tiles = val_tiles(pair, self.split, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
+        if not self.tiles:
+            raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a "
+                             f"smaller patch size or a larger raster")
+        in_ch = pair.x.shape[0]
+        g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
+        self.generator = run.prepare(UNet(**g_params))
+        self.discriminator = run.prepare(PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf))
+        self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)
+        self._parts = pix2pix_parts(self.generator, self.discriminator, config)
+        self.card = ModelCard(
+            task="translate", architecture="unet", params=g_params,
+            inputs=Bands(names=pair.band_names, low=list(scaling.low), high=list(scaling.high),
+                         dtype=pair.dtype, clip=3.0),
+            outputs=Bands(names=["red", "green", "blue"], low=[0.0] * 3, high=[255.0] * 3, dtype="uint8"),
+            tile_size=config.tile_size, overlap=config.overlap, scale=1,
+            classes=[k for k in self.legend if k != "background"], legend=self.legend, name=config.name,
+            description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
+            + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an "
+              f"RGB map",
+            training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
+                      "attribution": config.attribution, "licence": config.licence,
+                      "config": fingerprint_of(config, _NOT_TRAINING + RUN_FIELDS), **config.extra},
+        )
+        n = config.val_tiles_per_epoch
+        self.epoch_tiles = self.tiles[::max(1, len(self.tiles) // n)][:n]
+        self.vis_idx = list(range(0, len(self.epoch_tiles), max(1, len(self.epoch_tiles) // 4)))[:4]
+        self.show = display_bands(pair.band_names)
+        self.title = self.card.name
+        self.steps = run.steps(config.patches_per_epoch, config.batch_size)
+
+    def parts(self) -> dict[str, Any]:
+        return dict(self._parts)
+
+    def train_mode(self) -> None:
+        self.generator.train()
+        self.discriminator.train()
+
+    def batches(self, epoch: int):
+        self.dataset.set_epoch(epoch)
+        return self.run.loader(self.dataset, self.config.batch_size, self.config.patches_per_epoch)
+
+    def step(self, batch) -> tuple[dict[str, float], int]:
+        config, run = self.config, self.run
+        opt_g, opt_d = self._parts["opt_g"], self._parts["opt_d"]
+        x, y, valid = run.to_device(batch["x"]), run.to_device(batch["y"]), batch["valid"].to(run.device)
+        with run.precision.autocast():
+            fake = self.g(x)
+        if config.adversarial:
+            # discriminator: real pairs -> 1, generated pairs -> 0
+            self.discriminator.requires_grad_(True)
+            opt_d.zero_grad(set_to_none=True)
+            # where the target is unlabelled the discriminator sees the real target in both
+            # pairs, so it judges (and the generator learns from) labelled pixels only
+            fake_d = torch.where(valid.unsqueeze(1), fake, y)
+            with run.precision.autocast():
+                loss_d = 0.5 * (gan_loss(self.d(x, fake_d.detach()), False, config.gan_mode)
+                                + gan_loss(self.d(x, y), True, config.gan_mode))
+            run.precision.backward_step(loss_d, opt_d)
+            # the generator's step judges through the discriminator itself, which learns nothing from it
+            self.discriminator.requires_grad_(False)
+        opt_g.zero_grad(set_to_none=True)
+        with run.precision.autocast():
+            loss_l1 = masked_l1(fake.float(), y, valid)
             loss_g = config.lambda_l1 * loss_l1
             if config.adversarial:
-                loss_gan = gan_loss(discriminator(x, fake_d), True, config.gan_mode)
+                loss_gan = gan_loss(self.discriminator(x, fake_d), True, config.gan_mode)
                 loss_g = loss_g + loss_gan
-                sums["loss_g_gan"] += loss_gan.item()
-                sums["loss_d"] += loss_d.item()
-            loss_g.backward()
-            opt_g.step()
-            sums["loss_g_l1"] += loss_l1.item()
-            feedback.progress((epoch * steps + step + 1) / total_steps)
-            feedback.status(training_status(epoch, config.epochs, step, steps, history))
-        images_per_s = images / (time.perf_counter() - started)  # the training steps alone
-        sched_g.step()
-        sched_d.step()
+        run.precision.backward_step(loss_g, opt_g)
+        losses = {"loss_g_l1": loss_l1.item()}
+        if config.adversarial:
+            losses.update(loss_g_gan=loss_gan.item(), loss_d=loss_d.item())
+        return losses, x.shape[0]
 
-        entry = {"epoch": epoch + 1, "images_per_s": images_per_s,
-                 **{k: v / steps for k, v in sums.items() if config.adversarial or k == "loss_g_l1"},
-                 **evaluate_generator(generator, epoch_tiles, device, legend), "seconds": time.perf_counter() - started}
-        check_losses(entry, epoch + 1, epoch)
-        history.append(entry)
-        feedback.info(" ".join(f"{k}={v:.4g}" for k, v in entry.items()))
-        checkpoint(ckpt_path, fingerprint, parts, epoch + 1, history)
-        _write_report(report, history, generator, epoch_tiles, vis_idx, show, device, card.name)
+    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
+        self._parts["sched_g"].step()
+        self._parts["sched_d"].step()
+        return evaluate_generator(self.generator, self.epoch_tiles, self.run.device, self.legend) if validate else {}
 
-    scores: dict[str, Any] = evaluate_generator(generator, tiles, device, legend)
-    card.metrics = scores
-    card.metrics["validation"] = (f"{len(split.val_blocks)} held-out blocks of {config.block_size} px "
-                                  f"({len(tiles)} tiles of {config.patch_size} px)")
-    generator.eval()
-    path = save_model(config.output_model, generator.cpu(), card, half=config.half_precision_file)
-    write_metrics(report, {"final": card.metrics, "history": history}, card.name)
-    return path
+    def report(self, folder: Path, history: list[dict]) -> None:
+        _write_report(folder, history, self.generator, self.epoch_tiles, self.vis_idx, self.show, self.run.device,
+                      self.title)
+
+    def finish(self, history: list[dict]) -> Path:
+        config = self.config
+        card = self.card
+        card.metrics = dict[str, Any](evaluate_generator(self.generator, self.tiles, self.run.device, self.legend))
+        card.metrics["validation"] = (f"{len(self.split.val_blocks)} held-out blocks of {config.block_size} px "
+                                      f"({len(self.tiles)} tiles of {config.patch_size} px)")
+        self.generator.eval()
+        path = save_model(config.output_model, self.generator.cpu(), card, half=config.half_precision_file)
+        write_metrics(Path(config.report_dir), {"final": card.metrics, "history": history}, card.name)
+        return path
 
 
 def _write_report(report: Path, history, generator, tiles, vis_idx, show, device, title) -> None:

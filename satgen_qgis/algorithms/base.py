@@ -34,6 +34,7 @@ from qgis.core import (
 
 from .. import runner
 from ..engine.calls import Call, Obj
+from ..engine.training.options import PRECISIONS
 from ..feedback import QgisFeedback
 from ..icon import ICON
 
@@ -129,6 +130,16 @@ FILE_AWARE = {QgsProcessingParameterRasterLayer: RasterLayerParameter,
 def device_parameter() -> QgsProcessingParameterEnum:
     """DEVICE, as every algorithm that runs a model has it."""
     return QgsProcessingParameterEnum("DEVICE", "Device (auto: CUDA GPU when present)", options=DEVICES, defaultValue=0)
+
+
+def precision_parameter() -> QgsProcessingParameterEnum:
+    """PRECISION, as every training algorithm has it (advanced)."""
+    return QgsProcessingParameterEnum("PRECISION", "Training arithmetic (auto: bf16 on a CUDA GPU that has it, "
+                                      "else fp32; fp16 needs a CUDA GPU)", options=list(PRECISIONS), defaultValue=0)
+
+
+def precision_value(algorithm, parameters, context) -> str:
+    return PRECISIONS[algorithm.parameterAsEnum(parameters, "PRECISION", context)]
 
 
 class SatGenAlgorithm(QgsProcessingAlgorithm):
@@ -235,6 +246,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             else:
                 self.addParameter(param)
         self.add_advanced(device_parameter())
+        self.add_advanced(precision_parameter())
         for name, old in (renamed or {}).items():
             alias = QgsProcessingParameterNumber(old, f"{name} (old name)", QgsProcessingParameterNumber.Integer,
                                                  optional=True)
@@ -250,6 +262,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
                 field = next(f for n, f, _l, _a in self.TRAINING_PARAMETERS if n == name)
                 values[field] = self.parameterAsInt(parameters, old, context)
         values["device"] = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        values["precision"] = precision_value(self, parameters, context)
         return values
 
     @staticmethod

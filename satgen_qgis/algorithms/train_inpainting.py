@@ -38,7 +38,8 @@ class TrainInpaintingAlgorithm(SatGenAlgorithm):
                 "cloudy | mask | filled | truth, metrics.json); running again with the same report folder resumes.\n\n"
                 "Save the model file somewhere lasting; it goes into 'Inpaint clouds'.\n\n"
                 "Command line names: INPUT, BANDS, REAL_MASKS, EPOCHS, PATCH_SIZE, BATCH_SIZE, PATCHES_PER_EPOCH, "
-                "WIDTH, SEED, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
+                "WIDTH, SEED, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one "
+                "page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(

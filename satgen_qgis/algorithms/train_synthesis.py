@@ -19,7 +19,7 @@ from qgis.core import (
 from ..engine.calls import FEEDBACK
 from ..engine.synthesis.config import ARCHS, SynthesisConfig
 from ..engine.training.options import default_of
-from .base import DEVICES, SatGenAlgorithm, device_parameter, raster_file_value
+from .base import DEVICES, SatGenAlgorithm, device_parameter, precision_parameter, precision_value, raster_file_value
 
 
 class TrainSynthesisAlgorithm(SatGenAlgorithm):
@@ -43,7 +43,8 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "after training: the weight (0.5-3) whose patches come closest to the training patches of their class "
                 "(KID in the features of a classifier trained on them; the table is in metrics.json).\n\n"
                 "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
-                "SEED, GUIDANCE, DEVICE, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
+                "SEED, GUIDANCE, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as "
+                "one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
@@ -74,6 +75,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                                          "chosen after training)", QgsProcessingParameterNumber.Double,
                                          optional=True, minValue=0.0),
             device_parameter(),
+            precision_parameter(),
         ):
             self.add_advanced(param)
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -115,6 +117,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             seed=self.parameterAsInt(parameters, "SEED", context),
             guidance=(None if parameters.get("GUIDANCE") in (None, "")
                       else self.parameterAsDouble(parameters, "GUIDANCE", context)),
-            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)])
+            device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
+            precision=precision_value(self, parameters, context))
         path = self.engine(feedback, "train_synthesis", config, FEEDBACK)
         return {"OUTPUT_MODEL": str(path), "OUTPUT_REPORT": str(report), "OUTPUT_HTML": str(report / "index.html")}

@@ -48,7 +48,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
-                "OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
+                "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
