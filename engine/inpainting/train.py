@@ -28,7 +28,7 @@ from ..models.inpaint_unet import InpaintUNet, model_input
 from ..models.patchgan import PatchGAN
 from ..progress import Feedback
 from ..training.checkpoint import fingerprint_of, pix2pix_parts
-from ..training.loop import RUN_FIELDS, Run, start, train
+from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
 from ..training.objectives import gan_loss, masked_l1
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import FILLS, InpaintingConfig
@@ -94,7 +94,7 @@ def train_inpainting(config: InpaintingConfig, feedback: Feedback | None = None)
     return train(InpaintTask(config, run), config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
 
-class InpaintTask:
+class InpaintTask(Pix2PixSteps):
     """A U-Net filling masked pixels of clear patches, judged by a conditional PatchGAN on the composite."""
 
     def __init__(self, config: InpaintingConfig, run: Run):
@@ -139,17 +139,6 @@ class InpaintTask:
         self.show = display_bands(bands)
         self.vis = list(range(0, len(self.items), max(1, len(self.items) // 4)))[:4]
 
-    def parts(self) -> dict[str, Any]:
-        return dict(self._parts)
-
-    def train_mode(self) -> None:
-        self.generator.train()
-        self.discriminator.train()
-
-    def batches(self, epoch: int):
-        self.dataset.set_epoch(epoch)
-        return self.run.loader(self.dataset, self.config.batch_size, self.config.patches_per_epoch)
-
     def step(self, batch) -> tuple[dict[str, float], int]:
         config, run = self.config, self.run
         opt_g, opt_d = self._parts["opt_g"], self._parts["opt_d"]
@@ -180,10 +169,8 @@ class InpaintTask:
             losses.update(loss_g_gan=loss_gan.item(), loss_d=loss_d.item())
         return losses, x.shape[0]
 
-    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
-        self._parts["sched_g"].step()
-        self._parts["sched_d"].step()
-        return evaluate_inpainter(self.generator, self.items, self.run.device) if validate else {}
+    def validate(self) -> dict[str, Any]:
+        return dict(evaluate_inpainter(self.generator, self.items, self.run.device))
 
     def report(self, folder: Path, history: list[dict]) -> None:
         _write_report(folder, history, self.generator, self.items, self.vis, self.show, self.run.device, self.title)

@@ -136,6 +136,38 @@ class Task(Protocol):
         """Final scores, the model file and the report's last state (rank 0); returns the model file's path."""
 
 
+class Pix2PixSteps:
+    """What the two Pix2Pix-style tasks (translation, inpainting) share: a generator and a discriminator
+    with `checkpoint.pix2pix_parts`, a dataset of items by (epoch, index), schedulers stepping per epoch."""
+
+    config: Any
+    run: Run
+    dataset: Any
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    _parts: dict[str, Any]
+
+    def parts(self) -> dict[str, Any]:
+        return dict(self._parts)
+
+    def train_mode(self) -> None:
+        self.generator.train()
+        self.discriminator.train()
+
+    def batches(self, epoch: int) -> Iterable[Any]:
+        self.dataset.set_epoch(epoch)
+        return self.run.loader(self.dataset, self.config.batch_size, self.config.patches_per_epoch)
+
+    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
+        self._parts["sched_g"].step()
+        self._parts["sched_d"].step()
+        return self.validate() if validate else {}
+
+    def validate(self) -> dict[str, Any]:
+        """Scores on the held-out items of each epoch."""
+        raise NotImplementedError
+
+
 def start(config: Any, inputs: list) -> tuple[Path, Path, Run]:
     """What every trainer does first: checks and folders (`checkpoint.begin_run`), the process group when
     started by torchrun (each rank on its own GPU), precision, layout and loader workers; returns

@@ -26,7 +26,7 @@ from ..models.unet import UNet
 from ..progress import Feedback
 from ..splits import BlockSplit
 from ..training.checkpoint import fingerprint_of, pix2pix_parts
-from ..training.loop import RUN_FIELDS, Run, start, train
+from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
 from ..training.objectives import gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
@@ -124,7 +124,7 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
     return train(task, config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
 
-class Pix2PixTask:
+class Pix2PixTask(Pix2PixSteps):
     """Pix2Pix on an aligned pair: U-Net generator, conditional PatchGAN, adversarial + lambda * L1."""
 
     def __init__(self, config: TranslationConfig, run: Run):
@@ -167,17 +167,6 @@ class Pix2PixTask:
         self.title = self.card.name
         self.steps = run.steps(config.patches_per_epoch, config.batch_size)
 
-    def parts(self) -> dict[str, Any]:
-        return dict(self._parts)
-
-    def train_mode(self) -> None:
-        self.generator.train()
-        self.discriminator.train()
-
-    def batches(self, epoch: int):
-        self.dataset.set_epoch(epoch)
-        return self.run.loader(self.dataset, self.config.batch_size, self.config.patches_per_epoch)
-
     def step(self, batch) -> tuple[dict[str, float], int]:
         config, run = self.config, self.run
         opt_g, opt_d = self._parts["opt_g"], self._parts["opt_d"]
@@ -210,10 +199,8 @@ class Pix2PixTask:
             losses.update(loss_g_gan=loss_gan.item(), loss_d=loss_d.item())
         return losses, x.shape[0]
 
-    def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:
-        self._parts["sched_g"].step()
-        self._parts["sched_d"].step()
-        return evaluate_generator(self.generator, self.epoch_tiles, self.run.device, self.legend) if validate else {}
+    def validate(self) -> dict[str, Any]:
+        return dict(evaluate_generator(self.generator, self.epoch_tiles, self.run.device, self.legend))
 
     def report(self, folder: Path, history: list[dict]) -> None:
         _write_report(folder, history, self.generator, self.epoch_tiles, self.vis_idx, self.show, self.run.device,

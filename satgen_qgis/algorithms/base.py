@@ -133,9 +133,11 @@ def device_parameter() -> QgsProcessingParameterEnum:
 
 
 def precision_parameter() -> QgsProcessingParameterEnum:
-    """PRECISION, as every training algorithm has it (advanced)."""
+    """PRECISION, as every training algorithm has it (advanced; optional, so graphical models saved before it
+    existed stay valid: left out, it is auto)."""
     return QgsProcessingParameterEnum("PRECISION", "Training arithmetic (auto: bf16 on a CUDA GPU that has it, "
-                                      "else fp32; fp16 needs a CUDA GPU)", options=list(PRECISIONS), defaultValue=0)
+                                      "else fp32; fp16 needs a CUDA GPU)", options=list(PRECISIONS), defaultValue=0,
+                                      optional=True)
 
 
 def precision_value(algorithm, parameters, context) -> str:
