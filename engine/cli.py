@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 
 from .errors import Cancelled, InputError, SatGenError
-from .progress import ConsoleFeedback
+from .progress import ConsoleFeedback, Feedback
 from .training.options import add_arguments, cli_bands, from_arguments
 
 
@@ -44,23 +47,40 @@ def _tile_options(args):
                        device=args.device, bands=args.bands, overviews=args.overviews)
 
 
+def _is_main() -> bool:
+    """Whether this process reports to the console: always, but for the second and later processes of a
+    run that torchrun split over several (their console lines would garble the first one's)."""
+    from . import distributed
+
+    return distributed.current().is_main
+
+
+def _feedback() -> Feedback:
+    return ConsoleFeedback() if _is_main() else Feedback()
+
+
+def _say(text: str) -> None:
+    if _is_main():
+        print(text)
+
+
 def cmd_apply(args) -> int:
     from .pipeline import apply_model
 
-    result = apply_model(args.model, args.input, args.output, _tile_options(args), ConsoleFeedback(),
+    result = apply_model(args.model, args.input, args.output, _tile_options(args), _feedback(),
                          normalize=args.normalize)
     st = result.stats
-    print(f"wrote {result.output} ({result.width} x {result.height} px): {st.tiles_run} tiles run, "
-          f"{st.tiles_skipped} skipped as nodata, {st.seconds:.1f} s")
+    _say(f"wrote {result.output} ({result.width} x {result.height} px): {st.tiles_run} tiles run, "
+         f"{st.tiles_skipped} skipped as nodata, {st.seconds:.1f} s")
     return 0
 
 
 def cmd_translate(args) -> int:
     from .translation.apply import translate
 
-    result = translate(args.input, args.output, args.model, _tile_options(args), ConsoleFeedback(), snap=args.snap,
+    result = translate(args.input, args.output, args.model, _tile_options(args), _feedback(), snap=args.snap,
                        normalize=args.normalize)
-    print(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
+    _say(f"wrote {result.output} ({result.width} x {result.height} px) in {result.stats.seconds:.1f} s")
     return 0
 
 
@@ -87,11 +107,11 @@ def cmd_inpaint(args) -> int:
             if getattr(args, flag):
                 raise InputError(f"--{flag.replace('_', '-')} was given without --reference; give the reference "
                                  f"rasters or leave it out")
-    result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), ConsoleFeedback(),
+    result = inpaint(args.input, args.output, args.model, masks, _tile_options(args), _feedback(),
                      output_mask=args.output_mask, normalize=args.normalize, reference=references,
                      output_source=args.output_source, output_uncertainty=args.output_uncertainty)
     st = result.stats
-    print(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
+    _say(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
           f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s"
           + (f"; mask {result.mask}" if result.mask else "")
           + ("; BEST EFFORT: mostly cloud" if result.best_effort else ""))
@@ -101,24 +121,24 @@ def cmd_inpaint(args) -> int:
 def cmd_train_translation(args) -> int:
     from .translation.train import TranslationConfig, train_translation
 
-    path = train_translation(from_arguments(TranslationConfig, args), ConsoleFeedback())
-    print(f"wrote model {path}; report in {args.report_dir}")
+    path = train_translation(from_arguments(TranslationConfig, args), _feedback())
+    _say(f"wrote model {path}; report in {args.report_dir}")
     return 0
 
 
 def cmd_train_inpainting(args) -> int:
     from .inpainting.train import InpaintingConfig, train_inpainting
 
-    path = train_inpainting(from_arguments(InpaintingConfig, args), ConsoleFeedback())
-    print(f"wrote model {path}; report in {args.report_dir}")
+    path = train_inpainting(from_arguments(InpaintingConfig, args), _feedback())
+    _say(f"wrote model {path}; report in {args.report_dir}")
     return 0
 
 
 def cmd_train_synthesis(args) -> int:
     from .synthesis.training import SynthesisConfig, train_synthesis
 
-    path = train_synthesis(from_arguments(SynthesisConfig, args), ConsoleFeedback())
-    print(f"wrote model {path}; report in {args.report_dir}")
+    path = train_synthesis(from_arguments(SynthesisConfig, args), _feedback())
+    _say(f"wrote model {path}; report in {args.report_dir}")
     return 0
 
 
@@ -343,16 +363,65 @@ def _add_devtools(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+# commands torchrun may start in several processes (`torchrun --nproc_per_node=N -m engine CMD ...`)
+DISTRIBUTED = ("apply", "translate", "inpaint", "train")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "WORLD_SIZE" in os.environ:  # torch is imported only under a launcher
+        from . import distributed
+
+        if distributed.launched():
+            return _in_process_group(args)
+    return _run(lambda: args.func(args))
+
+
+def _run(command: Callable[[], int], where: str = "") -> int:
+    """`command()`, its errors printed as one line (the engine's own) beginning with `where`."""
     try:
-        return args.func(args)
+        return command()
     except Cancelled as exc:
-        print(f"\ncancelled: {exc}", file=sys.stderr)
+        print(f"\n{where}cancelled: {exc}", file=sys.stderr)
         return 130
     except SatGenError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print(f"\n{where}error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; no output was written", file=sys.stderr)
+        print(f"\n{where}interrupted; no output was written", file=sys.stderr)
         return 130
+
+
+def _interrupt_once(signum, frame) -> None:
+    """A stop as an interrupt, so that temporary files are deleted on the way out; later signals
+    are ignored, so that this is not cut short."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _in_process_group(args) -> int:
+    """The command in one of the processes torchrun started, joined to the others while it runs."""
+    from . import distributed
+
+    def command() -> int:
+        if args.command not in DISTRIBUTED:
+            name = " ".join(filter(None, (args.command, getattr(args, "task", None))))
+            raise InputError(f"{name} runs in one process; start it without torchrun")
+        distributed.init(getattr(args, "device", None) or "auto")
+        # torchrun stops the other processes (SIGTERM) when one fails, and passes on Ctrl-C as well
+        stops = {sig: signal.signal(sig, _interrupt_once) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return args.func(args)
+        finally:
+            for sig, handler in stops.items():
+                signal.signal(sig, handler)
+
+    try:
+        return _run(command, f"process {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: ")
+    finally:
+        distributed.finish()
+        # gloo's threads let go of the last transfers' tensors a moment after they end, and need Python for
+        # it: were Python shutting down by then, the process would abort ("terminate called without an
+        # active exception", pytorch issue 190489); so a pause first
+        time.sleep(0.2)

@@ -153,9 +153,27 @@ def atomic_path(target: str | os.PathLike, verify: Callable[[str], None] | None 
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
             os.replace(tmp, target)
     finally:
-        for suffix in _SIDECARS:
-            if os.path.exists(tmp + suffix):
-                os.remove(tmp + suffix)
+        _remove_file(tmp)
+
+
+@contextlib.contextmanager
+def temporary_path(target: str | os.PathLike) -> Iterator[str]:
+    """Yield a new temporary path beside `target`, named as atomic_path's (so a killed run's are
+    cleaned up by later runs); delete it and GDAL's side files on exit, whatever happens."""
+    target = Path(target)
+    tmp = _temporary(target, tempfile.mkstemp, suffix=".part" + target.suffix)
+    try:
+        with _reported(target):
+            yield tmp
+    finally:
+        _remove_file(tmp)
+
+
+def _remove_file(path: str) -> None:
+    """Delete file `path` and the side files GDAL may have added beside it."""
+    for suffix in _SIDECARS:
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
 
 
 @contextlib.contextmanager

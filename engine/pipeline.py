@@ -18,20 +18,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import rasterio
 import torch
 from rasterio.transform import Affine
+from rasterio.windows import Window
 
+from . import distributed
 from .card import ModelCard
 from .device import resolve_device
-from .errors import InputError, ModelFileError
-from .fileio import atomic_path, check_geotiff_name, check_not_same_file
+from .errors import InputError, ModelFileError, OutputError
+from .fileio import atomic_path, check_geotiff_name, check_not_same_file, temporary_path
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
 from .raster import (
+    BLOCK,
     GDAL_ENV,
     GeoTiffWriter,
     RollingReader,
@@ -110,17 +113,22 @@ def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) 
         yield values, covered & valid_in, c0
 
 
-def _batches(grid: TileGrid, batch_size: int):
-    """(strip index, row offset, column offsets) of every batch, in processing order."""
-    cols = grid.col_offsets
-    for ri, r in enumerate(grid.row_offsets):
+def _batches(grid: TileGrid, batch_size: int, strips: range):
+    """(strip index, row offset, column offsets) of every batch of `strips`, in processing order."""
+    rows, cols = grid.row_offsets, grid.col_offsets
+    for ri in strips:
         for b0 in range(0, len(cols), batch_size):
-            yield ri, r, cols[b0:b0 + batch_size]
+            yield ri, rows[ri], cols[b0:b0 + batch_size]
 
 
 def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, predict: Predict,
-              sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats) -> None:
+              sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats, strips: range | None = None) -> None:
     """Drive the grid row by row; `sink` receives every output row exactly once, top to bottom.
+
+    `strips` (consecutive indexes of grid.row_offsets; default all): only the rows these finish,
+    grid.strip_rows(strips) times `scale`, go to `sink`, one process's share of a run split over
+    several. The strip above them runs too, unsent, so that its overlap reaches their first rows as
+    in the whole run: the same sums in the same order, so the same values bit for bit.
 
     Reading runs in this thread, between forward passes: a reader thread that overlaps
     them was measured slower on 2 cores (it preempts torch's own threads).
@@ -128,15 +136,17 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
     t, s = grid.tile, scale
     height_out, width_out = grid.height * s, grid.width * s
     rows, cols = grid.row_offsets, grid.col_offsets
+    strips = range(len(rows)) if strips is None else strips
+    run = range(max(strips.start - 1, 0), strips.stop) if strips else range(0)
     acc = np.zeros((out_channels, t * s, grid.padded_width * s), np.float32)
     wsum = np.zeros(acc.shape[1:], np.float32)
     valid_strip = np.ones((t, grid.padded_width), bool)
     weights: dict[tuple[bool, ...], np.ndarray] = {}
-    total, done = len(grid), 0
+    total, done = len(run) * len(cols), 0
     # reused from batch to batch: fresh arrays this size would each cost page faults
     batch = scratch = None
 
-    for ri, r, batch_cols in _batches(grid, batch_size):
+    for ri, r, batch_cols in _batches(grid, batch_size, run):
         feedback.check_cancelled()
         x, valid, needs = source(r, r + t, batch_cols[0], batch_cols[-1] + t)
         top, bottom = ri > 0, ri < len(rows) - 1
@@ -184,7 +194,8 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
 
         # the strip is done: rows [r, r + n) are final, no later tile reaches them
         n = min((grid.stride if bottom else in_rows) * s, height_out - r * s)
-        sink(n, finished_chunks(acc, wsum, valid_strip, n, width_out, s))
+        if ri in strips:
+            sink(n, finished_chunks(acc, wsum, valid_strip, n, width_out, s))
         if bottom:
             shift = grid.stride * s
             acc[:, :-shift] = acc[:, shift:]
@@ -193,6 +204,97 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
             wsum[-shift:] = 0
             valid_strip[:-grid.stride] = valid_strip[grid.stride:]
             valid_strip[-grid.stride:] = True
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output GeoTIFF of a tile pass: its path and GeoTiffWriter's parameters for the whole raster."""
+
+    path: str | os.PathLike
+    params: dict[str, Any]
+
+
+@contextlib.contextmanager
+def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator[dict[str, GeoTiffWriter]]:
+    """Writers of `outputs` (by key) for the output rows [rows[0], rows[1]) this process makes, all of
+    them in one process. On success every output is complete, checked and under its name; on any
+    error none is.
+
+    One process: each output is written beside its target and renamed into place (atomic_path).
+    Several (torchrun): each process writes its rows into part files beside the targets (none when
+    it has no rows); once every process has succeeded, process 0 joins the parts in row order into
+    the targets; a failure in any process fails all of them; parts are deleted in every case."""
+    share = distributed.current()
+    if share.world == 1:
+        with contextlib.ExitStack() as stack:
+            paths = {key: stack.enter_context(atomic_path(out.path)) for key, out in outputs.items()}
+            yield stack.enter_context(_writers(outputs, paths))
+        return
+    with contextlib.ExitStack() as stack:
+        stack.callback(distributed.barrier)  # last: no process returns before all have deleted their parts
+        try:
+            parts = {key: stack.enter_context(temporary_path(out.path)) for key, out in outputs.items()
+                     if rows[1] > rows[0]}
+            with _writers(outputs, parts, rows) as writers:
+                yield writers
+        except BaseException:
+            _failed(False)
+            raise
+        failed = _failed(True)
+        if not failed:
+            every = distributed.gather(parts)
+            try:
+                if share.is_main:
+                    _join(outputs, every)
+            except BaseException:
+                _failed(False)
+                raise
+            failed = _failed(True)
+    if failed:
+        raise OutputError(f"process{'es' if len(failed) > 1 else ''} {', '.join(map(str, failed))} of this run "
+                          f"failed (see the error it printed); nothing was written")
+
+
+@contextlib.contextmanager
+def _writers(outputs: dict[str, Output], paths: dict[str, str],
+             rows: tuple[int, int] | None = None) -> Iterator[dict[str, GeoTiffWriter]]:
+    """Writers of the `outputs` at `paths` (of rows `rows`, see GeoTiffWriter): closed (checked,
+    overviews built) on success, aborted on error."""
+    writers: dict[str, GeoTiffWriter] = {}
+    try:
+        for key, path in paths.items():
+            writers[key] = GeoTiffWriter(path, **outputs[key].params, rows=rows)
+        yield writers
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+
+
+def _join(outputs: dict[str, Output], parts: list[dict[str, str]]) -> None:
+    """Each output from its parts (`parts`: each process's part paths by key, in row order), read
+    block row by block row, so memory grows with the width only."""
+    with rasterio.Env(**GDAL_ENV), contextlib.ExitStack() as stack:
+        paths = {key: stack.enter_context(atomic_path(out.path)) for key, out in outputs.items()}
+        writers = stack.enter_context(_writers(outputs, paths))
+        for key, writer in writers.items():
+            for part in (p[key] for p in parts if key in p):
+                with rasterio.open(part) as src:
+                    for r in range(0, src.height, BLOCK):
+                        writer.write_rows(src.read(window=Window(0, r, src.width, min(BLOCK, src.height - r))))
+
+
+def _failed(ok: bool) -> list[int]:
+    """Tell every process whether this one succeeded (`ok`); the ranks of those that did not."""
+    return [rank for rank, good in enumerate(distributed.gather(ok)) if not good]
+
+
+def run_totals(stats: RunStats) -> None:
+    """Tiles run and skipped, summed over the processes of a run split over several (called by all)."""
+    counts = distributed.gather((stats.tiles_run, stats.tiles_skipped))
+    stats.tiles_run, stats.tiles_skipped = (sum(c) for c in zip(*counts, strict=True))
 
 
 def torch_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
@@ -312,14 +414,16 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         warn_if_not_georeferenced(src, feedback)
         feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
                       f"(overlap {overlap}), batch {options.batch_size}, device {device}")
-        with atomic_path(output_path) as tmp:
-            writer = GeoTiffWriter(tmp, width=src.width * card.scale, height=src.height * card.scale,
-                                   dtype=out_dtype, crs=src.crs, transform=output_transform(src, card.scale),
-                                   nodata=nodata, band_names=card.outputs.names, overviews=options.overviews,
-                                   categorical=finish is not None)
+        strips = distributed.current().part(len(grid.row_offsets))  # all of them in one process
+        first, last = grid.strip_rows(strips)
+        output = Output(output_path, dict(
+            width=src.width * card.scale, height=src.height * card.scale, dtype=out_dtype, crs=src.crs,
+            transform=output_transform(src, card.scale), nodata=nodata, band_names=card.outputs.names,
+            overviews=options.overviews, categorical=finish is not None))
+        with write_outputs({"output": output}, (first * card.scale, last * card.scale)) as writers:
 
             def sink(n, chunks):
-                rows = writer.next_rows(n)  # (bands, n, width) in the output dtype, written on return
+                rows = writers["output"].next_rows(n)  # (bands, n, width) in the output dtype, written on return
                 for values, valid, c0 in chunks:
                     out = rows[:, :, c0:c0 + values.shape[2]]
                     if finish:
@@ -330,13 +434,9 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 
-            try:
-                run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),
-                          sink, options.batch_size, feedback, stats)
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+            run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),
+                      sink, options.batch_size, feedback, stats, strips)
+    run_totals(stats)
     stats.seconds = time.perf_counter() - started
     return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale, dict(card.legend))
 

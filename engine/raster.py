@@ -20,6 +20,7 @@ import numpy as np
 import rasterio
 import rasterio.io
 from rasterio.enums import ColorInterp, Interleaving, MaskFlags
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .errors import InputError, OutputError
@@ -339,11 +340,18 @@ def _writer_thread() -> ThreadPoolExecutor:
 class GeoTiffWriter:
     """Writes rows top to bottom into an open GeoTIFF, in whole block rows; on close, builds
     internal overviews when asked (`overviews`, see overview_factors), by averaging or, for
-    `categorical` outputs (classes, map colours, masks), by taking one pixel."""
+    `categorical` outputs (classes, map colours, masks), by taking one pixel. `tags`: the
+    dataset's metadata. `rows`: only rows [r0, r1) of the raster described, as a file of its
+    own (its transform shifted down r0 rows, no overviews): a process's part of an output
+    that several write."""
 
     def __init__(self, path: str, *, width: int, height: int, dtype: str, crs, transform,
-                 nodata, band_names: list[str], overviews: str = "no", categorical: bool = False):
+                 nodata, band_names: list[str], overviews: str = "no", categorical: bool = False,
+                 tags: dict[str, str] | None = None, rows: tuple[int, int] | None = None):
         self.factors = overview_factors(width, height, overviews)
+        if rows is not None:
+            height, self.factors = rows[1] - rows[0], []
+            transform = None if transform is None else transform * Affine.translation(0, rows[0])
         self.categorical = categorical
         tiled = width >= BLOCK and height >= BLOCK
         kind = np.dtype(dtype).kind
@@ -363,6 +371,8 @@ class GeoTiffWriter:
         interp = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
         if [n.lower() for n in band_names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"]):
             self.dst.colorinterp = [interp.get(n.lower(), ColorInterp.alpha) for n in band_names]
+        if tags:
+            self.dst.update_tags(**tags)
         # rows wait here until whole block rows can be written: one buffer, reused
         self._buffer = np.empty((len(band_names), 0, width), dtype)
         self._filled = 0  # rows of the buffer holding data not yet written

@@ -69,6 +69,13 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.row_offsets) * len(self.col_offsets)
 
+    def strip_rows(self, strips: range) -> tuple[int, int]:
+        """Rows [r0, r1) that the strips `strips` (consecutive indexes of row_offsets) finish in the tile
+        pipeline: strip i those from i * stride on, the last strip those down to the bottom."""
+        count = len(self.row_offsets)
+        r0, r1 = (i * self.stride if i < count else self.height for i in (strips.start, strips.stop))
+        return r0, r1
+
 
 def axis_weights(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
     """1-D blending profile: 1 in the middle, sin^2 ramps over the overlaps.

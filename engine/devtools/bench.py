@@ -75,10 +75,11 @@ def add_arguments(p) -> None:
                    help="trained model for the seam measures (a random-init model shows no seams to measure; "
                         f"default {SEAM_MODEL}, else the bench model)")
     p.add_argument("--quick", action="store_true", help="fast smoke run: tiny model, small rasters")
-    p.add_argument("--only", choices=["efficiency", "engine-process", "null-model"],
+    p.add_argument("--only", choices=["efficiency", "engine-process", "null-model", "scale"],
                    help="measure only this part (efficiency: the end-to-end/forward runs and the profile, in "
                         "a minute; engine-process: the cost of running the engine as a subprocess, as the plugin "
-                        "does with SatGen's environment); its report goes to WORK/bench_<part>.json unless --out "
+                        "does with SatGen's environment; scale: training and apply with 1 and 2 processes under "
+                        "torchrun); its report goes to WORK/bench_<part>.json unless --out "
                         "is given")
     p.add_argument("--engine-python", default=sys.executable,
                    help="interpreter of the engine subprocess for engine-process (default: this one)")
@@ -499,11 +500,13 @@ def measure_engine_process(input_path: str, work: Path, python: str, sides=(256,
     return out
 
 
-def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: int = 3) -> dict:
+def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: int = 3, device: str = "cpu",
+                       all_cores: bool = False) -> dict:
     """The pipeline's own cost: apply_model with a model whose forward costs nothing (a real model file,
     its network swapped here for one that passes the first three input bands through) on a `side` px
     4-band raster, against gdal_translate reading the same file and writing the same kind of GeoTIFF
-    (3 bands uint8, scaled, tiled 256, ZSTD level 1), alternating, medians of `repeats`."""
+    (3 bands uint8, scaled, tiled 256, ZSTD level 1), alternating, medians of `repeats`. `all_cores`:
+    gdal_translate compresses with all cores (GDAL's NUM_THREADS=ALL_CPUS), as the GPU goal asks."""
     import shutil
     import statistics
     import subprocess  # nosec B404
@@ -531,7 +534,11 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
     lo, hi = loaded.card.inputs.low, loaded.card.inputs.high
     options = {**{k.upper(): v for k, v in output_compression().items()}, "PREDICTOR": 2, "TILED": "YES",
                "BLOCKXSIZE": BLOCK, "BLOCKYSIZE": BLOCK}  # as GeoTiffWriter writes a uint8 output
+    if all_cores:
+        options["NUM_THREADS"] = "ALL_CPUS"
     command = [gdal, "-q", "-ot", "Byte", "-b", "1", "-b", "2", "-b", "3"]
+    if all_cores:
+        command += ["--config", "GDAL_NUM_THREADS", "ALL_CPUS"]
     for band in range(3):
         command += [f"-scale_{band + 1}", f"{lo[band]:g}", f"{hi[band]:g}", "0", "255"]
     for key, value in options.items():
@@ -540,7 +547,7 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
     for i in range(repeats):
         out = work / f"null_{i}.tif"
         t = time.perf_counter()
-        apply_model(loaded, canvas, out, TileOptions(batch_size=4, device="cpu", overviews="no"))
+        apply_model(loaded, canvas, out, TileOptions(batch_size=4, device=device, overviews="no"))
         ours.append(time.perf_counter() - t)
         copy = work / f"gdal_{i}.tif"
         copy.unlink(missing_ok=True)
@@ -550,7 +557,8 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
         _log(f"  run {i + 1}: pipeline {ours[-1]:.2f} s, gdal_translate {theirs[-1]:.2f} s")
     mp = side * side / 1e6
     a, b = statistics.median(ours), statistics.median(theirs)
-    return {"side": side, "runs": repeats, "pipeline_s": [round(x, 3) for x in ours],
+    return {"side": side, "runs": repeats, "device": device, "gdal_all_cores": all_cores,
+            "pipeline_s": [round(x, 3) for x in ours],
             "gdal_translate_s": [round(x, 3) for x in theirs], "pipeline_mp_per_s": round(mp / a, 2),
             "gdal_mp_per_s": round(mp / b, 2), "null_model_vs_gdal": round(b / a, 3),
             "gdal_command": " ".join(command[1:]) + " IN OUT", "creation_options": options}
@@ -575,6 +583,18 @@ def main(args) -> int:
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"null_model_vs_gdal {result['null_model_vs_gdal']} (pipeline {result['pipeline_mp_per_s']} MP/s, "
               f"gdal_translate {result['gdal_mp_per_s']} MP/s); wrote {out}")
+        return 0
+    if args.only == "scale":
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+        result = _scale(args.input, work, args.quick)
+        result.update(command="python -m engine bench " + " ".join(sys.argv[2:]),
+                      date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), cpu=_cpu_name())
+        out = Path(args.out or work / "bench_scale.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"training {result['train_images_per_s_1']} -> {result['train_images_per_s_2']} images/s, inference "
+              f"{result['infer_mp_per_s_1']} -> {result['infer_mp_per_s_2']} MP/s with 1 -> 2 processes "
+              f"(identical output: {result['infer_2_identical_to_1']}); wrote {out}")
         return 0
     if args.only == "engine-process":
         work = Path(args.work)
@@ -681,11 +701,22 @@ def main(args) -> int:
     if goals["seam_vs_crop"]["met"] is None:
         goals["seam_vs_crop"]["note"] = ("not measurable with this model: centre-crop stitching shows no seam "
                                          "either (see details.seams); run with a trained --model")
+    gpu = None
+    if device.type == "cuda":  # the GPU goals: efficiency, MP/s, null model against a GDAL copy on all cores
+        _log("GPU: null model on CUDA against gdal_translate on all cores")
+        gpu_null = measure_null_model(args.input, work, side=setup["null_side"], repeats=1 if args.quick else 3,
+                                      device=str(device), all_cores=True)
+        gpu = {"device": torch.cuda.get_device_name(device), "efficiency": eff["efficiency"],
+               "mp_per_s": eff["mp_per_s"], "null_model_vs_gdal_all_cores": gpu_null["null_model_vs_gdal"],
+               "null_model": gpu_null}
+    scale = None if args.quick else _scale(args.input, work, quick=False)
     report = {
         "machine": machine,
         "model": describe_model(loaded, random_init=not args.model),
         "options": {"tile": tile, "overlap": overlap, "batch_size": options.batch_size, "quick": args.quick},
         "pipeline": pipeline,
+        **({"gpu": gpu} if gpu else {}),
+        **({"scale": scale} if scale else {}),
         "goals": goals,
         "details": {"efficiency": eff, "profile": profile, "seams": seams, "null_model": null,
                     "rss_model": {"path": str(rss_model), "note": rss_note}, "rss_runs": rss},
@@ -725,6 +756,17 @@ def format_table(report: dict) -> str:
          "(reference: no tiling)", ""),
         ("seam_psnr_db", "n/a" if p["seam_psnr_db"] is None else f"{p['seam_psnr_db']:.2f}", "(reported)", ""),
     ]
+    if "scale" in report:
+        sc = report["scale"]
+        rows += [("scale: training images/s, 1 / 2 processes",
+                  f"{sc['train_images_per_s_1']:.1f} / {sc['train_images_per_s_2']:.1f}", "(reported)", ""),
+                 ("scale: apply MP/s, 1 / 2 processes", f"{sc['infer_mp_per_s_1']:.2f} / {sc['infer_mp_per_s_2']:.2f}",
+                  "identical output", "yes" if sc["infer_2_identical_to_1"] else "NO")]
+    if "gpu" in report:
+        gp = report["gpu"]
+        rows += [(f"gpu ({gp['device']}): efficiency / MP/s", f"{gp['efficiency']:.3f} / {gp['mp_per_s']:.1f}",
+                  ">= 0.6 / >= 100", ""),
+                 ("gpu: null model / GDAL on all cores", f"{gp['null_model_vs_gdal_all_cores']:.3f}", ">= 0.5", "")]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -736,6 +778,21 @@ def format_table(report: dict) -> str:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _scale(input_path: str, work: Path, quick: bool) -> dict:
+    """The scale section (devtools/scale.py) on a 512 px crop (training) and a 2048 px canvas (apply,
+    a U-Net of ngf 8) of the bench input."""
+    from .scale import measure_scale
+
+    _log("scale: training and apply with 1 and 2 processes under torchrun")
+    canvas = str(work / "canvas_2048.tif")
+    if not Path(canvas).exists():
+        make_canvas(input_path, canvas, 2048)
+    model = make_bench_model(work / "bench_unet_ngf8.satgen", input_path, 8)
+    scale = measure_scale(_crop(input_path, work, 512), canvas, str(model), work, quick=quick)
+    _log(f"  training x{scale['train_ratio_2_1']}, inference x{scale['infer_ratio_2_1']} with 2 processes")
+    return scale
 
 
 def _tiling(loaded, options) -> tuple[int, int]:

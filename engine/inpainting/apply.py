@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from .. import distributed
 from ..card import ModelCard
 from ..errors import InputError
-from ..fileio import atomic_path
 from ..modelfile import LoadedModel, default_model
 from ..models.inpaint_unet import model_input
 from ..pipeline import (
+    Output,
     RunStats,
     TileOptions,
     check_input_dtype,
@@ -37,15 +38,16 @@ from ..pipeline import (
     output_transform,
     prepare_apply,
     run_tiles,
+    run_totals,
     torch_predictor,
     warn_if_not_georeferenced,
+    write_outputs,
 )
 from ..progress import Feedback
 from ..raster import (
     BLOCK,
     GDAL_ENV,
     BlockReader,
-    GeoTiffWriter,
     RollingReader,
     open_raster,
     sample_pixels,
@@ -239,6 +241,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
                 _run(src, rolling, StripCache(cloud, grid.padded_width), grid, card, model, device, scaling,
                      bands, dtype, outputs, options, feedback, stats, fraction, best_effort, strip_ref,
                      refs.combine if refs else "weighted")
+    run_totals(stats)
     stats.seconds = time.perf_counter() - started
     feedback.info(f"{stats.tiles_run} tiles filled, {stats.tiles_skipped} cloud-free tiles copied")
     return InpaintResult(Path(output_path), Path(output_mask) if output_mask else None, stats, fraction,
@@ -253,10 +256,10 @@ class FillOutputs:
     uncertainty: str | os.PathLike | None = None
 
 
-def _writer(path, src, dtype, nodata, names, overviews, categorical=False):
-    return GeoTiffWriter(path, width=src.width, height=src.height, dtype=dtype, crs=src.crs,
-                         transform=output_transform(src, 1), nodata=nodata, band_names=names,
-                         overviews=overviews, categorical=categorical)
+def _output(path, src, dtype, nodata, names, overviews, tags, categorical=False) -> Output:
+    return Output(path, dict(width=src.width, height=src.height, dtype=dtype, crs=src.crs,
+                             transform=output_transform(src, 1), nodata=nodata, band_names=names,
+                             overviews=overviews, categorical=categorical, tags=tags))
 
 
 def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, outputs: FillOutputs,
@@ -289,18 +292,18 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             "SATGEN_MODEL": card.name}
     if reference is not None:
         tags["SATGEN_REFERENCES"] = "; ".join(Path(p).name for p in reference.mask.source.paths)
-    with contextlib.ExitStack() as stack:
-        paths = {k: stack.enter_context(atomic_path(v)) if v else None
-                 for k, v in vars(outputs).items()}
-        writers = {"output": _writer(paths["output"], src, dtype, src.nodata, names, overviews)}
-        if paths["mask"]:
-            writers["mask"] = _writer(paths["mask"], src, "uint8", MASK_NODATA, ["cloud"], overviews, True)
-        if paths["source"]:
-            writers["source"] = _writer(paths["source"], src, "uint8", MASK_NODATA, ["fill source"], overviews, True)
-        if paths["uncertainty"]:
-            writers["uncertainty"] = _writer(paths["uncertainty"], src, "float32", float("nan"),
-                                             [f"{n} 80% half-width" for n in names], overviews)
-        row = [0]
+    specs = {"output": _output(outputs.output, src, dtype, src.nodata, names, overviews, tags)}
+    if outputs.mask:
+        specs["mask"] = _output(outputs.mask, src, "uint8", MASK_NODATA, ["cloud"], overviews, tags, True)
+    if outputs.source:
+        specs["source"] = _output(outputs.source, src, "uint8", MASK_NODATA, ["fill source"], overviews, tags, True)
+    if outputs.uncertainty:
+        specs["uncertainty"] = _output(outputs.uncertainty, src, "float32", float("nan"),
+                                       [f"{n} 80% half-width" for n in names], overviews, tags)
+    strips = distributed.current().part(len(grid.row_offsets))  # all of them in one process
+    first, last = grid.strip_rows(strips)
+    with write_outputs(specs, (first, last)) as writers:
+        row = [first]
 
         def sink(n, chunks):
             r = row[0]
@@ -334,21 +337,12 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
                         u[:, ~valid] = np.nan
             row[0] += n
 
-        try:
-            for w in writers.values():
-                w.dst.update_tags(**tags)
-            if full:
-                predictor = fill_predictor(model.module, device, n_bands, n_refs, combine, clip)
-                channels = 2 * n_bands + n_refs + 1
-            else:
-                predictor, channels = torch_predictor(model.module, device), card.outputs.count
-            run_tiles(grid, 1, channels, source, predictor, sink, options.batch_size, feedback, stats)
-            for w in writers.values():
-                w.close()
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            raise
+        if full:
+            predictor = fill_predictor(model.module, device, n_bands, n_refs, combine, clip)
+            channels = 2 * n_bands + n_refs + 1
+        else:
+            predictor, channels = torch_predictor(model.module, device), card.outputs.count
+        run_tiles(grid, 1, channels, source, predictor, sink, options.batch_size, feedback, stats, strips)
 
 
 # the source layer: 0 the input's own pixel, 1, 2, ... the reference (numbered as given) with the most weight,
