@@ -11,7 +11,6 @@ import importlib.util
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 
 from .errors import Cancelled, InputError, SatGenError
@@ -111,10 +110,13 @@ def cmd_inpaint(args) -> int:
                      output_mask=args.output_mask, normalize=args.normalize, reference=references,
                      output_source=args.output_source, output_uncertainty=args.output_uncertainty)
     st = result.stats
-    _say(f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
-          f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s"
-          + (f"; mask {result.mask}" if result.mask else "")
-          + ("; BEST EFFORT: mostly cloud" if result.best_effort else ""))
+    said = (f"wrote {result.output} ({result.width} x {result.height} px, cloud cover {result.cloud_fraction:.1%}): "
+            f"{st.tiles_run} tiles filled, {st.tiles_skipped} copied, {st.seconds:.1f} s")
+    if result.mask:
+        said += f"; mask {result.mask}"
+    if result.best_effort:
+        said += "; BEST EFFORT: mostly cloud"
+    _say(said)
     return 0
 
 
@@ -421,7 +423,3 @@ def _in_process_group(args) -> int:
         return _run(command, f"process {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']}: ")
     finally:
         distributed.finish()
-        # gloo's threads let go of the last transfers' tensors a moment after they end, and need Python for
-        # it: were Python shutting down by then, the process would abort ("terminate called without an
-        # active exception", pytorch issue 190489); so a pause first
-        time.sleep(0.2)

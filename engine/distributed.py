@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,13 @@ def current() -> Share:
 def finish() -> None:
     """Leave the process group (at the end of a command)."""
     if dist.is_available() and dist.is_initialized():
+        gloo = dist.get_backend() == "gloo"
         dist.destroy_process_group()
+        if gloo:
+            # gloo's threads let go of the last transfers' tensors a moment after they end, and need Python
+            # for it: were Python shutting down by then, the process would abort ("terminate called without
+            # an active exception", pytorch issue 190489); so a pause first
+            time.sleep(0.2)
 
 
 def barrier() -> None:

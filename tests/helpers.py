@@ -75,6 +75,25 @@ def make_model(path, in_bands=3, out_bands=3, *, depth=3, ngf=4, dtype="uint16",
     return save_model(path, module, card)
 
 
+def make_inpaint_model(path):
+    """A tiny real inpainting model (InpaintUNet, harmonic fill, random weights: the untrained model is the
+    harmonic fill itself) for 4 uint16 bands, 32 px tiles, saved as a SatGen model file."""
+    import torch
+
+    from engine.card import Bands, ModelCard
+    from engine.modelfile import save_model
+    from engine.models.inpaint_unet import InpaintUNet
+
+    torch.manual_seed(0)
+    params = dict(in_channels=5, out_channels=4, ngf=4, depth=3, fill="harmonic")
+    names = ["B1", "B2", "B3", "B4"]
+    card = ModelCard(task="inpaint", architecture="inpaint_unet", params=params,
+                     inputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16", clip=3.0),
+                     outputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16"),
+                     tile_size=32, overlap=8, name="tiny inpainting test model")
+    return save_model(path, InpaintUNet(**params), card)
+
+
 class Lines(Feedback):
     """Engine feedback that keeps every info line."""
 

@@ -244,4 +244,3 @@ def train(task: Task, config: Any, run: Run, report: Path, ckpt: Path, not_train
             raise TrainingError("the first process failed while writing the model file (its message says why); "
                                 "no model file was written")
     return path
-

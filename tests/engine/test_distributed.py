@@ -24,7 +24,7 @@ from engine.pipeline import RunStats, TileOptions, apply_model, run_tiles
 from engine.progress import Feedback
 from engine.translation.apply import translate
 from engine.windows import TileGrid, reflect_indices
-from helpers import ROOT, make_model, smooth_image, write_raster
+from helpers import ROOT, make_inpaint_model, make_model, smooth_image, write_raster
 
 TILES = dict(tile_size=64, overlap=16, batch_size=3, device="cpu")
 
@@ -158,21 +158,7 @@ def test_translate_with_a_process_that_has_no_strip(tmp_path):
 
 @pytest.fixture(scope="module")
 def inpaint_model(tmp_path_factory):
-    """A tiny real inpainting model (InpaintUNet, harmonic fill, random weights) for 4 uint16 bands."""
-    import torch
-
-    from engine.card import Bands, ModelCard
-    from engine.modelfile import save_model
-    from engine.models.inpaint_unet import InpaintUNet
-
-    torch.manual_seed(0)
-    params = dict(in_channels=5, out_channels=4, ngf=4, depth=3, fill="harmonic")
-    names = ["B1", "B2", "B3", "B4"]
-    card = ModelCard(task="inpaint", architecture="inpaint_unet", params=params,
-                     inputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16", clip=3.0),
-                     outputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16"),
-                     tile_size=32, overlap=8, name="tiny inpainting test model")
-    return save_model(tmp_path_factory.mktemp("model") / "inpaint.satgen", InpaintUNet(**params), card)
+    return make_inpaint_model(tmp_path_factory.mktemp("model") / "inpaint.satgen")
 
 
 def test_inpaint_in_two_processes_writes_what_one_does(inpaint_model, tmp_path):

@@ -27,7 +27,7 @@ from engine.inpainting.apply import MASK_NODATA, MODEL_CODE, MaskOptions, inpain
 from engine.inpainting.references import MAX_REFERENCES, ReferenceOptions, date_order, parse_date, raster_date
 from engine.pipeline import TileOptions
 from engine.raster import verify_geotiff
-from helpers import ROOT, Lines, write_raster
+from helpers import ROOT, Lines, make_inpaint_model, write_raster
 
 H, W = 64, 64  # one 64 px tile
 ORIGIN = from_origin(500000.0, 5800000.0, 10.0, 10.0)  # write_raster's default grid, EPSG:32633
@@ -108,22 +108,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A tiny real inpainting model (InpaintUNet, harmonic fill, random weights: the untrained model is the
-    harmonic fill itself) for 4 uint16 bands, 32 px tiles, saved as a SatGen model file."""
-    import torch
-
-    from engine.card import Bands, ModelCard
-    from engine.modelfile import save_model
-    from engine.models.inpaint_unet import InpaintUNet
-
-    torch.manual_seed(0)
-    params = dict(in_channels=5, out_channels=4, ngf=4, depth=3, fill="harmonic")
-    names = ["B1", "B2", "B3", "B4"]
-    card = ModelCard(task="inpaint", architecture="inpaint_unet", params=params,
-                     inputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16", clip=3.0),
-                     outputs=Bands(names=names, low=[0.0] * 4, high=[4000.0] * 4, dtype="uint16"),
-                     tile_size=32, overlap=8, name="tiny inpainting test model")
-    return save_model(tmp_path_factory.mktemp("model") / "inpaint.satgen", InpaintUNet(**params), card)
+    return make_inpaint_model(tmp_path_factory.mktemp("model") / "inpaint.satgen")
 
 
 def fill(tmp_path, model, name, input_path, mask, reference, **kw):
