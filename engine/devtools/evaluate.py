@@ -18,6 +18,7 @@ from rasterio.windows import Window
 
 from .. import metrics
 from ..bands import display_bands
+from ..errors import InputError
 from ..modelfile import read_card
 from ..pipeline import TileOptions
 from ..preview import read_rgb, side_by_side
@@ -51,7 +52,11 @@ def _tile_seam_ratio(image: np.ndarray, tile: int, overlap: int) -> float:
 def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int = 4) -> dict:
     card = read_card(model)
     config = config_from_card(card)
-    pair, legend, split = prepare_data(config)
+    pairs, legend = prepare_data(config)
+    pair, split = pairs.pairs[0], pairs.block_split
+    if split is None:
+        raise InputError("make evaluate scores a model trained on one raster and its map; this one learnt from "
+                         f"many pairs ({card.training.get('data', '')})")
     valid = split.mask("val") & pair.valid
     colors = [c for k, c in legend.items() if not (config.unlabelled_background and k == "background")]
     r0, c0, r1, c1 = pair.window

@@ -10,14 +10,21 @@ from typing import Any
 from ..training.options import RunOptions, derive_from_patch, option
 
 MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters
+HOLDOUTS = ("image", "folder")  # what a training set of many pairs holds out whole for validation
 
 
 @dataclass
 class TranslationConfig(RunOptions):
-    input: str = option(help="satellite raster")
-    target: str = option(help="map raster (RGB), any CRS and resolution: warped onto the input's grid")
+    input: str = option(help="satellite raster; or a folder of images, or a glob pattern naming several "
+                             "(e.g. 'city/*/images'), paired by name with the maps in --target")
     output_model: str = option(help="model file to write (.satgen)")
     report_dir: str = option(help="folder for checkpoint, loss curves, samples, metrics")
+    target: str = option("", "map raster (RGB, or one band with a colour table), any CRS and resolution: warped "
+                             "onto the input's grid; or the folder(s) of maps with the input images' names")
+    side_by_side: bool = option(False, "the input images hold their map in their right half (pix2pix data "
+                                       "sets); give no --target")
+    holdout: str = option("image", "with many pairs: hold out whole images, or whole folders (each folder or "
+                                   "file the input names, e.g. one city tile)", choices=HOLDOUTS)
     bands: list[int] | None = option(None, "1-based input bands, e.g. 3,2,1 (default: all)")
     legend: str | None = option(None, "legend JSON of the map (from satgen:render_map_target): per-class scores")
     epochs: int = option(20, "epochs")
@@ -43,7 +50,7 @@ class TranslationConfig(RunOptions):
         False, "the legend's background colour marks unmapped land: leave it out of loss and scores")
     min_valid: float | None = option(None, "share of labelled pixels a training patch needs (default: 0.3 with "
                                            "--unlabelled-background, else 0.9)")
-    val_fraction: float = option(0.25, "share of the blocks held out for validation")
+    val_fraction: float = option(0.25, "share of the blocks (or images, or folders) held out for validation")
     val_tiles_per_epoch: int = 32  # evenly spread subset for the per-epoch curve; the final metrics use all
     seed: int = option(0, "random seed (split, patches, initial weights)")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N")

@@ -4,11 +4,18 @@
 grid (nearest neighbour, so map colours stay pure), whatever the target's CRS
 and resolution; the pair is cropped to where both are valid.
 
-`BlockSplit` cuts the grid into square blocks and holds a deterministic,
-scene-wide spread of them out for validation. Training patches (`PairPatches`)
-are drawn wholly inside one training block and validation tiles (`val_tiles`)
-wholly inside one validation block, so no training window ever touches a
-held-out pixel. The input scaling is fitted on training blocks only.
+Many pairs (`find_pairs`, `load_pairs`): folders of images and folders of maps
+or class masks matched by name, lists of files, or side-by-side images (input
+on the left half, map on the right, as in the pix2pix data sets).
+
+A `PairSet` holds the pairs and the regions of each that training and
+validation may use. One pair is split by `BlockSplit`, which cuts the grid
+into square blocks and holds a deterministic, scene-wide spread of them out;
+many pairs are split by whole images (or whole folders), never by windows
+across the split. Training patches (`PairPatches`) are drawn wholly inside one
+training region and validation tiles (`val_tiles`) wholly inside one held-out
+region, so no training window ever touches a held-out pixel. The input scaling
+is fitted on training regions only.
 
 Augmentation is joint: the same one of the 8 dihedral transforms (flips and
 quarter turns) is applied to input, target and validity, so the pair stays
@@ -17,9 +24,12 @@ aligned.
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -35,11 +45,17 @@ from ..errors import InputError
 from ..raster import GDAL_ENV, BlockReader, open_raster
 from ..scaling import BandScaling, fit_percentiles
 from ..splits import BlockSplit, Box, box_slices, dihedral
+from .config import HOLDOUTS
 
 # points per axis sampled to find where two rasters overlap
 OVERLAP_SAMPLES = 257
 # a target finer than the input is read decimated to at most this many times the input's pixels
 TARGET_OVERSAMPLING = 4
+# all the pairs of a training set together, in pixels (the arrays stay in memory: about 10 bytes a pixel for 3
+# 8-bit bands and an RGB map)
+MAX_SET_PIXELS = 400_000_000
+# files taken as images in a folder of pairs
+IMAGE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".img", ".vrt", ".bmp", ".webp")
 # ways to reach the fix for a one-band target
 MAP_HINT = "give an RGB(A) map image, or render one from vector land use with satgen:render_map_target"
 
@@ -69,6 +85,47 @@ class Pair:
     @property
     def dtype(self) -> str:
         return str(self.x.dtype)
+
+
+Region = tuple[int, Box]  # (index of the pair, box in its grid)
+
+
+@dataclass
+class PairSet:
+    """Pairs and the regions of each that training and validation use.
+
+    One pair is split into blocks (`block_split` keeps its `BlockSplit`); many
+    pairs are split by whole images, each pair wholly in `train` or in `val`."""
+
+    pairs: list[Pair]
+    names: list[str]  # one per pair: the input's name (relative to its folder for folders of pairs)
+    train: list[Region]
+    val: list[Region]
+    split: str  # how the regions were drawn, in words, for the model card and the report
+    block_split: BlockSplit | None = None
+    groups: list[str] = field(default_factory=list)  # per pair: the folder (or file) it came from
+
+    @classmethod
+    def of_blocks(cls, pair: Pair, split: BlockSplit, name: str = "") -> PairSet:
+        _check_grid(pair, split)
+        return cls([pair], [name], [(0, b) for b in split.train_blocks], [(0, b) for b in split.val_blocks],
+                   f"{len(split.val_blocks)} held-out blocks of {split.block} px", split)
+
+    @property
+    def channels(self) -> int:
+        return int(self.pairs[0].x.shape[0])
+
+    def held_out_names(self) -> list[str]:
+        return sorted({self.names[i] for i, _ in self.val})
+
+
+def as_pair_set(pairs: PairSet | Pair, split: BlockSplit | None = None) -> PairSet:
+    """A PairSet as given, or one pair with its block split."""
+    if isinstance(pairs, PairSet):
+        return pairs
+    if split is None:
+        raise ValueError("one pair needs its BlockSplit")
+    return PairSet.of_blocks(pairs, split)
 
 
 # --------------------------------------------------------------------------- loading
@@ -128,6 +185,146 @@ def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, ban
             + (f", or use a patch size of at most {_largest_patch(min(h, w))}" if min(h, w) >= 16 else ""))
     return Pair(x=x, y=y, valid=valid, transform=dst_transform, crs=crs, band_names=names, bands=band_idx,
                 window=(r0 + a0, c0 + b0, r0 + a1, c0 + b1), input_valid=x_valid)
+
+
+def _expand(text: str, what: str) -> list[Path]:
+    """The paths `text` names: one path, or a glob pattern (sorted), each a file or a folder."""
+    if any(ch in text for ch in "*?["):
+        found = [Path(p) for p in sorted(glob.glob(os.path.expanduser(text)))]
+        if not found:
+            raise InputError(f"the {what} pattern {text!r} matches no file or folder; check the path")
+        return found
+    path = Path(os.path.expanduser(text))
+    if not path.exists():
+        raise InputError(f"the {what} {text} does not exist; check the path")
+    return [path]
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    """Image files under `folder` (recursively), keyed by their path relative to it without the suffix."""
+    out: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
+            key = path.relative_to(folder).with_suffix("").as_posix()
+            if key in out:
+                raise InputError(f"{folder} holds two images named {key} ({out[key].name} and {path.name}); "
+                                 f"keep one of them so each image has one map")
+            out[key] = path
+    return out
+
+
+def find_pairs(input: str, target: str = "", side_by_side: bool = False) -> list[tuple[Path, Path | None, str]]:
+    """(input file, target file or None for side-by-side images, group) for every pair named.
+
+    `input` and `target` are each a file, a folder or a glob pattern. Files pair with
+    files in order; folders pair with folders in order, their images matched by name
+    (relative path without the suffix, so a .jpg finds its .png mask). The group is
+    the folder (or file) a pair came from, for holding out whole folders."""
+    inputs = _expand(input, "input")
+    out: list[tuple[Path, Path | None, str]] = []
+    if side_by_side:
+        if target:
+            raise InputError("side-by-side images hold their map in the right half; give no target with them")
+        for entry in inputs:
+            files = _images_in(entry) if entry.is_dir() else {entry.stem: entry}
+            out.extend((path, None, str(entry)) for path in files.values())
+        if not out:
+            raise InputError(f"no image found in {input}; give a folder of side-by-side images "
+                             f"({', '.join(IMAGE_SUFFIXES)})")
+        return out
+    if not target:
+        raise InputError("give the target map(s) for the input(s), or say that the images are side by side")
+    targets = _expand(target, "target")
+    if len(inputs) != len(targets):
+        raise InputError(f"{input!r} names {len(inputs)} file(s) or folder(s) but {target!r} names {len(targets)}; "
+                         f"give one target file or folder for each input file or folder")
+    out = []
+    for a, b in zip(inputs, targets, strict=True):
+        if a.is_dir() != b.is_dir():
+            raise InputError(f"{a} and {b} must both be files or both be folders")
+        if not a.is_dir():
+            out.append((a, b, str(a)))
+            continue
+        images, maps = _images_in(a), _images_in(b)
+        alone = sorted(set(images) - set(maps))
+        if alone:
+            raise InputError(f"{len(alone)} image(s) in {a} have no map of the same name in {b} (e.g. "
+                             f"{', '.join(alone[:3])}); give each image its map, or move the others out")
+        if not images:
+            raise InputError(f"no image found in {a} ({', '.join(IMAGE_SUFFIXES)})")
+        out.extend((images[key], maps[key], str(a)) for key in images)
+    return out
+
+
+def load_side_by_side(path: str | os.PathLike, bands: list[int] | None = None) -> Pair:
+    """A side-by-side image: the left half is the input, the right half the map (3 bands, 8-bit)."""
+    with rasterio.Env(**GDAL_ENV), open_raster(path) as src:
+        band_idx = _input_bands(src, bands, path)
+        if src.count < 3 or any(src.dtypes[b - 1] != "uint8" for b in (1, 2, 3)):
+            raise InputError(f"{_name(path)} is not an 8-bit RGB image; side-by-side pairs hold an RGB map in "
+                             f"their right half")
+        if src.width < 2 or src.width % 2:
+            raise InputError(f"{_name(path)} is {src.width} px wide, which does not halve into input and map; "
+                             f"side-by-side images are two images of the same size, left and right")
+        half = src.width // 2
+        x = src.read(band_idx, window=Window(0, 0, half, src.height))
+        y = src.read([1, 2, 3], window=Window(half, 0, half, src.height))
+        names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
+    h, w = y.shape[1:]
+    return Pair(x=x, y=y, valid=np.ones((h, w), bool), transform=Affine.identity(), crs=None, band_names=names,
+                bands=band_idx, window=(0, 0, h, w))
+
+
+def load_pairs(input: str, target: str = "", *, side_by_side: bool = False, bands: list[int] | None = None,
+               patch: int | None = None, val_fraction: float = 0.25, seed: int = 0, holdout: str = "image",
+               max_pixels: int = MAX_SET_PIXELS) -> PairSet:
+    """Every pair `find_pairs` names, loaded, and split by whole images (`holdout` "image") or whole
+    folders ("folder"): about `val_fraction` of them held out, chosen by a seeded hash of their names,
+    so the choice does not depend on the order of the files. Use `load_pair` and a `BlockSplit` for
+    one pair."""
+    if holdout not in HOLDOUTS:
+        raise InputError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
+    found = find_pairs(input, target, side_by_side)
+    units = [g if holdout == "folder" else str(a) for a, _, g in found]
+    if len(set(units)) < 2:
+        what = "folders" if holdout == "folder" else "pairs"
+        raise InputError(f"{len(set(units))} {what} found, but training and validation need at least one "
+                         f"each; give more pairs" + (", or hold out images instead of folders"
+                                                     if holdout == "folder" else ""))
+    pairs: list[Pair] = []
+    names: list[str] = []
+    groups: list[str] = []
+    total = 0
+    for a, b, group in found:
+        pair = load_side_by_side(a, bands) if b is None else load_pair(a, b, bands=bands)
+        total += pair.height * pair.width
+        if total > max_pixels:
+            raise InputError(f"the pairs hold more than {max_pixels / 1e6:.0f} million pixels, more than training "
+                             f"holds in memory; train on fewer of them, or resample them to a coarser resolution")
+        if pairs and (pair.x.shape[0], pair.dtype) != (pairs[0].x.shape[0], pairs[0].dtype):
+            raise InputError(f"{_name(a)} has {pair.x.shape[0]} {pair.dtype} band(s) but {names[0]} has "
+                             f"{pairs[0].x.shape[0]} {pairs[0].dtype}; every input of a training set needs the "
+                             f"same bands")
+        pairs.append(pair)
+        root = Path(group) if Path(group).is_dir() else Path(a).parent
+        names.append(Path(a).relative_to(root).as_posix() if Path(a).is_relative_to(root) else Path(a).name)
+        groups.append(group)
+    # known by the path below the folder all of them share, so the split does not depend on where the data lie
+    common = os.path.commonpath([os.path.abspath(u) for u in units])
+    unique = sorted(set(units), key=lambda u: hashlib.sha1(
+        f"{seed}:{Path(os.path.relpath(os.path.abspath(u), common)).as_posix()}".encode()).hexdigest())
+    n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
+    held = set(unique[:n_val])
+    train: list[Region] = []
+    val: list[Region] = []
+    for i, (pair, unit) in enumerate(zip(pairs, units, strict=True)):
+        (val if unit in held else train).append((i, (0, 0, pair.height, pair.width)))
+    if patch is not None and not any(min(pairs[i].height, pairs[i].width) >= patch for i, _ in train):
+        raise InputError(f"no training image is at least {patch} x {patch} px; use a smaller patch size")
+    kind = "folder" if holdout == "folder" else "image"
+    split = (f"{n_val} of {len(unique)} {kind}s held out by a hash of their names (seed {seed}): "
+             f"{len(val)} of {len(pairs)} pairs")
+    return PairSet(pairs, names, train, val, split, groups=groups)
 
 
 def _name(path) -> str:
@@ -355,31 +552,44 @@ def _check_grid(pair: Pair, split: BlockSplit) -> None:
 
 # --------------------------------------------------------------------------- scaling
 
-def fit_input_scaling(pair: Pair, split: BlockSplit, lower: float = 2, upper: float = 98,
+def fit_input_scaling(pairs: PairSet | Pair, split: BlockSplit | None = None, lower: float = 2, upper: float = 98,
                       max_samples: int = 200_000, seed: int = 0) -> BandScaling:
-    """Per-band percentile stretch fitted on valid pixels of the training blocks only."""
-    _check_grid(pair, split)
-    train = split.mask("train") & pair.valid
-    count = int(train.sum())
-    if count == 0:
+    """Per-band percentile stretch fitted on valid pixels of the training regions only."""
+    ps = as_pair_set(pairs, split)
+    masks: dict[int, np.ndarray] = {}
+    for i, box in ps.train:  # per pair, its valid pixels in training regions
+        pair = ps.pairs[i]
+        mask = masks.setdefault(i, np.zeros((pair.height, pair.width), bool))
+        mask[box_slices(box)] = pair.valid[box_slices(box)]
+    counts = {i: int(m.sum()) for i, m in masks.items()}
+    total = sum(counts.values())
+    if total == 0:
         raise InputError("the training blocks hold no valid pixels to fit the input scaling on; use a smaller "
                          "block size or a larger validation-free area")
     rng = np.random.default_rng(seed)
-    if count <= max_samples:
-        idx = np.flatnonzero(train)
-    else:  # draw uniformly over the grid and keep training pixels, without listing all of them
-        found, total = [], 0
-        batch = int(min(4 * max_samples * train.size / count, 16_000_000))
-        while total < max_samples:
-            cand = rng.integers(0, train.size, batch)
-            cand = cand[train.ravel()[cand]]
-            found.append(cand)
-            total += cand.size
-        idx = np.unique(np.concatenate(found))
-        if idx.size > max_samples:
-            idx = rng.choice(idx, max_samples, replace=False)
-    samples = pair.x.reshape(pair.x.shape[0], -1)[:, idx].astype(np.float64)
-    return fit_percentiles(samples, lower, upper)
+    parts = []
+    for i, mask in masks.items():
+        if counts[i]:
+            want = max(1, round(max_samples * counts[i] / total)) if total > max_samples else counts[i]
+            idx = _draw(mask, counts[i], want, rng)
+            parts.append(ps.pairs[i].x.reshape(ps.pairs[i].x.shape[0], -1)[:, idx].astype(np.float64))
+    return fit_percentiles(np.concatenate(parts, axis=1), lower, upper)
+
+
+def _draw(mask: np.ndarray, count: int, want: int, rng) -> np.ndarray:
+    """Flat indexes of up to `want` of the `count` True pixels of `mask`, uniformly without listing all of them."""
+    if count <= want:
+        return np.flatnonzero(mask)
+    found, total = [], 0
+    batch = int(min(4 * want * mask.size / count, 16_000_000))
+    flat = mask.ravel()
+    while total < want:
+        cand = rng.integers(0, mask.size, batch)
+        cand = cand[flat[cand]]
+        found.append(cand)
+        total += cand.size
+    idx = np.unique(np.concatenate(found))
+    return rng.choice(idx, want, replace=False) if idx.size > want else idx
 
 
 # --------------------------------------------------------------------------- samples
@@ -410,37 +620,41 @@ def pair_sample(pair: Pair, scaling: BandScaling, row: int, col: int, patch: int
 
 
 class PairPatches(torch.utils.data.Dataset):
-    """`length` random training patches per epoch, each wholly inside one training block.
+    """`length` random training patches per epoch, each wholly inside one training region.
 
     Item i of epoch e depends only on (seed, e, i), so results do not depend on
     DataLoader workers or order; call `set_epoch(e)` before each epoch (before
     creating the epoch's DataLoader iterator when workers are persistent).
-    Positions are uniform over all patch positions in training blocks; a patch
-    with fewer than `min_valid` valid pixels is redrawn (up to `max_tries`
-    times, then the best one drawn is kept). Items are dicts of tensors:
-    x (C, p, p) float32, y (3, p, p) float32 in [-1, 1], valid (p, p) bool,
-    and the patch's row, col and dihedral transform k.
+    Positions are uniform over all patch positions in training regions (of all
+    pairs); a patch with fewer than `min_valid` valid pixels is redrawn (up to
+    `max_tries` times, then the best one drawn is kept). Items are dicts of
+    tensors: x (C, p, p) float32, y (3, p, p) float32 in [-1, 1], valid (p, p)
+    bool, and the patch's pair, row, col and dihedral transform k.
     """
 
-    def __init__(self, pair: Pair, split: BlockSplit, scaling: BandScaling, patch: int = 256, length: int = 1000,
-                 seed: int = 0, min_valid: float = 0.9, augment: bool = True, clip: float = 3.0,
+    def __init__(self, pairs: PairSet | Pair, split: BlockSplit | None, scaling: BandScaling, patch: int = 256,
+                 length: int = 1000, seed: int = 0, min_valid: float = 0.9, augment: bool = True, clip: float = 3.0,
                  max_tries: int = 50):
-        _check_grid(pair, split)
+        self.pairs = as_pair_set(pairs, split)
         if patch < 1 or length < 1:
             raise InputError(f"patch size and patches per epoch must be positive, got {patch} and {length}")
         if seed < 0:
             raise InputError(f"seed must be 0 or more, got {seed}")
-        self.pair, self.split, self.scaling = pair, split, scaling
+        self.scaling = scaling
         self.patch, self.length, self.seed = int(patch), int(length), int(seed)
         self.min_valid, self.augment, self.clip, self.max_tries = float(min_valid), bool(augment), clip, max_tries
         self.epoch = 0
-        self.blocks = [b for b in split.train_blocks if b[2] - b[0] >= patch and b[3] - b[1] >= patch]
-        if not self.blocks:
-            raise InputError(f"no training block is at least {patch} x {patch} px (blocks are {split.block} px, "
-                             f"smaller at the scene's edges); use a block size of at least {patch} "
-                             f"(better {2 * patch}) or a smaller patch size")
-        weights = np.array([(b[2] - b[0] - patch + 1) * (b[3] - b[1] - patch + 1) * pair.valid[box_slices(b)].mean()
-                            for b in self.blocks], dtype=np.float64)
+        self.regions = [(i, b) for i, b in self.pairs.train if b[2] - b[0] >= patch and b[3] - b[1] >= patch]
+        if not self.regions:
+            if self.pairs.block_split is not None:
+                block = self.pairs.block_split.block
+                raise InputError(f"no training block is at least {patch} x {patch} px (blocks are {block} px, "
+                                 f"smaller at the scene's edges); use a block size of at least {patch} "
+                                 f"(better {2 * patch}) or a smaller patch size")
+            raise InputError(f"no training image is at least {patch} x {patch} px; use a smaller patch size")
+        weights = np.array([(b[2] - b[0] - patch + 1) * (b[3] - b[1] - patch + 1)
+                            * self.pairs.pairs[i].valid[box_slices(b)].mean() for i, b in self.regions],
+                           dtype=np.float64)
         if weights.sum() <= 0:
             raise InputError("the training blocks hold no valid pixels; check the input's nodata and the target's "
                              "coverage, or use other blocks (another seed or block size)")
@@ -452,49 +666,52 @@ class PairPatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def window(self, index: int) -> tuple[int, int, int]:
-        """(row, col, k) of item `index` in the current epoch."""
+    def window(self, index: int) -> tuple[int, int, int, int]:
+        """(pair, row, col, k) of item `index` in the current epoch."""
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         p = self.patch
         best, best_frac = None, -1.0
         for _ in range(self.max_tries):
-            r0, c0, r1, c1 = self.blocks[int(rng.choice(len(self.blocks), p=self.weights))]
+            i, (r0, c0, r1, c1) = self.regions[int(rng.choice(len(self.regions), p=self.weights))]
             row = int(rng.integers(r0, r1 - p + 1))
             col = int(rng.integers(c0, c1 - p + 1))
-            frac = float(self.pair.valid[row:row + p, col:col + p].mean())
+            frac = float(self.pairs.pairs[i].valid[row:row + p, col:col + p].mean())
             if frac > best_frac:
-                best, best_frac = (row, col), frac
+                best, best_frac = (i, row, col), frac
             if frac >= self.min_valid:
                 break
         k = int(rng.integers(8)) if self.augment else 0
         assert best is not None  # nosec B101  # every draw beats the initial -1.0 (max_tries >= 1)
-        return best[0], best[1], k
+        return best[0], best[1], best[2], k
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        row, col, k = self.window(index)
-        s = pair_sample(self.pair, self.scaling, row, col, self.patch, k, self.clip)
+        i, row, col, k = self.window(index)
+        s = pair_sample(self.pairs.pairs[i], self.scaling, row, col, self.patch, k, self.clip)
         return {"x": torch.from_numpy(s["x"]), "y": torch.from_numpy(s["y"]), "valid": torch.from_numpy(s["valid"]),
-                "row": row, "col": col, "k": k}
+                "pair": i, "row": row, "col": col, "k": k}
 
 
-def val_tiles(pair: Pair, split: BlockSplit, patch: int, scaling: BandScaling | None = None,
+def val_tiles(pairs: PairSet | Pair, split: BlockSplit | None, patch: int, scaling: BandScaling | None = None,
               min_valid: float = 0.5, clip: float = 3.0) -> list:
-    """Non-overlapping `patch` tiles inside the validation blocks, in a fixed order.
+    """Non-overlapping `patch` tiles inside the held-out regions, in a fixed order.
 
-    Tiles are laid from each block's top-left corner; those with fewer than
+    Tiles are laid from each region's top-left corner; those with fewer than
     `min_valid` valid pixels are left out. Without `scaling`: a list of
-    (row, col); with it: a list of `pair_sample` dicts (numpy arrays, no
-    augmentation) plus their "row" and "col".
+    (row, col) for one pair, (pair, row, col) for a PairSet; with it: a list
+    of `pair_sample` dicts (numpy arrays, no augmentation) plus their "pair",
+    "row" and "col".
     """
-    _check_grid(pair, split)
+    ps = as_pair_set(pairs, split)
     out = []
-    for r0, c0, r1, c1 in split.val_blocks:
+    for i, (r0, c0, r1, c1) in ps.val:
+        valid = ps.pairs[i].valid
         for row in range(r0, r1 - patch + 1, patch):
             for col in range(c0, c1 - patch + 1, patch):
-                if pair.valid[row:row + patch, col:col + patch].mean() >= min_valid:
-                    out.append((row, col))
+                if valid[row:row + patch, col:col + patch].mean() >= min_valid:
+                    out.append((i, row, col))
     if scaling is None:
-        return out
-    return [{**pair_sample(pair, scaling, row, col, patch, 0, clip), "row": row, "col": col} for row, col in out]
+        return out if isinstance(pairs, PairSet) else [(row, col) for _, row, col in out]
+    return [{**pair_sample(ps.pairs[i], scaling, row, col, patch, 0, clip), "pair": i, "row": row, "col": col}
+            for i, row, col in out]

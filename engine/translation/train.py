@@ -31,7 +31,7 @@ from ..training.objectives import gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import TranslationConfig
-from .data import PairPatches, fit_input_scaling, load_pair, val_tiles
+from .data import PairPatches, PairSet, fit_input_scaling, load_pair, load_pairs, val_tiles
 
 # settings that do not change what is learned: a run may resume with other values
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_per_epoch", "half_precision_file",
@@ -93,20 +93,41 @@ def evaluate_generator(generator, tiles, device, legend: dict[str, list[int]], b
     return out
 
 
-def prepare_data(config: TranslationConfig):
-    """(pair, legend, split) for a configuration: training and evaluation both call
-    this, so evaluation scores exactly the blocks training held out."""
+def prepare_data(config: TranslationConfig) -> tuple[PairSet, dict[str, list[int]]]:
+    """(pairs with their split, legend) for a configuration: training and evaluation both call
+    this, so evaluation scores exactly the blocks or images training held out.
+
+    One input raster with one target map is split into blocks; a folder, a glob pattern
+    or side-by-side images give many pairs, split by whole images or folders."""
     # filled by TranslationConfig.__post_init__
     assert config.block_size is not None and config.min_valid is not None  # nosec B101  # type narrowing
-    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
     legend = _legend(config.legend)
-    if config.unlabelled_background:
-        if "background" not in legend:
-            raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
-        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
+    if config.unlabelled_background and "background" not in legend:
+        raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
+    if many_pairs(config):
+        pairs = load_pairs(config.input, config.target, side_by_side=config.side_by_side, bands=config.bands,
+                           patch=config.patch_size, val_fraction=config.val_fraction, seed=config.seed,
+                           holdout=config.holdout)
+        for pair in pairs.pairs:
+            _leave_out_background(pair, legend, config)
+        return pairs, legend
+    if not config.target:
+        raise InputError("give the target map (--target / TARGET) for the input raster")
+    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
+    _leave_out_background(pair, legend, config)
     split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
                        valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
-    return pair, legend, split
+    return PairSet.of_blocks(pair, split, Path(config.input).name), legend
+
+
+def many_pairs(config: TranslationConfig) -> bool:
+    """Whether the input names many pairs (a folder, a glob pattern, side-by-side images)."""
+    return config.side_by_side or any(ch in config.input for ch in "*?[") or Path(config.input).is_dir()
+
+
+def _leave_out_background(pair, legend: dict[str, list[int]], config: TranslationConfig) -> None:
+    if config.unlabelled_background:
+        pair.valid &= ~(pair.y == np.array(legend["background"], np.uint8)[:, None, None]).all(axis=0)
 
 
 def config_from_card(card: ModelCard, **overrides) -> TranslationConfig:
@@ -132,13 +153,15 @@ class Pix2PixTask(Pix2PixSteps):
         assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
         assert config.min_valid is not None  # nosec B101  # type narrowing
         self.config, self.run = config, run
-        pair, self.legend, self.split = prepare_data(config)
-        scaling = fit_input_scaling(pair, self.split)
-        self.dataset = PairPatches(pair, self.split, scaling, config.patch_size, config.patches_per_epoch,
+        self.pairs, self.legend = prepare_data(config)
+        pair = self.pairs.pairs[0]  # every pair has the same bands
+        scaling = fit_input_scaling(self.pairs)
+        self.dataset = PairPatches(self.pairs, None, scaling, config.patch_size, config.patches_per_epoch,
                                    seed=config.seed, min_valid=config.min_valid)
-        self.tiles = val_tiles(pair, self.split, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
+        self.tiles = val_tiles(self.pairs, None, config.patch_size, scaling, min_valid=min(0.5, config.min_valid / 2))
         if not self.tiles:
-            raise InputError(f"no validation block is large enough for {config.patch_size} px patches; use a "
+            where = "block" if self.pairs.block_split is not None else "image"
+            raise InputError(f"no held-out {where} is large enough for {config.patch_size} px patches; use a "
                              f"smaller patch size or a larger raster")
         in_ch = pair.x.shape[0]
         g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
@@ -156,7 +179,8 @@ class Pix2PixTask(Pix2PixSteps):
             description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
             + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an "
               f"RGB map",
-            training={"data": config.data_description or f"{Path(config.input).name} -> {Path(config.target).name}",
+            training={"data": config.data_description or _data_description(config, self.pairs),
+                      "split": self.pairs.split,
                       "attribution": config.attribution, "licence": config.licence,
                       "config": fingerprint_of(config, _NOT_TRAINING + RUN_FIELDS), **config.extra},
         )
@@ -210,12 +234,19 @@ class Pix2PixTask(Pix2PixSteps):
         config = self.config
         card = self.card
         card.metrics = dict[str, Any](evaluate_generator(self.generator, self.tiles, self.run.device, self.legend))
-        card.metrics["validation"] = (f"{len(self.split.val_blocks)} held-out blocks of {config.block_size} px "
-                                      f"({len(self.tiles)} tiles of {config.patch_size} px)")
+        card.metrics["validation"] = f"{self.pairs.split} ({len(self.tiles)} tiles of {config.patch_size} px)"
         self.generator.eval()
         path = save_model(config.output_model, self.generator.cpu(), card, half=config.half_precision_file)
         write_metrics(Path(config.report_dir), {"final": card.metrics, "history": history}, card.name)
         return path
+
+
+def _data_description(config: TranslationConfig, pairs: PairSet) -> str:
+    if pairs.block_split is not None:
+        return f"{Path(config.input).name} -> {Path(config.target).name}"
+    pixels = sum(p.height * p.width for p in pairs.pairs)
+    return (f"{len(pairs.pairs)} {'side-by-side images' if config.side_by_side else 'image/map pairs'} "
+            f"({pixels / 1e6:.1f} Mpx) from {config.input}" + (f" -> {config.target}" if config.target else ""))
 
 
 def _write_report(report: Path, history, generator, tiles, vis_idx, show, device, title) -> None:

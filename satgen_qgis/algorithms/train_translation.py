@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputHtml,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
@@ -20,7 +21,7 @@ from qgis.core import (
 )
 
 from ..engine.calls import FEEDBACK
-from ..engine.translation.config import TranslationConfig
+from ..engine.translation.config import HOLDOUTS, TranslationConfig
 from .base import SatGenAlgorithm
 
 
@@ -46,15 +47,32 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "OpenStreetMap extract): those pixels are then left out of training and scores.\n\n"
                 "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
-                "Command line names: INPUT, TARGET, LAYERS, STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
+                "Many image pairs (a tile data set): instead of the satellite raster, give the folder of images "
+                "(IMAGES) and the folder of their maps or colour class masks with the same names (MAPS); a glob "
+                "pattern such as 'city/Tile */images' names several folders, paired in order with MAPS "
+                "'city/Tile */masks'. Images without georeferencing pair pixel for pixel. Whole images are then "
+                "held out for validation, or whole folders (HOLDOUT). Side-by-side images (input left, map right, "
+                "as in the pix2pix data sets) need only IMAGES and SIDE_BY_SIDE.\n\n"
+                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, STYLE, LEGEND, "
+                "UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
                 "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster", optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer("TARGET", "Map raster (RGB)", optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "LAYERS", "Or: layers to render as the map", QgsProcessing.TypeMapLayer, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "IMAGES", "Or, many pairs: folder of images (or a pattern such as city/Tile */images)",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "MAPS", "... and the folder of their maps or class masks, with the images' names",
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
+        self.add_advanced(QgsProcessingParameterBoolean(
+            "SIDE_BY_SIDE", "The images hold their map in their right half (no MAPS folder)", defaultValue=False))
+        self.add_advanced(QgsProcessingParameterEnum(
+            "HOLDOUT", "With many pairs, hold out whole", options=["images", "folders"], defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
@@ -74,9 +92,24 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
     def run_engine(self, parameters, context, feedback):
         report = Path(self.parameterAsString(parameters, "OUTPUT_REPORT", context))
         report.mkdir(parents=True, exist_ok=True)
-        target, legend = self.target(parameters, context, feedback, report)
+        images = self.parameterAsString(parameters, "IMAGES", context)
+        if images:
+            if parameters.get("INPUT") or parameters.get("TARGET") or parameters.get("LAYERS"):
+                raise QgsProcessingException("give either a satellite raster (INPUT) or a folder of images "
+                                             "(IMAGES), not both")
+            source = images
+            target = self.parameterAsString(parameters, "MAPS", context)
+            legend = self.parameterAsFile(parameters, "LEGEND", context) or None
+        elif parameters.get("INPUT"):
+            source = self.raster_path(parameters, "INPUT", context)
+            target, legend = self.target(parameters, context, feedback, report)
+        else:
+            raise QgsProcessingException("no training data given: choose a satellite raster (INPUT) and its map, "
+                                         "or a folder of images (IMAGES) and of their maps (MAPS)")
         config = TranslationConfig(
-            input=self.raster_path(parameters, "INPUT", context), target=target, legend=legend,
+            input=source, target=target, legend=legend,
+            side_by_side=self.parameterAsBool(parameters, "SIDE_BY_SIDE", context),
+            holdout=HOLDOUTS[self.parameterAsEnum(parameters, "HOLDOUT", context)],
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),

@@ -267,7 +267,7 @@ def test_training_patches_never_touch_validation_blocks():
     val = split.mask("val")
     ds = PairPatches(pair, split, IDENTITY_SCALING, patch=24, length=3000, seed=0)
     for i in range(len(ds)):
-        row, col, _ = ds.window(i)
+        _, row, col, _ = ds.window(i)
         assert not val[row:row + 24, col:col + 24].any()
         assert any(r0 <= row and row + 24 <= r1 and c0 <= col and col + 24 <= c1
                    for r0, c0, r1, c1 in split.train_blocks)

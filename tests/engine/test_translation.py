@@ -88,15 +88,17 @@ def trained(real_pair, tmp_path_factory):
 def test_evaluation_rebuilds_the_training_split(trained):
     config, model = trained
     card = read_card(model)
-    _, _, split_train = prepare_data(config)
-    _, _, split_eval = prepare_data(config_from_card(card))
+    split_train = prepare_data(config)[0].block_split
+    split_eval = prepare_data(config_from_card(card))[0].block_split
+    assert split_train is not None and split_eval is not None
     assert split_train.val_blocks == split_eval.val_blocks and split_eval.val_blocks
 
 
 def test_unlabelled_background_is_left_out_of_the_loss_but_not_the_input(real_pair, tmp_path):
     from engine.translation.data import fit_input_scaling, pair_sample
 
-    pair, _, split = prepare_data(tiny_config(real_pair, tmp_path))
+    pairs, _ = prepare_data(tiny_config(real_pair, tmp_path))
+    pair, split = pairs.pairs[0], pairs.block_split
     assert not pair.valid[:, :20].any() and pair.valid[:, 20:].mean() > 0.99
     sample = pair_sample(pair, fit_input_scaling(pair, split), 0, 0, 32)
     # the generator sees the imagery of unmapped land (as at inference); only the loss skips it
