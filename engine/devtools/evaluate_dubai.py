@@ -1,0 +1,256 @@
+"""Satellite -> land-cover map on the Dubai set, as docs/protocol-dubai-translation.md fixes it.
+
+Four arms on the same training tiles (1-7) and budget: SatGen's Pix2Pix, the same U-Net with L1 only,
+a segmentation U-Net of the same size trained with cross-entropy, and the trivial map; all scored on
+the held-out Tile 8 by decoded-class mIoU. Training runs checkpoint every epoch: running the same
+command again resumes.
+
+    python -m engine.devtools.evaluate_dubai --data ../shared/data/dubai_landcover --work data/dubai
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+from ..modelfile import load_model
+from ..models.unet import UNet
+from ..preview import side_by_side
+from ..raster import open_raster
+from ..scaling import BandScaling
+from ..training.checkpoint import linear_decay, load_checkpoint, save_checkpoint
+from ..translation.config import TranslationConfig
+from ..translation.data import PairPatches, fit_input_scaling
+from ..translation.train import prepare_data, train_translation
+
+# the colours measured in the masks (DATA.md); black marks pixels nobody labelled
+LEGEND = {"building": [60, 16, 152], "land": [132, 41, 246], "road": [110, 193, 228], "vegetation": [254, 221, 58],
+          "water": [226, 169, 41], "unlabeled": [155, 155, 155], "background": [0, 0, 0]}
+CLASSES = [k for k in LEGEND if k != "background"]
+TRAIN_TILES, TEST_TILE = "Tile [1-7]", "Tile 8"
+
+
+def config(data: Path, work: Path, arm: str, args) -> TranslationConfig:
+    return TranslationConfig(
+        input=str(data / TRAIN_TILES / "images"), target=str(data / TRAIN_TILES / "masks"),
+        output_model=str(work / f"{arm}.satgen"), report_dir=str(work / f"report_{arm}"),
+        legend=str(work / "legend.json"), unlabelled_background=True, holdout="image", val_fraction=0.1,
+        epochs=args.epochs, patches_per_epoch=args.patches, batch_size=args.batch, patch_size=args.patch,
+        ngf=args.ngf, upsample=args.upsample, adversarial=arm != "l1", device=args.device, seed=0,
+        min_valid=0.5, name="Dubai land cover" + (" (L1 only)" if arm == "l1" else ""),
+        data_description="Dubai satellite land cover (MBRSC imagery, Humans in the Loop, CC0): Tiles 1-7",
+        licence="CC0 (data set)", attribution="Dubai land-cover data set by Humans in the Loop (CC0)")
+
+
+def segmentation_unet(cfg: TranslationConfig) -> UNet:
+    """The generator's U-Net with one output per class and no tanh: logits."""
+    assert cfg.depth is not None  # nosec B101  # derived by the configuration
+    net = UNet(3, len(CLASSES), ngf=cfg.ngf, depth=cfg.depth, upsample=cfg.upsample)
+    last = net.up[-1]
+    assert isinstance(last, nn.Sequential) and isinstance(last[-1], nn.Tanh)  # nosec B101  # the layout of UNet
+    last[-1] = nn.Identity()
+    return net
+
+
+def train_segmentation(cfg: TranslationConfig, work: Path) -> tuple[nn.Module, BandScaling, float]:
+    """Cross-entropy training on the patches, sampler, optimiser and schedule Pix2Pix uses; resumes from
+    its checkpoint. Returns (network in eval mode, input scaling, seconds trained in this call)."""
+    pairs, _ = prepare_data(cfg)
+    scaling = fit_input_scaling(pairs)
+    data = PairPatches(pairs, None, scaling, cfg.patch_size, cfg.patches_per_epoch, seed=cfg.seed,
+                       min_valid=cfg.min_valid or 0.5)
+    torch.manual_seed(cfg.seed)
+    net: nn.Module = segmentation_unet(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(cfg.epochs, cfg.epochs // 2))
+    table = torch.tensor([LEGEND[c] for c in CLASSES], dtype=torch.float32)
+    ckpt = work / "report_segmentation" / "checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    start, history = 0, []
+    if state is not None:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start, history = int(state["epoch"]), list(state["history"])
+    began = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        net.train()
+        data.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
+        losses = []
+        for batch in loader:
+            rgb = (batch["y"] + 1) * 127.5  # (N, 3, p, p)
+            dist = ((rgb.permute(0, 2, 3, 1)[..., None, :] - table) ** 2).sum(-1)  # nearest class colour
+            labels = dist.argmin(-1)
+            labels[~batch["valid"]] = -100  # unlabelled pixels: no loss, as in Pix2Pix
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(net(batch["x"]), labels, ignore_index=-100)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        history.append({"epoch": epoch + 1, "loss_ce": float(np.mean(losses))})
+        print(f"segmentation epoch {epoch + 1}/{cfg.epochs}: cross-entropy {history[-1]['loss_ce']:.4f}", flush=True)
+        save_checkpoint(ckpt, {"epoch": epoch + 1, "history": history, "net": net.state_dict(),
+                               "opt": opt.state_dict(), "sched": sched.state_dict(), "config": {}})
+    net.eval()
+    return net, scaling, time.perf_counter() - began
+
+
+def _whole(net: nn.Module, x: np.ndarray, multiple: int) -> torch.Tensor:
+    """The network's output on a whole image (C, H, W) float32, reflect-padded to a multiple."""
+    h, w = x.shape[1:]
+    ph, pw = -h % multiple, -w % multiple
+    t = torch.from_numpy(x)[None]
+    if ph or pw:
+        t = nn.functional.pad(t, (0, pw, 0, ph), mode="reflect")
+    with torch.inference_mode():
+        return net(t)[0, :, :h, :w]
+
+
+def _read(path: Path) -> np.ndarray:
+    """(3, H, W) uint8 colours of an RGB image or of a one-band image with a colour table (some masks)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+        with open_raster(path) as src:
+            if src.count >= 3:
+                return src.read([1, 2, 3])
+            lut = np.zeros((256, 3), np.uint8)
+            for index, colour in src.colormap(1).items():
+                lut[index] = colour[:3]
+            return np.ascontiguousarray(lut[src.read(1)].transpose(2, 0, 1))
+
+
+def predict_classes(arm: str, net: nn.Module, scaling: BandScaling, image: np.ndarray, multiple: int
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class index per pixel, raw RGB output or None) of one arm on one image."""
+    x = scaling.to_model(image, clip=3.0)
+    out = _whole(net, x, multiple)
+    if arm == "segmentation":
+        return out.argmax(0).numpy(), None
+    rgb = np.clip(np.rint((out.float().numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
+    return metrics.decode_legend(rgb, [LEGEND[c] for c in CLASSES]), rgb
+
+
+def _iou(confusion: np.ndarray) -> dict:
+    inter = np.diag(confusion).astype(float)
+    union = confusion.sum(0) + confusion.sum(1) - inter
+    present = confusion.sum(1) > 0  # classes in the test masks
+    per_class = {c: float(inter[i] / union[i]) for i, c in enumerate(CLASSES) if union[i] > 0}
+    return {"miou": float(np.mean([per_class[c] for i, c in enumerate(CLASSES) if present[i]])),
+            "pixel_accuracy": float(inter.sum() / confusion.sum()), "per_class": per_class}
+
+
+def _share(images: list[np.ndarray]) -> float:
+    """`metrics.period2_share` over several images, weighted by their size."""
+    return sum(metrics.period2_share(p) * p[0].size for p in images) / sum(p[0].size for p in images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.devtools.evaluate_dubai", description=__doc__)
+    parser.add_argument("--data", required=True, help="the dubai_landcover folder (Tile 1 ... Tile 8)")
+    parser.add_argument("--work", default="data/dubai", help="models, checkpoints and reports of the arms")
+    parser.add_argument("--output", default="reports/quality_translate_dubai.json")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patches", type=int, default=400, help="training patches per epoch")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--ngf", type=int, default=16)
+    parser.add_argument("--upsample", default="resize", choices=("resize", "transpose"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arms", default="model,l1,segmentation", help="arms to train and score")
+    args = parser.parse_args(argv)
+    data, work = Path(args.data), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "legend.json").write_text(json.dumps(LEGEND))
+    arms = args.arms.split(",")
+    nets: dict[str, tuple[nn.Module, BandScaling]] = {}
+    seconds: dict[str, float] = {}
+    for arm in arms:
+        cfg = config(data, work, arm, args)
+        began = time.perf_counter()
+        if arm == "segmentation":
+            net, scaling, _ = train_segmentation(cfg, work)
+        else:
+            loaded = load_model(train_translation(cfg))
+            net, scaling = loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high))
+        seconds[arm] = round(time.perf_counter() - began, 1)
+        nets[arm] = (net.float().eval(), scaling)
+    cfg = config(data, work, arms[0], args)
+    assert cfg.depth is not None  # nosec B101  # derived by the configuration
+    multiple = 2 ** cfg.depth
+
+    # the trivial map: the most frequent class of the training masks' labelled pixels
+    counts = np.zeros(len(CLASSES) + 1, np.int64)
+    for mask in sorted(data.glob(f"{TRAIN_TILES}/masks/*.png")):
+        counts += np.bincount(metrics.decode_legend(_read(mask), list(LEGEND.values())).ravel(),
+                              minlength=len(LEGEND))
+    trivial = int(np.argmax(counts[:len(CLASSES)]))
+
+    k = len(CLASSES)
+    confusion = {arm: np.zeros((k, k), np.int64) for arm in [*arms, "trivial"]}
+    raw_pred: dict[str, list[np.ndarray]] = {arm: [] for arm in arms}
+    raw_true: list[np.ndarray] = []
+    preview = None
+    images = sorted(data.glob(f"{TEST_TILE}/images/*.jpg"))
+    for path in images:
+        image = _read(path)
+        truth_rgb = _read(path.parent.parent / "masks" / (path.stem + ".png"))
+        truth = metrics.decode_legend(truth_rgb, list(LEGEND.values()))
+        labelled = truth < k
+        t = truth[labelled]
+        picture = {"image": image, "truth": truth_rgb}
+        for arm in arms:
+            net, scaling = nets[arm]
+            classes, rgb = predict_classes(arm, net, scaling, image, multiple)
+            confusion[arm] += np.bincount(t * k + classes[labelled], minlength=k * k).reshape(k, k)
+            picture[arm] = np.asarray([LEGEND[c] for c in CLASSES], np.uint8)[classes].transpose(2, 0, 1)
+            if rgb is not None:
+                raw_pred[arm].append(rgb)
+        raw_true.append(truth_rgb)
+        confusion["trivial"] += np.bincount(t * k + trivial, minlength=k * k).reshape(k, k)
+        if preview is None or image.shape[1] * image.shape[2] > preview["image"].shape[1] * preview["image"].shape[2]:
+            preview = picture
+        print(f"scored {path.parent.parent.name}/{path.name}", flush=True)
+
+    out: dict = {"protocol": "docs/protocol-dubai-translation.md", "train": f"{TRAIN_TILES} (images and masks)",
+                 "test": f"{TEST_TILE}: {len(images)} images, {int(confusion['trivial'].sum())} labelled pixels",
+                 "budget": {"epochs": args.epochs, "patches_per_epoch": args.patches, "batch": args.batch,
+                            "patch_px": args.patch, "ngf": args.ngf, "depth": cfg.depth, "upsample": args.upsample,
+                            "device": args.device, "train_seconds": seconds},
+                 "trivial_class": CLASSES[trivial]}
+    names = {"model": "model", "l1": "l1", "segmentation": "segmentation_bound", "trivial": "trivial"}
+    for arm, conf in confusion.items():
+        scores = _iou(conf)
+        out[f"miou_{names[arm]}"] = scores["miou"]
+        out[f"pixel_accuracy_{names[arm]}"] = scores["pixel_accuracy"]
+        out[f"per_class_{names[arm]}"] = scores["per_class"]
+    for arm in arms:
+        if raw_pred[arm]:
+            out[f"checkerboard_{names[arm]}_{args.upsample}"] = _share(raw_pred[arm]) / _share(raw_true)
+    if "model" in arms and "segmentation" in arms:
+        out["goal_model_vs_segmentation"] = out["miou_model"] / out["miou_segmentation_bound"]
+        out["goals"] = {"miou_at_least_0.90_of_segmentation": out["goal_model_vs_segmentation"] >= 0.90,
+                        "beats_l1_and_trivial": out["miou_model"] > max(out.get("miou_l1", 0), out["miou_trivial"])}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=2) + "\n")
+    if preview is not None:
+        shown = ["image", *[a for a in ("model", "l1", "segmentation") if a in arms], "truth"]
+        labels = {"image": "Tile 8 (held out)", "model": "SatGen Pix2Pix", "l1": "L1 only",
+                  "segmentation": "segmentation U-Net", "truth": "truth"}
+        side_by_side([np.ascontiguousarray(preview[s][:, :800, :800].transpose(1, 2, 0)) for s in shown],
+                     [labels[s] for s in shown], Path(args.output).with_suffix(".png"))
+    print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
