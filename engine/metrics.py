@@ -208,3 +208,29 @@ def seam_ratio(image: np.ndarray, row_lines, col_lines) -> float:
     if interior == 0:  # a piecewise-constant image: any step at a line is an infinite seam
         return math.inf if boundary else 1.0
     return float(boundary / interior)
+
+
+def period2_share(image: np.ndarray, block: int = 64) -> float:
+    """Share of an image's spectral power (mean of its bands, DC left out) at the period-2 frequencies
+    (the Nyquist rows, columns and corner: the pattern a stride-2 transposed convolution leaves), summed
+    over non-overlapping `block` px blocks."""
+    if block < 2 or block % 2:
+        raise ValueError(f"block must be an even number of pixels, got {block}")
+    gray = np.asarray(image, np.float64).mean(axis=0)
+    h, w = (gray.shape[0] // block) * block, (gray.shape[1] // block) * block
+    if not h or not w:
+        raise ValueError(f"the image ({gray.shape[1]} x {gray.shape[0]} px) is smaller than one {block} px block")
+    blocks = gray[:h, :w].reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3)
+    blocks = blocks - blocks.mean(axis=(2, 3), keepdims=True)
+    power = np.abs(np.fft.fft2(blocks)) ** 2
+    n = block // 2
+    at2 = power[..., n, :].sum() + power[..., :, n].sum() - power[..., n, n].sum()
+    total = power.sum()
+    return float(at2 / total) if total > 0 else 0.0
+
+
+def checkerboard(pred: np.ndarray, target: np.ndarray, block: int = 64) -> float:
+    """`period2_share` of a prediction over that of its target: about 1 when the output has no more
+    period-2 pattern than the real map, far above 1 with a checkerboard."""
+    reference = period2_share(target, block)
+    return period2_share(pred, block) / reference if reference > 0 else float("inf")

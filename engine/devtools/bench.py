@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 # torch, rasterio and numpy are imported inside the functions: `python -m engine --help`
 # imports this module and must stay fast.
@@ -110,7 +110,7 @@ def make_bench_model(path: Path, input_path: str, ngf: int, seed: int = SEED, de
         dtype = src.dtypes[0]
     scaling = fit_percentiles(sample.reshape(sample.shape[0], -1).astype(np.float64))
     torch.manual_seed(seed)
-    params = dict(in_channels=len(names), out_channels=3, ngf=ngf, depth=depth)
+    params: dict[str, Any] = dict(in_channels=len(names), out_channels=3, ngf=ngf, depth=depth)
     card = ModelCard(
         task="image-to-image", architecture="unet", params=params,
         inputs=Bands(names=names, low=list(scaling.low), high=list(scaling.high), dtype=dtype, clip=3.0),

@@ -24,7 +24,7 @@ from .cdcgan import CDCGANGenerator
 from .class_unet import ClassUNet
 from .inpaint_unet import InpaintUNet
 from .patchgan import PatchGAN
-from .unet import UNet
+from .unet import UPSAMPLES, UNet
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "unet": UNet,
@@ -101,7 +101,7 @@ _DROPOUT = _float(0.0, 1.0)
 # every parameter of every architecture, with the values a card may give it
 PARAMETERS: dict[str, dict[str, Bound]] = {
     "unet": {"in_channels": _CHANNELS, "out_channels": _CHANNELS, "ngf": _WIDTH, "depth": _UNET_DEPTH,
-             "max_mult": _MAX_MULT, "dropout": _DROPOUT},
+             "max_mult": _MAX_MULT, "dropout": _DROPOUT, "upsample": Bound(str, choices=UPSAMPLES)},
     "patchgan": {"in_channels": _int(1, 2 * MAX_BANDS + 1), "ndf": _WIDTH, "n_layers": _int(1, 8)},
     "inpaint_unet": {"in_channels": _int(2, MAX_BANDS + 1), "out_channels": _CHANNELS, "ngf": _WIDTH,
                      "depth": _UNET_DEPTH, "max_mult": _MAX_MULT, "dropout": _DROPOUT,

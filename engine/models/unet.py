@@ -4,6 +4,12 @@ unet_256 of the paper is UNet(ngf=64, depth=8); a CPU-sized model shares the
 code with a smaller ngf. Input and output are (N, C, H, W) in [-1, 1], with
 H and W multiples of 2**depth. BatchNorm, so in eval mode every tile is
 normalised with the same running statistics and neighbouring tiles agree.
+
+`upsample` "transpose" is the paper's decoder (4x4 transposed convolutions of
+stride 2), whose uneven overlap paints a periodic checkerboard into the output
+(Odena et al., 2016); "resize" doubles the size bilinearly and then convolves
+(3x3), which has no such pattern. Model files without the parameter are
+"transpose", as they were made.
 """
 
 from __future__ import annotations
@@ -11,10 +17,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+UPSAMPLES = ("transpose", "resize")
+
+
+def up_layers(in_width: int, out_width: int, bias: bool, upsample: str) -> list[nn.Module]:
+    """The layers that double the size in a decoder block."""
+    if upsample == "transpose":
+        return [nn.ConvTranspose2d(in_width, out_width, 4, 2, 1, bias=bias)]
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(in_width, out_width, 3, 1, 1, bias=bias)]
+    raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
+
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, depth: int = 8,
-                 max_mult: int = 8, dropout: float = 0.5):
+                 max_mult: int = 8, dropout: float = 0.5, upsample: str = "transpose"):
         super().__init__()
         if depth < 2:
             raise ValueError("UNet depth must be at least 2")
@@ -37,9 +55,9 @@ class UNet(nn.Module):
             # innermost takes only its own encoder output; the others also the skip
             in_width = widths[i] if i == depth - 1 else 2 * widths[i]
             if i == 0:
-                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_width, out_channels, 4, 2, 1), nn.Tanh()]
+                layers = [nn.ReLU(True), *up_layers(in_width, out_channels, True, upsample), nn.Tanh()]
             else:
-                layers = [nn.ReLU(True), nn.ConvTranspose2d(in_width, widths[i - 1], 4, 2, 1, bias=False),
+                layers = [nn.ReLU(True), *up_layers(in_width, widths[i - 1], False, upsample),
                           nn.BatchNorm2d(widths[i - 1])]
                 # pix2pix: dropout in the ngf*8 blocks between level 4 and the innermost
                 if dropout > 0 and 4 <= i < depth - 1:

@@ -11,6 +11,7 @@ from ..training.options import RunOptions, derive_from_patch, option
 
 MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters
 HOLDOUTS = ("image", "folder")  # what a training set of many pairs holds out whole for validation
+UPSAMPLES = ("resize", "transpose")  # models.unet.UPSAMPLES, the default first (this module imports no torch)
 
 
 @dataclass
@@ -36,6 +37,9 @@ class TranslationConfig(RunOptions):
     ngf: int = option(32, "generator width (64 with depth 8 = the paper's unet_256)")
     depth: int | None = option(None, "U-Net depth (default: log2 of the patch size, at most 8)")
     ndf: int | None = option(None, "discriminator width (default: ngf, as the paper pairs 64 with 64)")
+    upsample: str = option("resize", "generator's upsampling: resize (bilinear, then a 3x3 convolution; no "
+                                     "checkerboard) or transpose (the paper's transposed convolutions)",
+                           choices=UPSAMPLES)
     lambda_l1: float = option(100.0, "weight of the L1 loss")
     adversarial: bool = option(True, "train the L1-only baseline (no discriminator)", flag="--l1-only",
                                action="store_false")

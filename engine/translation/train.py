@@ -164,7 +164,8 @@ class Pix2PixTask(Pix2PixSteps):
             raise InputError(f"no held-out {where} is large enough for {config.patch_size} px patches; use a "
                              f"smaller patch size or a larger raster")
         in_ch = pair.x.shape[0]
-        g_params = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth)
+        g_params: dict[str, Any] = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth,
+                                        upsample=config.upsample)
         self.generator = run.prepare(UNet(**g_params))
         self.discriminator = run.prepare(PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf))
         self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)

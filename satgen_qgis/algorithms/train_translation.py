@@ -21,7 +21,7 @@ from qgis.core import (
 )
 
 from ..engine.calls import FEEDBACK
-from ..engine.translation.config import HOLDOUTS, TranslationConfig
+from ..engine.translation.config import HOLDOUTS, UPSAMPLES, TranslationConfig
 from .base import SatGenAlgorithm
 
 
@@ -53,8 +53,8 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "'city/Tile */masks'. Images without georeferencing pair pixel for pixel. Whole images are then "
                 "held out for validation, or whole folders (HOLDOUT). Side-by-side images (input left, map right, "
                 "as in the pix2pix data sets) need only IMAGES and SIDE_BY_SIDE.\n\n"
-                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, STYLE, LEGEND, "
-                "UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
+                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, STYLE, "
+                "LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
                 "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
@@ -73,6 +73,9 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             "SIDE_BY_SIDE", "The images hold their map in their right half (no MAPS folder)", defaultValue=False))
         self.add_advanced(QgsProcessingParameterEnum(
             "HOLDOUT", "With many pairs, hold out whole", options=["images", "folders"], defaultValue=0))
+        self.add_advanced(QgsProcessingParameterEnum(
+            "UPSAMPLE", "Generator's upsampling", options=[
+                "resize + convolution (no checkerboard)", "transposed convolution (the paper's)"], defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
@@ -110,6 +113,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             input=source, target=target, legend=legend,
             side_by_side=self.parameterAsBool(parameters, "SIDE_BY_SIDE", context),
             holdout=HOLDOUTS[self.parameterAsEnum(parameters, "HOLDOUT", context)],
+            upsample=UPSAMPLES[self.parameterAsEnum(parameters, "UPSAMPLE", context)],
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),
