@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -33,6 +33,7 @@ help:
 	@echo "make dev-plugin  link this checkout as a QGIS plugin folder in build/dev-plugin/satgen_qgis"
 	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
+	@echo "make evaluate-dubai DUBAI=<dubai_landcover folder>  translation on the Dubai land-cover set (CPU: about 1 hour)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
 
 setup: system-deps $(STAMP)
@@ -204,6 +205,12 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 
 evaluate: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
+
+# Issue 17's protocol (docs/protocol-dubai-translation.md): Pix2Pix, L1 only and a segmentation U-Net trained on
+# Tiles 1-7 of the Dubai land-cover set, scored on Tile 8; resumes from its checkpoints in data/dubai
+evaluate-dubai: setup
+	@[ -n "$(DUBAI)" ] || { echo "give the Dubai land-cover folder: make evaluate-dubai DUBAI=../shared/data/dubai_landcover" >&2; exit 2; }
+	$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai
 
 # The plugin zip: one top folder satgen_qgis/ holding the plugin, the engine as satgen_qgis.engine
 # (without the development tools in engine/devtools), resources and metadata; no links. Left out too:

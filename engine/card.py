@@ -73,6 +73,7 @@ class ModelCard:
     tile_size: int = 256
     overlap: int = 32
     scale: int = 1  # output pixels per input pixel, along each axis
+    resolution_m: float | None = None  # ground size of the training imagery's pixels (None: not known)
     classes: list[str] = field(default_factory=list)
     # map colour of each class (translation: decodes output colours back to classes)
     legend: dict[str, list[int]] = field(default_factory=dict)
@@ -118,6 +119,7 @@ class ModelCard:
             tile_size=tile_size,
             overlap=_int_field(data, "overlap", 0, tile_size // 2, 32),
             scale=scale,
+            resolution_m=_resolution(data.get("resolution_m")),
             classes=_str_list(data.get("classes", []), "classes", MAX_CLASSES),
             legend=_legend(data.get("legend", {})),
             name=_text(_get(data, "name", str, ""), "name", MAX_TITLE),
@@ -131,6 +133,14 @@ class ModelCard:
         _expect(card.outputs.count >= 1, "outputs.names must name at least one band")
         _sampler(card.training)
         return card
+
+
+def _resolution(value: Any) -> float | None:
+    if value is None:
+        return None
+    _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 < value <= 1e6, "resolution_m must be a ground pixel size in metres (0 to 1e6) or null")
+    return float(value)
 
 
 def _expect(ok: bool, message: str) -> None:

@@ -38,6 +38,7 @@ from .raster import (
     GDAL_ENV,
     GeoTiffWriter,
     RollingReader,
+    ground_resolution,
     is_georeferenced,
     open_raster,
     output_nodata,
@@ -322,6 +323,25 @@ def output_transform(src, scale: int) -> Affine | None:
     return src.transform * Affine.scale(1 / scale)
 
 
+# how far (as a factor either way) the input's ground pixel size may be from the model's before a warning
+RESOLUTION_TOLERANCE = 2.0
+
+
+def warn_if_other_resolution(src, card: ModelCard, feedback: Feedback) -> None:
+    """A warning when the raster's pixels are far larger or smaller on the ground than those the model
+    learnt from (both must be known)."""
+    if card.resolution_m is None:
+        return
+    res = ground_resolution(src.crs, src.transform, src.height)
+    if res is None or 1 / RESOLUTION_TOLERANCE <= res / card.resolution_m <= RESOLUTION_TOLERANCE:
+        return
+    want = f"{card.resolution_m:.3g} m"
+    feedback.info(f"warning: the pixels of {os.path.basename(src.name)} are about {res:.3g} m on the ground, but "
+                  f"the model learnt from {want} imagery, so its output may be poor; resample the raster to about "
+                  f"{want} (QGIS: Warp (Reproject) with that resolution; GDAL: gdalwarp -tr), or use a model "
+                  f"trained on imagery like it")
+
+
 def warn_if_not_georeferenced(src, feedback: Feedback) -> None:
     if not is_georeferenced(src):
         feedback.info(f"warning: {src.name} has no georeferencing (no CRS, geotransform or GCPs); the output has "
@@ -412,6 +432,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
             return x, valid, None
 
         warn_if_not_georeferenced(src, feedback)
+        warn_if_other_resolution(src, card, feedback)
         feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
                       f"(overlap {overlap}), batch {options.batch_size}, device {device}")
         strips = distributed.current().part(len(grid.row_offsets))  # all of them in one process

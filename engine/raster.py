@@ -37,6 +37,22 @@ def is_georeferenced(src) -> bool:
     return src.crs is not None or not src.transform.is_identity or bool(src.gcps[0])
 
 
+def ground_resolution(crs, transform, height: int = 0) -> float | None:
+    """Metres per pixel (the mean of both axes) of a grid, or None without a CRS or where it cannot be
+    told; geographic grids at the latitude of their centre row."""
+    if crs is None:
+        return None
+    try:
+        dx, dy = math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
+        if crs.is_geographic:
+            lat = (transform * (0, height / 2))[1]
+            return float((dx * 111_320 * math.cos(math.radians(lat)) + dy * 110_574) / 2) or None
+        factor = crs.linear_units_factor[1] if crs.is_projected else None
+        return float((dx + dy) / 2 * factor) if factor else None
+    except Exception:  # noqa: BLE001 - an odd CRS only loses the check this feeds
+        return None
+
+
 def open_raster(path: str | os.PathLike):
     """Open a GDAL-readable raster, or fail with a message naming the file."""
     path = str(path)

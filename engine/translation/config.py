@@ -59,6 +59,9 @@ class TranslationConfig(RunOptions):
     seed: int = option(0, "random seed (split, patches, initial weights)")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     half_precision_file: bool = True  # store weights as float16 (half the file size)
+    ground_resolution: float | None = option(
+        None, "ground size of the imagery's pixels in metres, for the model card when the input has no "
+              "georeferencing (translate warns on imagery far from it; default: read from the input)")
     attribution: str = option("", "model card: attribution")
     licence: str = option("", "model card: licence")
     data_description: str = option("", "model card: data description")

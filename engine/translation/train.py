@@ -24,6 +24,7 @@ from ..modelfile import save_model
 from ..models.patchgan import PatchGAN
 from ..models.unet import UNet
 from ..progress import Feedback
+from ..raster import ground_resolution
 from ..splits import BlockSplit
 from ..training.checkpoint import fingerprint_of, pix2pix_parts
 from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
@@ -35,7 +36,7 @@ from .data import PairPatches, PairSet, fit_input_scaling, load_pair, load_pairs
 
 # settings that do not change what is learned: a run may resume with other values
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_per_epoch", "half_precision_file",
-                 "name", "attribution", "licence", "data_description", "extra")
+                 "name", "attribution", "licence", "data_description", "extra", "ground_resolution")
 
 
 def _check(config: TranslationConfig) -> None:
@@ -47,6 +48,9 @@ def _check(config: TranslationConfig) -> None:
             raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
     if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
         raise InputError("epochs, patches per epoch and batch size must all be at least 1")
+    if config.ground_resolution is not None and not 0 < config.ground_resolution <= 1e6:
+        raise InputError(f"the ground resolution is the size of a pixel in metres (more than 0), got "
+                         f"{config.ground_resolution}")
 
 
 def _legend(path: str | None) -> dict[str, list[int]]:
@@ -176,6 +180,7 @@ class Pix2PixTask(Pix2PixSteps):
                          dtype=pair.dtype, clip=3.0),
             outputs=Bands(names=["red", "green", "blue"], low=[0.0] * 3, high=[255.0] * 3, dtype="uint8"),
             tile_size=config.tile_size, overlap=config.overlap, scale=1,
+            resolution_m=config.ground_resolution or ground_resolution(pair.crs, pair.transform, pair.height),
             classes=[k for k in self.legend if k != "background"], legend=self.legend, name=config.name,
             description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
             + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an "

@@ -12,7 +12,7 @@ from engine.errors import InputError, ModelFileError
 from engine.modelfile import load_model, read_card
 from engine.translation.apply import translate
 from engine.translation.train import TranslationConfig, config_from_card, prepare_data, train_translation
-from helpers import SAMPLES, make_model, write_raster
+from helpers import SAMPLES, Lines, make_model, write_raster
 
 LEGEND = {"water": [140, 190, 230], "forest": [100, 165, 90], "farm": [245, 230, 160], "background": [242, 239, 233]}
 
@@ -157,3 +157,19 @@ def test_a_diverging_training_stops_with_a_message_and_writes_no_model(real_pair
     with pytest.raises(TrainingError, match="training diverged in epoch 1: loss_g_l1 = (nan|inf).*lower learning"):
         train_translation(config)
     assert not (tmp_path / "m.satgen").exists()
+
+
+def test_the_card_records_the_ground_resolution_and_translate_warns_far_from_it(real_pair, trained, tmp_path):
+    from rasterio.transform import from_origin
+
+    model = trained[1]
+    assert read_card(model).resolution_m == pytest.approx(10.0)
+    with rasterio.open(real_pair[0]) as src:
+        data, crs, (left, top) = src.read(), src.crs, (src.bounds.left, src.bounds.top)
+    for res, warned in ((10.0, False), (15.0, False), (60.0, True), (2.0, True)):
+        image = write_raster(tmp_path / f"at{res}.tif", data, crs=crs, transform=from_origin(left, top, res, res))
+        lines = Lines()
+        translate(image, tmp_path / f"map{res}.tif", model, feedback=lines)
+        assert any("learnt from 10 m imagery" in w for w in lines.warnings()) == warned, (res, lines.lines)
+    with pytest.raises(InputError, match="ground resolution"):
+        train_translation(tiny_config(real_pair, tmp_path, ground_resolution=-1.0))
