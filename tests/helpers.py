@@ -94,6 +94,32 @@ def make_inpaint_model(path):
     return save_model(path, InpaintUNet(**params), card)
 
 
+# class colours of the tile data sets below (those of the Dubai land-cover set: building, land, water)
+TILE_COLOURS = np.array([[60, 16, 152], [132, 41, 246], [226, 169, 41]], np.uint8)
+
+
+def tile_scene(seed: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, RGB class mask), both (H, W, 3) uint8: smooth blobs, the class read from the brightness."""
+    rng = np.random.default_rng(seed)
+    low = rng.random((3, h // 8 + 2, w // 8 + 2))
+    img = (np.kron(low, np.ones((8, 8)))[:, :h, :w] * 200 + 20).astype(np.uint8)
+    return img.transpose(1, 2, 0).copy(), TILE_COLOURS[np.digitize(img.mean(axis=0), [80, 150])]
+
+
+def write_tile_dataset(root, tiles: int = 3, per_tile: int = 3):
+    """root/Tile N/{images/part_K.jpg, masks/part_K.png}, as the Dubai land-cover set lays its files out:
+    sizes differ, names repeat across tiles. Returns root."""
+    from PIL import Image
+
+    for t in range(1, tiles + 1):
+        for k in range(1, per_tile + 1):
+            img, mask = tile_scene(10 * t + k, 64 + 8 * k, 72 + 8 * t)
+            for sub, arr, ext in (("images", img, "jpg"), ("masks", mask, "png")):
+                (root / f"Tile {t}" / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(root / f"Tile {t}" / sub / f"part_{k:03d}.{ext}", quality=95)
+    return root
+
+
 class Lines(Feedback):
     """Engine feedback that keeps every info line."""
 

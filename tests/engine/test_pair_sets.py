@@ -16,32 +16,13 @@ from engine.errors import InputError
 from engine.modelfile import read_card
 from engine.translation.data import PairPatches, find_pairs, fit_input_scaling, load_pairs, val_tiles
 from engine.translation.train import TranslationConfig, prepare_data, train_translation
-
-COLOURS = np.array([[60, 16, 152], [132, 41, 246], [226, 169, 41]], np.uint8)  # building, land, water
-
-
-def _scene(seed: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB image, RGB class mask): smooth blobs, the class read from the image's brightness."""
-    rng = np.random.default_rng(seed)
-    low = rng.random((3, h // 8 + 2, w // 8 + 2))
-    img = np.kron(low, np.ones((8, 8)))[:, :h, :w]
-    img = (img * 200 + 20).astype(np.uint8)
-    classes = np.digitize(img.mean(axis=0), [80, 150])
-    return img.transpose(1, 2, 0).copy(), COLOURS[classes]
+from helpers import TILE_COLOURS, tile_scene, write_tile_dataset
 
 
 @pytest.fixture(scope="module")
 def city(tmp_path_factory):
-    """tiles/Tile N/{images/*.jpg, masks/*.png}: 3 tiles of 3 images each, sizes differing, names repeating
-    across tiles (as in the Dubai land-cover set)."""
-    root = tmp_path_factory.mktemp("city") / "tiles"
-    for t in range(1, 4):
-        for k in range(1, 4):
-            img, mask = _scene(10 * t + k, 64 + 8 * k, 72 + 8 * t)
-            for sub, arr, ext in (("images", img, "jpg"), ("masks", mask, "png")):
-                (root / f"Tile {t}" / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(root / f"Tile {t}" / sub / f"part_{k:03d}.{ext}", quality=95)
-    return root
+    """3 tiles of 3 images each, sizes differing, names repeating across tiles (the Dubai layout)."""
+    return write_tile_dataset(tmp_path_factory.mktemp("city") / "tiles")
 
 
 @pytest.fixture(autouse=True)
@@ -116,19 +97,19 @@ def test_patches_and_validation_tiles_stay_on_their_side_of_the_split(city):
     assert tiles and {i for i, _, _ in tiles} == held
     # the mask's class colours come through exactly (PNG, nearest): y is one of the colours
     y = np.rint((item["y"].numpy() + 1) * 127.5).astype(int).reshape(3, -1).T
-    assert {tuple(c) for c in y} <= {tuple(int(v) for v in c) for c in COLOURS}
+    assert {tuple(c) for c in y} <= {tuple(int(v) for v in c) for c in TILE_COLOURS}
 
 
 def test_side_by_side_images_split_into_input_and_map(tmp_path):
     folder = tmp_path / "maps"
     folder.mkdir()
     for k in range(4):
-        img, mask = _scene(k, 48, 40)
+        img, mask = tile_scene(k, 48, 40)
         Image.fromarray(np.concatenate([img, mask], axis=1)).save(folder / f"{k}.png")
     Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "odd.png")
     ps = load_pairs(str(folder), side_by_side=True, val_fraction=0.25)
     assert len(ps.pairs) == 4 and len(ps.val) == 1
-    img, mask = _scene(0, 48, 40)
+    img, mask = tile_scene(0, 48, 40)
     p0 = ps.pairs[ps.names.index("0.png")]
     np.testing.assert_array_equal(p0.x, img.transpose(2, 0, 1))
     np.testing.assert_array_equal(p0.y, mask.transpose(2, 0, 1))

@@ -5,7 +5,7 @@ import tempfile
 
 import rasterio
 
-from helpers import make_model
+from helpers import make_model, write_tile_dataset
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's qgis_process wrapper is broken (see README)
 
@@ -282,3 +282,22 @@ def test_check_dependencies_runs_without_torch_and_says_what_is_missing(qgis_pro
     assert result["results"]["DEVICE"] == "unavailable (torch is missing)"
     assert any("INSTALL=true" in w for w in result["log"]["warning"])
     assert result["results"]["ENGINE"].startswith("nowhere")
+
+
+def test_train_from_folders_of_pairs_then_translate(qgis_process_env, tmp_path):
+    """train -> model file -> translate from the command line, on a tile data set given by glob patterns."""
+    enable_plugin(qgis_process_env)
+    write_tile_dataset(tmp_path / "city", tiles=2, per_tile=2)
+    model, tiles = tmp_path / "m.satgen", tmp_path / "city" / "Tile *"
+    run = qgis_process(qgis_process_env, "run", "satgen:train_translation", "--",
+                       f"IMAGES={tiles / 'images'}", f"MAPS={tiles / 'masks'}",
+                       "HOLDOUT=1", "EPOCHS=1", "PATCH_SIZE=32", "BATCH_SIZE=2", "PATCHES_PER_EPOCH=4", "WIDTH=4",
+                       "DEVICE=1", f"OUTPUT_MODEL={model}", f"OUTPUT_REPORT={tmp_path / 'report'}")
+    assert run.returncode == 0 and model.exists(), run.stdout + run.stderr
+    out = tmp_path / "map.tif"
+    run = qgis_process(qgis_process_env, "run", "satgen:translate", "--",
+                       f"INPUT={tmp_path / 'city' / 'Tile 2' / 'images' / 'part_001.jpg'}", f"MODEL={model}",
+                       f"OUTPUT={out}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with rasterio.open(out) as o:
+        assert o.count == 3 and o.shape == (72, 88)

@@ -4,11 +4,9 @@ style as the map, tiny real training, report, and the model going into translate
 import json
 import warnings
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from helpers import ROOT, SAMPLES, crop_raster
+from helpers import ROOT, SAMPLES, crop_raster, write_tile_dataset
 
 
 def test_train_from_styled_layers_then_translate(satgen_provider, tmp_path):
@@ -53,15 +51,7 @@ def test_train_from_folders_of_image_pairs(satgen_provider, tmp_path):
     """A tile data set: Tile N/images/*.jpg with Tile N/masks/*.png of the same names, one tile held out."""
     import processing
 
-    colours = np.array([[60, 16, 152], [132, 41, 246], [226, 169, 41]], np.uint8)
-    rng = np.random.default_rng(0)
-    for t in (1, 2):
-        for k in (1, 2):
-            img = (np.kron(rng.random((10, 10, 3)), np.ones((8, 8, 1))) * 220 + 20).astype(np.uint8)
-            mask = colours[np.digitize(img.mean(axis=2), [80, 150])]
-            for sub, arr, ext in (("images", img, "jpg"), ("masks", mask, "png")):
-                (tmp_path / f"Tile {t}" / sub).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(tmp_path / f"Tile {t}" / sub / f"part_{k}.{ext}")
+    write_tile_dataset(tmp_path, tiles=2, per_tile=2)
     params = {"IMAGES": str(tmp_path / "Tile *" / "images"), "MAPS": str(tmp_path / "Tile *" / "masks"),
               "HOLDOUT": 1, "EPOCHS": 1, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4,
               "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")}
@@ -71,6 +61,6 @@ def test_train_from_folders_of_image_pairs(satgen_provider, tmp_path):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())["final"]
     assert metrics["validation"].startswith("1 of 2 folders held out") and result["OUTPUT_MODEL"]
     with pytest.raises(Exception, match="not both"):
-        processing.run("satgen:train_translation", dict(params, INPUT=str(tmp_path / "Tile 1/images/part_1.jpg")))
+        processing.run("satgen:train_translation", dict(params, INPUT=str(tmp_path / "Tile 1/images/part_001.jpg")))
     with pytest.raises(Exception, match="no training data given"):
         processing.run("satgen:train_translation", {k: v for k, v in params.items() if k not in ("IMAGES", "MAPS")})
