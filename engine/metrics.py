@@ -210,27 +210,35 @@ def seam_ratio(image: np.ndarray, row_lines, col_lines) -> float:
     return float(boundary / interior)
 
 
-def period2_share(image: np.ndarray, block: int = 64) -> float:
-    """Share of an image's spectral power (mean of its bands, DC left out) at the period-2 frequencies
-    (the Nyquist rows, columns and corner: the pattern a stride-2 transposed convolution leaves), summed
-    over non-overlapping `block` px blocks."""
-    if block < 2 or block % 2:
-        raise ValueError(f"block must be an even number of pixels, got {block}")
+def grid_contrast(image, period: int = 8, block: int = 64) -> float:
+    """How much a pattern repeating every `period` px (and its harmonics: 8 takes in 4 and 2) stands out
+    of an image's spectrum: the power on those frequency lines over the power on the lines next to them
+    (mean of the bands, blocks of `block` px, power summed over blocks; `image` may be a list of images,
+    pooled). About 1 for imagery and maps, whose spectra are smooth; well above 1 with the checkerboard
+    that a decoder of stride-2 transposed convolutions paints (periods 2, 4, 8 ..., one per layer)."""
+    if period < 4 or block % period:
+        raise ValueError(f"the block ({block} px) must be a multiple of the period ({period} px, at least 4)")
+    lines = np.sum([_spectrum_lines(one, block) for one in (image if isinstance(image, list) else [image])], axis=0)
+    step = block // period
+    grid = np.arange(step, block, step)
+    near = np.setdiff1d(np.concatenate([grid - 1, grid + 1]), np.concatenate([[0], grid]))
+    base = lines[near].mean()
+    return float(lines[grid].mean() / base) if base > 0 else 1.0
+
+
+def _spectrum_lines(image: np.ndarray, block: int) -> np.ndarray:
+    """Spectral power per frequency of the mean band, over `block` px blocks, along rows plus along columns."""
     gray = np.asarray(image, np.float64).mean(axis=0)
     h, w = (gray.shape[0] // block) * block, (gray.shape[1] // block) * block
     if not h or not w:
         raise ValueError(f"the image ({gray.shape[1]} x {gray.shape[0]} px) is smaller than one {block} px block")
     blocks = gray[:h, :w].reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3)
     blocks = blocks - blocks.mean(axis=(2, 3), keepdims=True)
-    power = np.abs(np.fft.fft2(blocks)) ** 2
-    n = block // 2
-    at2 = power[..., n, :].sum() + power[..., :, n].sum() - power[..., n, n].sum()
-    total = power.sum()
-    return float(at2 / total) if total > 0 else 0.0
+    power = (np.abs(np.fft.fft2(blocks)) ** 2).sum(axis=(0, 1))
+    return power.sum(axis=0) + power.sum(axis=1)
 
 
-def checkerboard(pred: np.ndarray, target: np.ndarray, block: int = 64) -> float:
-    """`period2_share` of a prediction over that of its target: about 1 when the output has no more
-    period-2 pattern than the real map, far above 1 with a checkerboard."""
-    reference = period2_share(target, block)
-    return period2_share(pred, block) / reference if reference > 0 else float("inf")
+def checkerboard(pred, target, period: int = 8, block: int = 64) -> float:
+    """`grid_contrast` of a prediction over that of its target: about 1 when the output has no more
+    periodic pattern than the real map, well above 1 with a checkerboard."""
+    return grid_contrast(pred, period, block) / grid_contrast(target, period, block)

@@ -80,12 +80,15 @@ def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int 
     tiling = read_card(model)
     with rasterio.open(work / "translate_model_raw.tif") as src:  # the whole raster: the grid starts at (0, 0)
         out["model"]["seam_boundary_ratio"] = _tile_seam_ratio(src.read(), tiling.tile_size, tiling.overlap)
+    for key in ("model_raw", "l1_raw"):  # the period-2 pattern of the raw output on the held-out blocks
+        out[key]["checkerboard"] = _checkerboard(predictions[key], pair.y, split.val_blocks)
     trivial = metrics.trivial_prediction(pair.y, valid)
     out["trivial"] = _scores(trivial, pair.y, valid, colors)
     _preview(config, pair, split, predictions, work)
     flat = {f"translate.{k}": v for k, v in out["model"].items()}
     flat.update({f"translate.{m}_{b}": out[b][m] for b in ("trivial", "l1", "model_raw", "l1_raw")
                  for m in ("miou", "acc_delta10", "acc_delta5", "psnr_db", "ssim")})
+    flat.update({f"translate.checkerboard_{b}": out[f"{b}_raw"]["checkerboard"] for b in ("model", "l1")})
     out["summary"] = flat
     out["goals"] = {
         "miou_beats_baselines": out["model"]["miou"] > max(out["trivial"]["miou"], out["l1"]["miou"]),
@@ -94,6 +97,13 @@ def evaluate_translation(model: str, baseline: str, work: Path, batch_size: int 
         "no_seams": out["model"]["seam_boundary_ratio"] <= 1.05,
     }
     return out
+
+
+def _checkerboard(pred: np.ndarray, target: np.ndarray, blocks) -> float:
+    """`metrics.checkerboard` over the held-out blocks, pooled."""
+    crops = [(r0, c0, r1, c1) for r0, c0, r1, c1 in blocks if min(r1 - r0, c1 - c0) >= 64]
+    return metrics.checkerboard([pred[:, r0:r1, c0:c1] for r0, c0, r1, c1 in crops],
+                                [target[:, r0:r1, c0:c1] for r0, c0, r1, c1 in crops])
 
 
 def _preview(config, pair, split, predictions, work: Path) -> None:

@@ -149,11 +149,6 @@ def _iou(confusion: np.ndarray) -> dict:
             "pixel_accuracy": float(inter.sum() / confusion.sum()), "per_class": per_class}
 
 
-def _share(images: list[np.ndarray]) -> float:
-    """`metrics.period2_share` over several images, weighted by their size."""
-    return sum(metrics.period2_share(p) * p[0].size for p in images) / sum(p[0].size for p in images)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.devtools.evaluate_dubai", description=__doc__)
     parser.add_argument("--data", required=True, help="the dubai_landcover folder (Tile 1 ... Tile 8)")
@@ -235,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         out[f"per_class_{names[arm]}"] = scores["per_class"]
     for arm in arms:
         if raw_pred[arm]:
-            out[f"checkerboard_{names[arm]}_{args.upsample}"] = _share(raw_pred[arm]) / _share(raw_true)
+            out[f"checkerboard_{names[arm]}_{args.upsample}"] = metrics.checkerboard(raw_pred[arm], raw_true)
     if "model" in arms and "segmentation" in arms:
         out["goal_model_vs_segmentation"] = out["miou_model"] / out["miou_segmentation_bound"]
         out["goals"] = {"miou_at_least_0.90_of_segmentation": out["goal_model_vs_segmentation"] >= 0.90,

@@ -158,23 +158,23 @@ def test_map_metrics_bundle():
                    "miou": 1.0}
 
 
-def test_checkerboard_measures_the_period_2_pattern():
-    from engine.metrics import checkerboard, period2_share
+def test_checkerboard_measures_a_periodic_pattern_against_the_spectrum_around_it():
+    from engine.metrics import checkerboard, grid_contrast
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:128, 0:192] / 40.0
     smooth = np.stack([np.sin(xx + k) * np.cos(yy) for k in range(3)]) * 80 + 128 + rng.normal(0, 2, (3, 128, 192))
     checker = smooth + 15 * ((np.indices((128, 192)).sum(0) % 2) - 0.5)
-    assert checkerboard(smooth, smooth) == pytest.approx(1.0)
-    assert checkerboard(checker, smooth) > 10 and period2_share(checker) > period2_share(smooth)
+    assert checkerboard(smooth, smooth) == pytest.approx(1.0) and 0.5 < grid_contrast(smooth) < 2
+    assert checkerboard(checker, smooth) > 10 and grid_contrast(checker) > 10
     with pytest.raises(ValueError, match="smaller than one"):
-        period2_share(smooth[:, :32], block=64)
+        grid_contrast(smooth[:, :32], block=64)
 
 
 def test_resize_upsampling_leaves_no_checkerboard_where_transposed_convolutions_do():
     import torch
 
-    from engine.metrics import period2_share
+    from engine.metrics import grid_contrast
     from engine.models.unet import UNet
 
     yy, xx = np.mgrid[0:128, 0:128] / 30.0
@@ -184,5 +184,5 @@ def test_resize_upsampling_leaves_no_checkerboard_where_transposed_convolutions_
         torch.manual_seed(0)
         net = UNet(3, 3, ngf=8, depth=5, upsample=upsample).eval()
         with torch.inference_mode():
-            shares[upsample] = period2_share(net(x)[0].numpy())
+            shares[upsample] = grid_contrast(net(x)[0].numpy())
     assert shares["transpose"] > 5 * shares["resize"]
