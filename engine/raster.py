@@ -65,11 +65,24 @@ def open_raster(path: str | os.PathLike):
                          f"another GDAL-readable raster") from None
 
 
+COLOUR_NAMES = ("red", "green", "blue")  # colour interpretations that name a band as well as a description does
+
+
+def band_name(src, band: int) -> str:
+    """A band's name: its description, else its colour interpretation (red, green, blue: JPEG and PNG
+    bands have no description), else B<n>."""
+    described = (src.descriptions[band - 1] or "").strip()
+    if described:
+        return described
+    colour = src.colorinterp[band - 1].name
+    return colour if colour in COLOUR_NAMES else f"B{band}"
+
+
 def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
     """1-based band indexes of `src` to feed a model that takes bands `names`.
 
     Explicit `bands` win; otherwise all bands when the count matches, otherwise
-    bands whose descriptions equal the model's band names.
+    bands whose names (`band_name`: description or colour) equal the model's band names.
     """
     expected = len(names)
     if bands:
@@ -82,7 +95,8 @@ def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
         return list(bands)
     if src.count == expected:
         return list(range(1, expected + 1))
-    described = {(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions)}
+    described = {band_name(src, i + 1).lower(): i + 1 for i in range(src.count)}
+    described.update({(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions) if d})
     matched = [described.get(n.lower()) for n in names]
     if all(matched):
         return cast(list[int], matched)

@@ -27,6 +27,7 @@ from ..preview import side_by_side
 from ..raster import open_raster
 from ..scaling import BandScaling
 from ..training.checkpoint import linear_decay, load_checkpoint, save_checkpoint
+from ..training.report import update_report
 from ..translation.config import TranslationConfig
 from ..translation.data import PairPatches, fit_input_scaling
 from ..translation.train import prepare_data, train_translation
@@ -149,6 +150,26 @@ def _iou(confusion: np.ndarray) -> dict:
             "pixel_accuracy": float(inter.sum() / confusion.sum()), "per_class": per_class}
 
 
+def write_section(resize: Path, transpose: Path, report: Path = Path("reports/quality.json")) -> int:
+    """reports/quality.json's translate_dubai: the scores of every arm, and the checkerboard of the Pix2Pix
+    arm's raw output with transposed convolutions (before) and resize-convolutions (after)."""
+    after, before = json.loads(resize.read_text()), json.loads(transpose.read_text())
+    section = {k: v for k, v in after.items() if not k.startswith("checkerboard_")}
+    section["checkerboard_before"] = before["checkerboard_model_transpose"]
+    section["checkerboard_after"] = after["checkerboard_model_resize"]
+    section["checkerboard_l1"] = after.get("checkerboard_l1_resize")
+    section["miou_model_transpose"] = before["miou_model"]
+    section["checkerboard_note"] = ("metrics.checkerboard: grid contrast (8 px period with its harmonics) of the raw "
+                                    "output over the truth's, pooled over the Tile 8 images; 1 = no more periodic "
+                                    "pattern than the real masks")
+    section["sources"] = [str(resize), str(transpose)]
+    update_report("translate_dubai", section, report,
+                  command=f"python -m engine.devtools.evaluate_dubai --data <dubai_landcover> (then --upsample "
+                          f"transpose --arms model; then --section {resize} {transpose})")
+    print(json.dumps({k: v for k, v in section.items() if not isinstance(v, (dict, list))}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.devtools.evaluate_dubai", description=__doc__)
     parser.add_argument("--data", required=True, help="the dubai_landcover folder (Tile 1 ... Tile 8)")
@@ -162,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsample", default="resize", choices=("resize", "transpose"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arms", default="model,l1,segmentation", help="arms to train and score")
+    parser.add_argument("--section", nargs=2, metavar=("RESIZE_JSON", "TRANSPOSE_JSON"),
+                        help="only write the translate_dubai section of reports/quality.json from a run of every "
+                             "arm and one of the Pix2Pix arm with transposed convolutions")
     args = parser.parse_args(argv)
+    if args.section:
+        return write_section(Path(args.section[0]), Path(args.section[1]))
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "legend.json").write_text(json.dumps(LEGEND))

@@ -42,7 +42,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from ..errors import InputError
-from ..raster import GDAL_ENV, BlockReader, open_raster
+from ..raster import GDAL_ENV, BlockReader, band_name, open_raster
 from ..scaling import BandScaling, fit_percentiles
 from ..splits import BlockSplit, Box, box_slices, dihedral
 from .config import HOLDOUTS
@@ -157,7 +157,7 @@ def load_pair(input_path: str | os.PathLike, target_path: str | os.PathLike, ban
             x, x_valid = reader.read(r0, r1, c0, c1)
             dst_transform = window_transform(Window(c0, r0, w, h), src.transform)
             y, y_valid = _warp_target(tgt, t_bands, alpha, lut, src, box, dst_transform, target_path)
-            names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
+            names = [band_name(src, b) for b in band_idx]
             crs = src.crs
 
     x_valid = np.ones((h, w), bool) if x_valid is None else x_valid
@@ -269,7 +269,7 @@ def load_side_by_side(path: str | os.PathLike, bands: list[int] | None = None) -
         half = src.width // 2
         x = src.read(band_idx, window=Window(0, 0, half, src.height))
         y = src.read([1, 2, 3], window=Window(half, 0, half, src.height))
-        names = [(src.descriptions[b - 1] or "").strip() or f"B{b}" for b in band_idx]
+        names = [band_name(src, b) for b in band_idx]
     h, w = y.shape[1:]
     return Pair(x=x, y=y, valid=np.ones((h, w), bool), transform=Affine.identity(), crs=None, band_names=names,
                 bands=band_idx, window=(0, 0, h, w))

@@ -145,10 +145,33 @@ def test_a_tiny_training_from_folders_of_pairs(city, tmp_path):
     config = _config(city, tmp_path, holdout="folder")
     card = read_card(train_translation(config))
     assert "1 of 3 folders held out" in card.training["split"] and "9 image/map pairs" in card.training["data"]
-    assert card.inputs.names == ["B1", "B2", "B3"] and card.inputs.dtype == "uint8"
+    assert card.inputs.names == ["red", "green", "blue"] and card.inputs.dtype == "uint8"  # the JPEGs' colours
     assert card.metrics["validation"].startswith("1 of 3 folders") and card.metrics["val_l1"] > 0
     held = prepare_data(config)[0].held_out_names()
     assert len(held) == 3  # one whole tile, the same when rebuilt from the configuration
+
+
+def test_a_model_of_rgb_images_finds_the_colour_bands_of_a_four_band_raster(city, tmp_path):
+    """Bands are matched by their colour interpretation where they have no description (JPEG, PNG, most
+    RGB(N) GeoTIFFs), so an RGB model runs on an RGB + near-infrared raster without BANDS."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    from engine.translation.apply import translate
+
+    model = train_translation(_config(city, tmp_path))
+    img, _ = tile_scene(5, 64, 64)
+    rgbn = np.concatenate([img.transpose(2, 0, 1), img[None, :, :, 0]])
+    path = tmp_path / "rgbn.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint8") as dst:
+        dst.write(rgbn)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+    result = translate(path, tmp_path / "map.tif", model)
+    assert result.output.exists()
+    with rasterio.open(path, "r+") as dst:  # without colours the bands cannot be told apart: a clear error
+        dst.colorinterp = [ColorInterp.undefined] * 4
+    with pytest.raises(InputError, match="BANDS"):
+        translate(path, tmp_path / "map2.tif", model)
 
 
 def test_training_from_folders_by_the_command_line(city, tmp_path, capsys):
