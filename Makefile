@@ -202,6 +202,10 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 	$(PY) -m engine train translation $(TRANSLATE_DATA) $(TRANSLATE_CONFIG) --l1-only \
 		--name "Sentinel-2 -> OSM land use (L1-only baseline)" \
 		--output-model reports/baselines/translate_l1.satgen --report-dir reports/train_translate_l1
+	@if [ -n "$(DUBAI)" ]; then \
+		$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai --arms model --no-score \
+		&& cp data/dubai/model.satgen resources/models/translate_rgb_dubai.satgen; \
+	else echo "models: the RGB land-cover model (resources/models/translate_rgb_dubai.satgen) needs DUBAI=<dubai_landcover folder>"; fi
 
 evaluate: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))

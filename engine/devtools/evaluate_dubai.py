@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import metrics
+from .. import RESOURCES, metrics
 from ..modelfile import load_model
 from ..models.unet import UNet
 from ..preview import side_by_side
@@ -32,9 +32,9 @@ from ..translation.config import TranslationConfig
 from ..translation.data import PairPatches, fit_input_scaling
 from ..translation.train import prepare_data, train_translation
 
-# the colours measured in the masks (DATA.md); black marks pixels nobody labelled
-LEGEND = {"building": [60, 16, 152], "land": [132, 41, 246], "road": [110, 193, 228], "vegetation": [254, 221, 58],
-          "water": [226, 169, 41], "unlabeled": [155, 155, 155], "background": [0, 0, 0]}
+# the colours measured in the masks (DATA.md); black (background) marks pixels nobody labelled
+LEGEND_FILE = RESOURCES / "styles" / "dubai_landcover_legend.json"
+LEGEND: dict[str, list[int]] = json.loads(LEGEND_FILE.read_text())
 CLASSES = [k for k in LEGEND if k != "background"]
 TRAIN_TILES, TEST_TILE = "Tile [1-7]", "Tile 8"
 
@@ -46,9 +46,13 @@ def config(data: Path, work: Path, arm: str, args) -> TranslationConfig:
         legend=str(work / "legend.json"), unlabelled_background=True, holdout="image", val_fraction=0.1,
         epochs=args.epochs, patches_per_epoch=args.patches, batch_size=args.batch, patch_size=args.patch,
         ngf=args.ngf, upsample=args.upsample, adversarial=arm != "l1", device=args.device, seed=0,
-        min_valid=0.5, name="Dubai land cover" + (" (L1 only)" if arm == "l1" else ""),
-        data_description="Dubai satellite land cover (MBRSC imagery, Humans in the Loop, CC0): Tiles 1-7",
-        licence="CC0 (data set)", attribution="Dubai land-cover data set by Humans in the Loop (CC0)")
+        min_valid=0.5, name="RGB imagery -> land cover, Dubai (Pix2Pix" + (", L1 only)" if arm == "l1" else ")"),
+        data_description="Dubai satellite land cover (MBRSC imagery annotated by Humans in the Loop), Tiles 1-7: "
+                         "8-bit RGB, very high resolution, not georeferenced; classes building, land, road, "
+                         "vegetation, water, unlabeled",
+        licence="weights GPL-2.0-or-later; trained on the Dubai land-cover set (CC0)",
+        attribution="Dubai land-cover data set: Mohammed Bin Rashid Space Centre imagery, annotated by Humans in "
+                    "the Loop (CC0)")
 
 
 def segmentation_unet(cfg: TranslationConfig) -> UNet:
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsample", default="resize", choices=("resize", "transpose"))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arms", default="model,l1,segmentation", help="arms to train and score")
+    parser.add_argument("--no-score", action="store_true", help="train (or resume) the arms only: no test scores")
     parser.add_argument("--section", nargs=2, metavar=("RESIZE_JSON", "TRANSPOSE_JSON"),
                         help="only write the translate_dubai section of reports/quality.json from a run of every "
                              "arm and one of the Pix2Pix arm with transposed convolutions")
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return write_section(Path(args.section[0]), Path(args.section[1]))
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "legend.json").write_text(json.dumps(LEGEND))
+    (work / "legend.json").write_text(json.dumps(LEGEND))  # the training configuration names this copy
     arms = args.arms.split(",")
     nets: dict[str, tuple[nn.Module, BandScaling]] = {}
     seconds: dict[str, float] = {}
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             net, scaling = loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high))
         seconds[arm] = round(time.perf_counter() - began, 1)
         nets[arm] = (net.float().eval(), scaling)
+    if args.no_score:
+        return 0
     cfg = config(data, work, arms[0], args)
     assert cfg.depth is not None  # nosec B101  # derived by the configuration
     multiple = 2 ** cfg.depth

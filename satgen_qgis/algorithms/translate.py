@@ -23,11 +23,14 @@ class TranslateAlgorithm(SatGenAlgorithm):
         return ("Draws a map from a satellite raster with a Pix2Pix model (U-Net generator trained with a PatchGAN "
                 "discriminator). The raster is processed in overlapping tiles blended without seams, so it can "
                 "be of any size; the result is an RGB GeoTIFF with the input's CRS and extent.\n\n"
-                "Model file: one made by 'Train satellite-to-map model'; empty uses the default model shipped "
-                "with SatGen: Sentinel-2 L1C bands B02 B03 B04 B08 at 10 m -> OpenStreetMap land-use classes "
-                "(forest, water, wetland, meadow, grass, scrub, farm, residential), trained on a scene near "
-                "Brandenburg an der Havel. Input bands: the bands in the model's order (empty: matched by count or "
-                "by band names). Legend colours: each pixel takes the nearest colour of the model's legend, so "
+                "Model file: one made by 'Train satellite-to-map model'; empty uses the shipped model that suits "
+                "the imagery: for 8-bit RGB without georeferencing, or any imagery finer than 5 m, the RGB "
+                "land-cover model trained on the Dubai land-cover set (building, land, road, vegetation, water, "
+                "unlabeled); otherwise the Sentinel-2 model: L1C bands B02 B03 B04 B08 at 10 m -> OpenStreetMap "
+                "land-use classes (forest, water, wetland, meadow, grass, scrub, farm, residential), trained on a "
+                "scene near Brandenburg an der Havel. The log says which. Input bands: the bands in the model's "
+                "order (empty: matched by count, or by band names and colours). Legend colours: each pixel takes "
+                "the nearest colour of the model's legend, so "
                 "the classes can be told apart exactly (untick for the model's raw, blended colours).\n\n"
                 "Normalization (NORMALIZE, advanced): model, the default, stretches the bands as the model's "
                 "training data were; scene fits the stretch on this raster's own values (2-98 %), for imagery of "
@@ -40,7 +43,8 @@ class TranslateAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Satellite raster"))
         self.add_band_parameter()
         self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Translation model file (empty: the default model)", extension="satgen", optional=True))
+            "MODEL", "Translation model file (empty: the shipped model that suits the imagery)", extension="satgen",
+            optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "SNAP", "Draw in the legend's exact colours (crisp classes)", defaultValue=True,
             optional=True))  # optional: graphical models saved before it existed stay valid

@@ -173,3 +173,29 @@ def test_the_card_records_the_ground_resolution_and_translate_warns_far_from_it(
         assert any("learnt from 10 m imagery" in w for w in lines.warnings()) == warned, (res, lines.lines)
     with pytest.raises(InputError, match="ground resolution"):
         train_translation(tiny_config(real_pair, tmp_path, ground_resolution=-1.0))
+
+
+def test_translate_without_a_model_picks_the_shipped_model_that_suits_the_imagery(tmp_path):
+    from rasterio.transform import from_origin
+
+    from engine.modelfile import default_model
+    from engine.translation.apply import RGB_MODEL, shipped_model_for
+
+    rgb = np.full((3, 64, 64), 120, np.uint8)
+    s2 = np.full((4, 64, 64), 1200, np.uint16)
+    cases = [  # (data, pixel size in m or None for no georeferencing, the RGB model expected)
+        (rgb, None, True), (rgb, 0.5, True), (rgb, 10.0, False), (s2, 10.0, False), (s2, None, False),
+        (s2, 2.0, True)]
+    for i, (data, res, want_rgb) in enumerate(cases):
+        if res is None:
+            path = tmp_path / f"{i}.tif"
+            with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=len(data),
+                               dtype=data.dtype) as dst:
+                dst.write(data)
+        else:
+            path = write_raster(tmp_path / f"{i}.tif", data, transform=from_origin(500000, 5800000, res, res))
+        lines = Lines()
+        chosen = shipped_model_for(path, lines)
+        assert (chosen.name == RGB_MODEL) == want_rgb and chosen.is_file(), (i, chosen)
+        assert (chosen == default_model("translate")) != want_rgb
+        assert any("shipped RGB land-cover model" in line for line in lines.lines) == want_rgb
