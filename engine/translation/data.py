@@ -311,8 +311,9 @@ def load_pairs(input: str, target: str = "", *, side_by_side: bool = False, band
         groups.append(group)
     # known by the path below the folder all of them share, so the split does not depend on where the data lie
     common = os.path.commonpath([os.path.abspath(u) for u in units])
-    unique = sorted(set(units), key=lambda u: hashlib.sha1(
-        f"{seed}:{Path(os.path.relpath(os.path.abspath(u), common)).as_posix()}".encode()).hexdigest())
+    unique = sorted(set(units), key=lambda u: hashlib.sha1(  # a hash for an order, not for security
+        f"{seed}:{Path(os.path.relpath(os.path.abspath(u), common)).as_posix()}".encode(),
+        usedforsecurity=False).hexdigest())
     n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
     held = set(unique[:n_val])
     train: list[Region] = []
