@@ -31,7 +31,7 @@ help:
 	@echo "make bench    measure the tile pipeline (reports/bench.json)"
 	@echo "make package  build the installable plugin zip into dist/"
 	@echo "make dev-plugin  link this checkout as a QGIS plugin folder in build/dev-plugin/satgen_qgis"
-	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours)"
+	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours; DUBAI=<folder> adds the RGB model, 20 min)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make evaluate-dubai DUBAI=<dubai_landcover folder>  translation on the Dubai land-cover set (CPU: about 1 hour)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
