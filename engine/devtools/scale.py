@@ -49,6 +49,9 @@ def measure_scale(clear: str, canvas: str, model: str, work: Path, quick: bool =
     import numpy as np
     import rasterio
 
+    # the runs start in `work`: every path absolute
+    clear, canvas, model = (str(Path(p).resolve()) for p in (clear, canvas, model))
+    work = Path(work).resolve()
     train: dict[int, list[float]] = {n: [] for n in PROCESSES}
     infer: dict[int, list[float]] = {n: [] for n in PROCESSES}
     with rasterio.open(canvas) as src:
