@@ -69,13 +69,17 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             "MAPS", "... and the folder of their maps or class masks, with the images' names",
             behavior=QgsProcessingParameterFile.Folder, optional=True))
+        # optional: graphical models saved before these existed stay valid
         self.add_advanced(QgsProcessingParameterBoolean(
-            "SIDE_BY_SIDE", "The images hold their map in their right half (no MAPS folder)", defaultValue=False))
+            "SIDE_BY_SIDE", "The images hold their map in their right half (no MAPS folder)", defaultValue=False,
+            optional=True))
         self.add_advanced(QgsProcessingParameterEnum(
-            "HOLDOUT", "With many pairs, hold out whole", options=["images", "folders"], defaultValue=0))
+            "HOLDOUT", "With many pairs, hold out whole", options=["images", "folders"], defaultValue=0,
+            optional=True))
         self.add_advanced(QgsProcessingParameterEnum(
             "UPSAMPLE", "Generator's upsampling", options=[
-                "resize + convolution (no checkerboard)", "transposed convolution (the paper's)"], defaultValue=0))
+                "resize + convolution (no checkerboard)", "transposed convolution (the paper's)"], defaultValue=0,
+            optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
