@@ -95,8 +95,9 @@ def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
         return list(bands)
     if src.count == expected:
         return list(range(1, expected + 1))
-    described = {band_name(src, i + 1).lower(): i + 1 for i in range(src.count)}
-    described.update({(d or "").strip().lower(): i + 1 for i, d in enumerate(src.descriptions) if d})
+    # what names a band: its description or its colour (not its number: a model's B1 is not any raster's band 1)
+    described = {name.lower(): i for i in range(src.count, 0, -1)
+                 if (name := band_name(src, i)) != f"B{i}" or (src.descriptions[i - 1] or "").strip()}
     matched = [described.get(n.lower()) for n in names]
     if all(matched):
         return cast(list[int], matched)
