@@ -68,21 +68,27 @@ def open_raster(path: str | os.PathLike):
 COLOUR_NAMES = ("red", "green", "blue")  # colour interpretations that name a band as well as a description does
 
 
-def band_name(src, band: int) -> str:
-    """A band's name: its description, else its colour interpretation (red, green, blue: JPEG and PNG
-    bands have no description), else B<n>."""
+def band_label(src, band: int) -> str | None:
+    """What names a band: its description, else its colour interpretation (red, green, blue: JPEG and PNG
+    bands have no description); None when neither does (its number is not a name: a model's B1 is not
+    any raster's band 1)."""
     described = (src.descriptions[band - 1] or "").strip()
     if described:
         return described
     colour = src.colorinterp[band - 1].name
-    return colour if colour in COLOUR_NAMES else f"B{band}"
+    return colour if colour in COLOUR_NAMES else None
+
+
+def band_name(src, band: int) -> str:
+    """`band_label`, else B<n>."""
+    return band_label(src, band) or f"B{band}"
 
 
 def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
     """1-based band indexes of `src` to feed a model that takes bands `names`.
 
     Explicit `bands` win; otherwise all bands when the count matches, otherwise
-    bands whose names (`band_name`: description or colour) equal the model's band names.
+    bands whose labels (`band_label`: description or colour) equal the model's band names.
     """
     expected = len(names)
     if bands:
@@ -95,10 +101,12 @@ def select_bands(src, bands: list[int] | None, names: list[str]) -> list[int]:
         return list(bands)
     if src.count == expected:
         return list(range(1, expected + 1))
-    # what names a band: its description or its colour (not its number: a model's B1 is not any raster's band 1)
-    described = {name.lower(): i for i in range(src.count, 0, -1)
-                 if (name := band_name(src, i)) != f"B{i}" or (src.descriptions[i - 1] or "").strip()}
-    matched = [described.get(n.lower()) for n in names]
+    labelled: dict[str, int] = {}
+    for i in range(src.count, 0, -1):  # the first band of a name wins
+        label = band_label(src, i)
+        if label:
+            labelled[label.lower()] = i
+    matched = [labelled.get(n.lower()) for n in names]
     if all(matched):
         return cast(list[int], matched)
     if src.count < expected:

@@ -24,12 +24,11 @@ from .. import RESOURCES, metrics
 from ..modelfile import load_model
 from ..models.unet import UNet
 from ..preview import side_by_side
-from ..raster import open_raster
 from ..scaling import BandScaling
 from ..training.checkpoint import linear_decay, load_checkpoint, save_checkpoint
 from ..training.report import update_report
 from ..translation.config import TranslationConfig
-from ..translation.data import PairPatches, fit_input_scaling
+from ..translation.data import PairPatches, fit_input_scaling, load_pair
 from ..translation.train import prepare_data, train_translation
 
 # the colours measured in the masks (DATA.md); black (background) marks pixels nobody labelled
@@ -76,7 +75,6 @@ def train_segmentation(cfg: TranslationConfig, work: Path) -> tuple[nn.Module, B
     net: nn.Module = segmentation_unet(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(cfg.epochs, cfg.epochs // 2))
-    table = torch.tensor([LEGEND[c] for c in CLASSES], dtype=torch.float32)
     ckpt = work / "report_segmentation" / "checkpoint.pt"
     state = load_checkpoint(ckpt)
     start, history = 0, []
@@ -92,9 +90,8 @@ def train_segmentation(cfg: TranslationConfig, work: Path) -> tuple[nn.Module, B
         loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=False, drop_last=True)
         losses = []
         for batch in loader:
-            rgb = (batch["y"] + 1) * 127.5  # (N, 3, p, p)
-            dist = ((rgb.permute(0, 2, 3, 1)[..., None, :] - table) ** 2).sum(-1)  # nearest class colour
-            labels = dist.argmin(-1)
+            rgb = torch.round((batch["y"] + 1) * 127.5).permute(1, 0, 2, 3).numpy()  # (3, N, p, p)
+            labels = torch.from_numpy(metrics.decode_legend(rgb, [LEGEND[c] for c in CLASSES])).long()
             labels[~batch["valid"]] = -100  # unlabelled pixels: no loss, as in Pix2Pix
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(net(batch["x"]), labels, ignore_index=-100)
@@ -121,17 +118,13 @@ def _whole(net: nn.Module, x: np.ndarray, multiple: int) -> torch.Tensor:
         return net(t)[0, :, :h, :w]
 
 
-def _read(path: Path) -> np.ndarray:
-    """(3, H, W) uint8 colours of an RGB image or of a one-band image with a colour table (some masks)."""
+def _pair(image: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask colours), both (3, H, W) uint8, of a test or training image and its mask, read as
+    training reads them (masks with a colour table expanded)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Dataset has no geotransform")
-        with open_raster(path) as src:
-            if src.count >= 3:
-                return src.read([1, 2, 3])
-            lut = np.zeros((256, 3), np.uint8)
-            for index, colour in src.colormap(1).items():
-                lut[index] = colour[:3]
-            return np.ascontiguousarray(lut[src.read(1)].transpose(2, 0, 1))
+        pair = load_pair(image, image.parent.parent / "masks" / (image.stem + ".png"))
+    return pair.x, pair.y
 
 
 def predict_classes(arm: str, net: nn.Module, scaling: BandScaling, image: np.ndarray, multiple: int
@@ -218,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the trivial map: the most frequent class of the training masks' labelled pixels
     counts = np.zeros(len(CLASSES) + 1, np.int64)
-    for mask in sorted(data.glob(f"{TRAIN_TILES}/masks/*.png")):
-        counts += np.bincount(metrics.decode_legend(_read(mask), list(LEGEND.values())).ravel(),
+    for path in sorted(data.glob(f"{TRAIN_TILES}/images/*.jpg")):
+        counts += np.bincount(metrics.decode_legend(_pair(path)[1], list(LEGEND.values())).ravel(),
                               minlength=len(LEGEND))
     trivial = int(np.argmax(counts[:len(CLASSES)]))
 
@@ -230,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     preview = None
     images = sorted(data.glob(f"{TEST_TILE}/images/*.jpg"))
     for path in images:
-        image = _read(path)
-        truth_rgb = _read(path.parent.parent / "masks" / (path.stem + ".png"))
+        image, truth_rgb = _pair(path)
         truth = metrics.decode_legend(truth_rgb, list(LEGEND.values()))
         labelled = truth < k
         t = truth[labelled]

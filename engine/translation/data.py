@@ -238,7 +238,6 @@ def find_pairs(input: str, target: str = "", side_by_side: bool = False) -> list
     if len(inputs) != len(targets):
         raise InputError(f"{input!r} names {len(inputs)} file(s) or folder(s) but {target!r} names {len(targets)}; "
                          f"give one target file or folder for each input file or folder")
-    out = []
     for a, b in zip(inputs, targets, strict=True):
         if a.is_dir() != b.is_dir():
             raise InputError(f"{a} and {b} must both be files or both be folders")
@@ -276,7 +275,7 @@ def load_side_by_side(path: str | os.PathLike, bands: list[int] | None = None) -
 
 
 def load_pairs(input: str, target: str = "", *, side_by_side: bool = False, bands: list[int] | None = None,
-               patch: int | None = None, val_fraction: float = 0.25, seed: int = 0, holdout: str = "image",
+               val_fraction: float = 0.25, seed: int = 0, holdout: str = "image",
                max_pixels: int = MAX_SET_PIXELS) -> PairSet:
     """Every pair `find_pairs` names, loaded, and split by whole images (`holdout` "image") or whole
     folders ("folder"): about `val_fraction` of them held out, chosen by a seeded hash of their names,
@@ -320,8 +319,6 @@ def load_pairs(input: str, target: str = "", *, side_by_side: bool = False, band
     val: list[Region] = []
     for i, (pair, unit) in enumerate(zip(pairs, units, strict=True)):
         (val if unit in held else train).append((i, (0, 0, pair.height, pair.width)))
-    if patch is not None and not any(min(pairs[i].height, pairs[i].width) >= patch for i, _ in train):
-        raise InputError(f"no training image is at least {patch} x {patch} px; use a smaller patch size")
     kind = "folder" if holdout == "folder" else "image"
     split = (f"{n_val} of {len(unique)} {kind}s held out by a hash of their names (seed {seed}): "
              f"{len(val)} of {len(pairs)} pairs")

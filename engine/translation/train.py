@@ -110,8 +110,7 @@ def prepare_data(config: TranslationConfig) -> tuple[PairSet, dict[str, list[int
         raise InputError("unlabelled background needs the map's legend (LEGEND / --legend) to know its colour")
     if many_pairs(config):
         pairs = load_pairs(config.input, config.target, side_by_side=config.side_by_side, bands=config.bands,
-                           patch=config.patch_size, val_fraction=config.val_fraction, seed=config.seed,
-                           holdout=config.holdout)
+                           val_fraction=config.val_fraction, seed=config.seed, holdout=config.holdout)
         for pair in pairs.pairs:
             _leave_out_background(pair, legend, config)
         return pairs, legend
