@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--no-score", action="store_true", help="train (or resume) the arms only")
+    parser.add_argument("--limit", type=int, help="score only the first N pairs of each split (a smoke test: "
+                                                  "reports/quality.json is left alone)")
     args = parser.parse_args(argv)
     data, work = Path(args.data), Path(args.work)
     prepare(data, work)
@@ -158,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_score:
         return 0
 
-    names = sorted((work / "val" / "images").glob("*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    names = sorted((work / "val" / "images").glob("*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)[:args.limit]
     photos = np.stack([_read(p) for p in names])
     real = np.stack([_read(work / "val" / "maps" / p.name) for p in names])
     outputs = {arm: generate(module, scaling, photos) for arm, (module, scaling) in modules.items()}
     inception = StandardInception(network_file())
     began = time.perf_counter()
     feat_real = inception(real)
-    train_maps = sorted((work / "train" / "maps").glob("*.png"))
+    train_maps = sorted((work / "train" / "maps").glob("*.png"))[:args.limit]
     feat_train = inception(np.stack([_resize(_read(p), SIZE) for p in train_maps]))
     out: dict = {"protocol": "docs/protocol-maps-translation.md",
                  "train": f"maps/train: {len(train_maps)} pairs ({args.val_fraction:g} of them held out for each "
@@ -193,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n")
-    picture([0, 100, 500, 900], photos, outputs, real, output.with_suffix(".png"))
+    picture([i for i in (0, 100, 500, 900) if i < len(names)], photos, outputs, real, output.with_suffix(".png"))
+    if args.limit:
+        return 0
     update_report("translate_maps", out, Path("reports/quality.json"),
                   command=f"python -m engine.devtools.evaluate_maps --data <maps> --epochs {args.epochs} "
                           f"--patches {args.patches} --batch {args.batch} --ngf {args.ngf}")
