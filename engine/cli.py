@@ -27,7 +27,7 @@ def _add_normalize(p: argparse.ArgumentParser, fitted_on: str) -> None:
 
 
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
-    from .raster import OVERVIEW_SIDE, OVERVIEWS
+    from .raster import JOINS, OVERVIEW_SIDE, OVERVIEWS
 
     p.add_argument("--bands", type=cli_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
     p.add_argument("--tile-size", type=int, help="tile size in px (default: the model's)")
@@ -37,13 +37,17 @@ def _add_tile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overviews", choices=OVERVIEWS, default="auto",
                    help=f"internal overviews in the outputs, for fast display (auto: when longer than {OVERVIEW_SIDE} "
                         f"px on a side)")
+    p.add_argument("--join", choices=JOINS, default="geotiff",
+                   help="how the outputs are written: one GeoTIFF; a VRT (name it .vrt) naming the parts as the "
+                        "processes wrote them, in a folder <name>_parts beside it, copied nowhere (torchrun on "
+                        "several nodes sharing a file system); or one cloud-optimized GeoTIFF (GDAL's COG driver)")
 
 
 def _tile_options(args):
     from .pipeline import TileOptions
 
     return TileOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       device=args.device, bands=args.bands, overviews=args.overviews)
+                       device=args.device, bands=args.bands, overviews=args.overviews, join=args.join)
 
 
 def _is_main() -> bool:

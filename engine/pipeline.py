@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import torch
 from rasterio.transform import Affine
 from rasterio.windows import Window
@@ -30,20 +32,24 @@ from . import distributed
 from .card import ModelCard
 from .device import resolve_device
 from .errors import InputError, ModelFileError, OutputError
-from .fileio import atomic_path, check_geotiff_name, check_not_same_file, temporary_path
+from .fileio import atomic_folder, atomic_path, check_geotiff_name, check_not_same_file, temporary_path
 from .modelfile import LoadedModel, load_model
 from .progress import Feedback
 from .raster import (
     BLOCK,
     GDAL_ENV,
+    JOINS,
     GeoTiffWriter,
     RollingReader,
     ground_resolution,
     is_georeferenced,
     open_raster,
+    output_compression,
     output_nodata,
+    overview_factors,
     sample_pixels,
     select_bands,
+    verify_geotiff,
 )
 from .scaling import NORMALIZE, BandScaling, cast_to_dtype, fit_percentiles, range_mismatch
 from .windows import TileGrid, tile_weights
@@ -67,6 +73,7 @@ class TileOptions:
     device: str = "auto"
     bands: list[int] | None = None  # 1-based; None: matched from the model card
     overviews: str = "auto"  # of the outputs: "auto" (when long: raster.OVERVIEW_SIDE), "yes", "no"
+    join: str = "geotiff"  # how the outputs are written: JOINS
 
 
 @dataclass
@@ -209,10 +216,12 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
 
 @dataclass(frozen=True)
 class Output:
-    """An output GeoTIFF of a tile pass: its path and GeoTiffWriter's parameters for the whole raster."""
+    """An output of a tile pass: its path, GeoTiffWriter's parameters for the whole raster, and how
+    the rows (several processes' parts, or one) become the output (`join`, one of JOINS)."""
 
     path: str | os.PathLike
     params: dict[str, Any]
+    join: str = "geotiff"
 
 
 @contextlib.contextmanager
@@ -226,7 +235,8 @@ def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator
     it has no rows); once every process has succeeded, process 0 joins the parts in row order into
     the targets; a failure in any process fails all of them; parts are deleted in every case."""
     share = distributed.current()
-    if share.world == 1:
+    check_joins(outputs)
+    if share.world == 1 and all(out.join == "geotiff" for out in outputs.values()):
         with contextlib.ExitStack() as stack:
             paths = {key: stack.enter_context(atomic_path(out.path)) for key, out in outputs.items()}
             yield stack.enter_context(_writers(outputs, paths))
@@ -234,8 +244,8 @@ def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator
     with contextlib.ExitStack() as stack:
         stack.callback(distributed.barrier)  # last: no process returns before all have deleted their parts
         try:
-            parts = {key: stack.enter_context(temporary_path(out.path)) for key, out in outputs.items()
-                     if rows[1] > rows[0]}
+            parts = {key: stack.enter_context(temporary_path(Path(out.path).with_suffix(".tif")))
+                     for key, out in outputs.items() if rows[1] > rows[0]}
             with _writers(outputs, parts, rows) as writers:
                 yield writers
         except BaseException:
@@ -243,7 +253,7 @@ def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator
             raise
         failed = _failed(True)
         if not failed:
-            every = distributed.gather(parts)
+            every = distributed.gather((rows, parts))
             try:
                 if share.is_main:
                     _join(outputs, every)
@@ -274,17 +284,127 @@ def _writers(outputs: dict[str, Output], paths: dict[str, str],
         raise
 
 
-def _join(outputs: dict[str, Output], parts: list[dict[str, str]]) -> None:
-    """Each output from its parts (`parts`: each process's part paths by key, in row order), read
-    block row by block row, so memory grows with the width only."""
-    with rasterio.Env(**GDAL_ENV), contextlib.ExitStack() as stack:
+def _join(outputs: dict[str, Output], every: list[tuple[tuple[int, int], dict[str, str]]]) -> None:
+    """Each output from its parts (`every`: each process's rows and part paths by key, in row order)."""
+    with rasterio.Env(**GDAL_ENV):
+        tiffs = {key: out for key, out in outputs.items() if out.join == "geotiff"}
+        if tiffs:
+            _join_geotiff(tiffs, every)
+        for key, out in outputs.items():
+            parts = [(rows[0], rows[1], p[key]) for rows, p in every if key in p]
+            if out.join == "vrt":
+                _join_vrt(out, parts)
+            elif out.join == "cog":
+                _join_cog(out, parts)
+
+
+def _join_geotiff(outputs: dict[str, Output], every) -> None:
+    """Parts copied block row by block row into one GeoTIFF each, so memory grows with the width only."""
+    with contextlib.ExitStack() as stack:
         paths = {key: stack.enter_context(atomic_path(out.path)) for key, out in outputs.items()}
         writers = stack.enter_context(_writers(outputs, paths))
         for key, writer in writers.items():
-            for part in (p[key] for p in parts if key in p):
+            for part in (p[key] for _, p in every if key in p):
                 with rasterio.open(part) as src:
                     for r in range(0, src.height, BLOCK):
                         writer.write_rows(src.read(window=Window(0, r, src.width, min(BLOCK, src.height - r))))
+
+
+def check_joins(outputs: dict[str, Output]) -> None:
+    for out in outputs.values():
+        check_output_name(out.path, out.join)
+
+
+def check_output_name(path: str | os.PathLike | None, join: str = "geotiff") -> None:
+    """InputError for an unknown join, or a name that promises another format than the join writes."""
+    if join not in JOINS:
+        raise InputError(f"join must be one of {', '.join(JOINS)}, got {join!r}")
+    if path is None:
+        return
+    if Path(path).suffix.lower() == ".vrt" and join != "vrt":
+        raise InputError(f"{Path(path).name}: a .vrt output is written with --join vrt (the parts of the raster "
+                         f"stay in a folder beside it); give that, or a .tif name")
+    if join == "vrt":
+        if Path(path).suffix.lower() != ".vrt":
+            raise InputError(f"{Path(path).name}: with --join vrt the output is a VRT; name it .vrt")
+    else:
+        check_geotiff_name(path)
+
+
+def _join_vrt(out: Output, parts: list[tuple[int, int, str]]) -> None:
+    """The parts moved, as they are, into the folder <name>_parts beside the output, and the output a
+    VRT naming them by relative paths (the pair can move together): nothing is copied."""
+    target = Path(out.path)
+    folder = target.with_name(target.stem + "_parts")
+    names = [f"part-{i:03d}.tif" for i in range(len(parts))]
+    with atomic_folder(folder) as tmp:
+        for name, (_, _, part) in zip(names, parts, strict=True):
+            os.replace(part, tmp / name)
+    with atomic_path(target) as vrt:
+        Path(vrt).write_text(vrt_xml(out.params, [(r0, r1, f"{folder.name}/{name}")
+                                                  for name, (r0, r1, _) in zip(names, parts, strict=True)]))
+        with rasterio.open(vrt) as check:  # GDAL reads it back, and every part with it
+            check.checksum(check.count)
+    for stale in folder.glob("part-*.tif"):  # left by an earlier run with more processes
+        if stale.name not in names:
+            stale.unlink()
+
+
+def _join_cog(out: Output, parts: list[tuple[int, int, str]]) -> None:
+    """The parts copied by GDAL's COG driver, through a VRT of them, into one cloud-optimized GeoTIFF
+    (tiled, overviews inside and before the data, GDAL compressing on all cores)."""
+    target = Path(out.path)
+    params = out.params
+    factors = overview_factors(params["width"], params["height"], params.get("overviews", "auto"))
+    with temporary_path(target.with_suffix(".vrt")) as vrt, atomic_path(target, verify_geotiff) as tmp:
+        Path(vrt).write_text(vrt_xml(params, [(r0, r1, os.path.basename(p)) for r0, r1, p in parts]))
+        compression = output_compression()
+        options = dict(COMPRESS=compression["compress"].upper(), LEVEL=compression.get("zstd_level",
+                                                                                        compression.get("zlevel")),
+                       PREDICTOR="YES", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", BLOCKSIZE=BLOCK,
+                       OVERVIEWS="AUTO" if factors else "NONE",
+                       RESAMPLING="NEAREST" if params.get("categorical") else "AVERAGE")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+               "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+
+
+def vrt_xml(params: dict[str, Any], parts: list[tuple[int, int, str]]) -> str:
+    """A GDAL VRT of the raster `params` describes (GeoTiffWriter's), mosaicked from `parts`: (first
+    row, end row, path relative to the VRT) of files holding those rows at full width."""
+    from xml.etree import ElementTree as ET  # nosec B405  # writes XML, parses none
+
+    width, height = params["width"], params["height"]
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    if params.get("crs") is not None:
+        ET.SubElement(root, "SRS").text = params["crs"].to_wkt()
+    if params.get("transform") is not None:
+        ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in params["transform"].to_gdal())
+    meta = ET.SubElement(root, "Metadata")
+    for key, value in {"AREA_OR_POINT": "Area", **(params.get("tags") or {})}.items():  # Area: as GeoTIFF's
+        ET.SubElement(meta, "MDI", key=str(key)).text = str(value)
+    names = params["band_names"]
+    rgb = [n.lower() for n in names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"])
+    for b, name in enumerate(names, start=1):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES[str(np.dtype(params["dtype"]))],
+                             band=str(b))
+        ET.SubElement(band, "Description").text = name
+        if params.get("nodata") is not None:
+            ET.SubElement(band, "NoDataValue").text = repr(float(params["nodata"]))
+        if rgb:
+            ET.SubElement(band, "ColorInterp").text = name.capitalize()
+        for r0, r1, path in parts:
+            source = ET.SubElement(band, "SimpleSource")
+            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = path
+            ET.SubElement(source, "SourceBand").text = str(b)
+            ET.SubElement(source, "SrcRect", {"xOff": "0", "yOff": "0", "xSize": str(width), "ySize": str(r1 - r0)})
+            ET.SubElement(source, "DstRect", {"xOff": "0", "yOff": str(r0), "xSize": str(width), "ySize": str(r1 - r0)})
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"
 
 
 def _failed(ok: bool) -> list[int]:
@@ -440,7 +560,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         output = Output(output_path, dict(
             width=src.width * card.scale, height=src.height * card.scale, dtype=out_dtype, crs=src.crs,
             transform=output_transform(src, card.scale), nodata=nodata, band_names=card.outputs.names,
-            overviews=options.overviews, categorical=finish is not None))
+            overviews=options.overviews, categorical=finish is not None), options.join)
         with write_outputs({"output": output}, (first * card.scale, last * card.scale)) as writers:
 
             def sink(n, chunks):
@@ -506,7 +626,7 @@ def prepare_apply(model: LoadedModel | str | os.PathLike, options: TileOptions, 
         raise InputError(f"batch size must be at least 1, got {options.batch_size}")
     check_not_same_file([*inputs, None if isinstance(model, LoadedModel) else model], outputs)
     for output in outputs:
-        check_geotiff_name(output)
+        check_output_name(output, options.join)
     device = resolve_device(options.device)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=device, tasks=tasks)

@@ -347,6 +347,7 @@ def output_compression() -> dict:
     return dict(compress="zstd", zstd_level=1) if _zstd() else dict(compress="deflate", zlevel=1)
 
 
+JOINS = ("geotiff", "vrt", "cog")  # one GeoTIFF; a VRT naming the parts, left as written; a cloud-optimized GeoTIFF
 OVERVIEWS = ("auto", "yes", "no")  # "auto": for outputs longer than OVERVIEW_SIDE px on a side
 OVERVIEW_SIDE = 4096
 OVERVIEW_MIN = 256  # halved until the smallest overview fits in this many px (as gdaladdo does)

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_score:
         return 0
 
-    names = sorted((work / "val" / "images").glob("*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)[:args.limit]
+    names = sorted((work / "val" / "images").glob("*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    names = names[:args.limit]
     photos = np.stack([_read(p) for p in names])
     real = np.stack([_read(work / "val" / "maps" / p.name) for p in names])
     outputs = {arm: generate(module, scaling, photos) for arm, (module, scaling) in modules.items()}
@@ -190,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         out["goals"] = {
             "fid_at_least_30_percent_below_l1": out["fid_model"] <= 0.7 * out["fid_l1"],
             "acc_delta10_at_most_1_point_below_l1": out["acc_delta10_model"] >= out["acc_delta10_l1"] - 0.01,
-            "beats_seed_settings_on_fid_and_acc_delta10": (out["fid_model"] < out["fid_seed_settings"]
-                                                          and out["acc_delta10_model"] > out["acc_delta10_seed_settings"])}
+            "beats_seed_settings_on_fid_and_acc_delta10": (
+                out["fid_model"] < out["fid_seed_settings"]
+                and out["acc_delta10_model"] > out["acc_delta10_seed_settings"])}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n")

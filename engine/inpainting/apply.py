@@ -256,15 +256,15 @@ class FillOutputs:
     uncertainty: str | os.PathLike | None = None
 
 
-def _output(path, src, dtype, nodata, names, overviews, tags, categorical=False) -> Output:
+def _output(path, src, dtype, nodata, names, options: TileOptions, tags, categorical=False) -> Output:
     return Output(path, dict(width=src.width, height=src.height, dtype=dtype, crs=src.crs,
                              transform=output_transform(src, 1), nodata=nodata, band_names=names,
-                             overviews=overviews, categorical=categorical, tags=tags))
+                             overviews=options.overviews, categorical=categorical, tags=tags), options.join)
 
 
 def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, bands, dtype, outputs: FillOutputs,
          options: TileOptions, feedback, stats, fraction, best_effort, reference=None, combine="weighted") -> None:
-    clip, overviews = card.inputs.clip, options.overviews
+    clip = card.inputs.clip
     names = [src.descriptions[b - 1] or name for b, name in zip(bands, card.inputs.names, strict=True)]
     n_bands = len(bands)
     n_refs = 0 if reference is None else len(reference.mask.source)
@@ -292,14 +292,14 @@ def _run(src, reader, cloud, grid, card, model, device, scaling: BandScaling, ba
             "SATGEN_MODEL": card.name}
     if reference is not None:
         tags["SATGEN_REFERENCES"] = "; ".join(Path(p).name for p in reference.mask.source.paths)
-    specs = {"output": _output(outputs.output, src, dtype, src.nodata, names, overviews, tags)}
+    specs = {"output": _output(outputs.output, src, dtype, src.nodata, names, options, tags)}
     if outputs.mask:
-        specs["mask"] = _output(outputs.mask, src, "uint8", MASK_NODATA, ["cloud"], overviews, tags, True)
+        specs["mask"] = _output(outputs.mask, src, "uint8", MASK_NODATA, ["cloud"], options, tags, True)
     if outputs.source:
-        specs["source"] = _output(outputs.source, src, "uint8", MASK_NODATA, ["fill source"], overviews, tags, True)
+        specs["source"] = _output(outputs.source, src, "uint8", MASK_NODATA, ["fill source"], options, tags, True)
     if outputs.uncertainty:
         specs["uncertainty"] = _output(outputs.uncertainty, src, "float32", float("nan"),
-                                       [f"{n} 80% half-width" for n in names], overviews, tags)
+                                       [f"{n} 80% half-width" for n in names], options, tags)
     strips = distributed.current().part(len(grid.row_offsets))  # all of them in one process
     first, last = grid.strip_rows(strips)
     with write_outputs(specs, (first, last)) as writers:

@@ -145,6 +145,63 @@ def test_apply_in_two_processes_writes_what_one_does(tmp_path):
     assert f"{one.stats.tiles_run + len(TileGrid(157, 301, 64, 16).col_offsets)} tiles run" in run.stdout
 
 
+def _same_content(a, b) -> None:
+    """Same pixels, georeferencing, band descriptions, colours and tags (the layout may differ: a VRT, a COG)."""
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        assert (x.width, x.height, x.count, x.dtypes, x.crs, x.transform, x.nodata) == \
+            (y.width, y.height, y.count, y.dtypes, y.crs, y.transform, y.nodata)
+        assert (x.descriptions, x.colorinterp, x.tags()) == (y.descriptions, y.colorinterp, y.tags())
+        assert np.array_equal(x.read(), y.read())
+
+
+def test_vrt_and_cog_joins_in_two_processes_hold_what_one_process_writes(tmp_path):
+    data = smooth_image(3, 157, 301, "uint16")  # 3 strips of 64 px tiles: the processes' parts differ in height
+    data[:, 20:31, 40:75] = 0
+    raster = write_raster(tmp_path / "in.tif", data, nodata=0)
+    model = make_model(tmp_path / "m.satgen", tile=64, overlap=16)
+    apply_model(model, raster, tmp_path / "one.tif", TileOptions(**TILES))
+    common = ("--model", model, "--input", raster, "--tile-size", 64, "--overlap", 16, "--batch-size", 3)
+    vrt = _torchrun(tmp_path, "apply", *common, "--output", "two.vrt", "--join", "vrt")
+    assert vrt.returncode == 0, vrt.stderr
+    _same_content(tmp_path / "one.tif", tmp_path / "two.vrt")
+    assert _files(tmp_path / "two_parts") == ["part-000.tif", "part-001.tif"]  # as the processes wrote them
+    with rasterio.open(tmp_path / "two.vrt") as mosaic:
+        assert mosaic.driver == "VRT" and len(mosaic.files) == 3
+    cog = _torchrun(tmp_path, "apply", *common, "--output", "cog.tif", "--join", "cog", "--overviews", "yes")
+    assert cog.returncode == 0, cog.stderr
+    _same_content(tmp_path / "one.tif", tmp_path / "cog.tif")
+    with rasterio.open(tmp_path / "cog.tif") as out:
+        assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and out.overviews(1)
+    assert _files(tmp_path) == ["cog.tif", "in.tif", "m.satgen", "one.tif", "two.vrt", "two_parts"]  # no part left
+
+
+def test_vrt_and_cog_joins_in_one_process(tmp_path):
+    raster = write_raster(tmp_path / "in.tif", smooth_image(3, 90, 130, "uint16"))
+    model = make_model(tmp_path / "m.satgen", tile=64, overlap=16, task="translate")
+    translate(raster, tmp_path / "one.tif", model, TileOptions(**TILES), snap=False)
+    for name, join in (("one.vrt", "vrt"), ("cog.tif", "cog")):
+        translate(raster, tmp_path / name, model, TileOptions(**TILES, join=join), snap=False)
+        _same_content(tmp_path / "one.tif", tmp_path / name)
+    assert _files(tmp_path / "one_parts") == ["part-000.tif"]
+    # a second run with more parts, then one with fewer: no stale part is left for the VRT to miss
+    (tmp_path / "one_parts" / "part-001.tif").write_bytes(b"stale")
+    translate(raster, tmp_path / "one.vrt", model, TileOptions(**TILES, join="vrt"), snap=False)
+    assert _files(tmp_path / "one_parts") == ["part-000.tif"]
+
+
+@pytest.mark.parametrize("name, join, message", [
+    ("out.vrt", "geotiff", "--join vrt"), ("out.tif", "vrt", "name it .vrt"),
+    ("out.png", "cog", "name the output .tif"), ("out.tif", "zip", "join must be one of")])
+def test_output_names_must_match_the_join(tmp_path, name, join, message):
+    from engine.errors import InputError
+
+    raster = write_raster(tmp_path / "in.tif", smooth_image(3, 40, 40, "uint16"))
+    model = make_model(tmp_path / "m.satgen", tile=64, overlap=16)
+    with pytest.raises(InputError, match=message):
+        apply_model(model, raster, tmp_path / name, TileOptions(**TILES, join=join))
+    assert _files(tmp_path) == ["in.tif", "m.satgen"]
+
+
 def test_translate_with_a_process_that_has_no_strip(tmp_path):
     raster = write_raster(tmp_path / "in.tif", smooth_image(3, 40, 90, "uint16"))  # one strip for two processes
     model = make_model(tmp_path / "m.satgen", tile=64, overlap=16, task="translate")
