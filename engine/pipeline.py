@@ -362,7 +362,7 @@ def _join_cog(out: Output, parts: list[tuple[int, int, str]]) -> None:
         options = dict(COMPRESS=compression["compress"].upper(), LEVEL=compression.get("zstd_level",
                                                                                         compression.get("zlevel")),
                        PREDICTOR="YES", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", BLOCKSIZE=BLOCK,
-                       OVERVIEWS="AUTO" if factors else "NONE",
+                       OVERVIEWS="AUTO" if factors else "NONE", **({"OVERVIEW_COUNT": len(factors)} if factors else {}),
                        RESAMPLING="NEAREST" if params.get("categorical") else "AVERAGE")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

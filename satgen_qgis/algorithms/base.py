@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterMapLayer,
@@ -205,6 +206,8 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             # optional: graphical models saved before it existed stay valid
             QgsProcessingParameterEnum("OVERVIEWS", "Overviews in the output, for fast display (auto: when longer "
                                        "than 4096 px)", options=OVERVIEWS, defaultValue=0, optional=True),
+            QgsProcessingParameterBoolean("CLOUD_OPTIMIZED", "Write cloud-optimized GeoTIFFs (COG)", defaultValue=False,
+                                          optional=True),
         ):
             self.add_advanced(param)
 
@@ -291,6 +294,7 @@ class SatGenAlgorithm(QgsProcessingAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             overviews=OVERVIEWS[self.parameterAsEnum(parameters, "OVERVIEWS", context)],
+            join="cog" if self.parameterAsBool(parameters, "CLOUD_OPTIMIZED", context) else "geotiff",
         )
 
     def raster_path(self, parameters, name, context) -> str:

@@ -30,7 +30,7 @@ def test_provider_lists_apply_model(satgen_provider):
     assert alg is not None
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["INPUT", "BANDS", "MODEL", "NORMALIZE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE",
-                     "OVERVIEWS", "OUTPUT"]
+                     "OVERVIEWS", "CLOUD_OPTIMIZED", "OUTPUT"]
 
 
 def test_apply_model_through_processing_run(satgen_provider, real_raster, tmp_path):

@@ -165,7 +165,7 @@ def test_a_file_that_is_no_raster_is_named(qgis_process_env, tmp_path):
 def test_imagery_unlike_the_models_is_warned_and_a_scene_stretch_runs_it(qgis_process_env, tmp_path):
     """The default translation model (Sentinel-2 L1C reflectance x 10000) on Landsat-8 DN: a warning
     naming the fix; NORMALIZE=1 (scene) fits the stretch on the raster and says so; OVERVIEWS=1
-    (yes) gives the map overviews."""
+    (yes) gives the map overviews, CLOUD_OPTIMIZED=true a COG with them."""
     from helpers import SAMPLES, crop_raster
 
     enable_plugin(qgis_process_env)
@@ -182,6 +182,14 @@ def test_imagery_unlike_the_models_is_warned_and_a_scene_stretch_runs_it(qgis_pr
     assert "scene stretch" in scene.stdout and "not those the model was trained on" not in scene.stdout
     with rasterio.open(out) as o:
         assert o.overviews(1) == [2]
+        tiff = o.read()
+    cog = qgis_process(qgis_process_env, "run", "satgen:translate", "--", f"INPUT={landsat}",
+                       *(f"BANDS={b}" for b in (2, 3, 4, 5)), "NORMALIZE=1", "OVERVIEWS=1", "CLOUD_OPTIMIZED=true",
+                       f"OUTPUT={tmp_path / 'cog.tif'}")
+    assert cog.returncode == 0, cog.stdout + cog.stderr
+    with rasterio.open(tmp_path / "cog.tif") as o:
+        assert o.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and o.overviews(1) == [2]
+        assert (o.read() == tiff).all()
 
 
 def two_references(folder):
