@@ -45,6 +45,7 @@ def config(data: Path, work: Path, arm: str, args) -> TranslationConfig:
         legend=str(work / "legend.json"), unlabelled_background=True, holdout="image", val_fraction=0.1,
         epochs=args.epochs, patches_per_epoch=args.patches, batch_size=args.batch, patch_size=args.patch,
         ngf=args.ngf, upsample=args.upsample, adversarial=arm != "l1", device=args.device, seed=0,
+        lambda_class=args.lambda_class if arm == "model" else 0.0,
         min_valid=0.5, name="RGB imagery -> land cover, Dubai (Pix2Pix" + (", L1 only)" if arm == "l1" else ")"),
         data_description="Dubai satellite land cover (MBRSC imagery annotated by Humans in the Loop), Tiles 1-7: "
                          "8-bit RGB, very high resolution, not georeferenced; classes building, land, road, "
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--ngf", type=int, default=16)
     parser.add_argument("--upsample", default="resize", choices=("resize", "transpose"))
+    parser.add_argument("--lambda-class", type=float, default=0.0,
+                        help="the Pix2Pix arm's class loss weight (the protocol's amendment 2)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arms", default="model,l1,segmentation", help="arms to train and score")
     parser.add_argument("--no-score", action="store_true", help="train (or resume) the arms only: no test scores")

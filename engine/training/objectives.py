@@ -3,6 +3,11 @@
 Pix2Pix: the generator minimises an adversarial loss plus lambda * L1 to the
 target; the discriminator tells real pairs from generated ones. L1 is taken
 over valid pixels only, so nodata in either raster teaches nothing.
+
+With a legend, `colour_class_loss` adds the map's classes: the output's colours are read as
+class scores (nearer the class colour, higher), so the loss rewards the colour that decodes
+to the right class, where L1 alone settles on the per-band median of the plausible colours,
+which may decode to a third class.
 """
 
 from __future__ import annotations
@@ -32,6 +37,22 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | No
         return diff.mean()
     weight = valid.unsqueeze(1).to(diff.dtype)
     return (diff * weight).sum() / (weight.sum() * diff.shape[1]).clamp_min(1.0)
+
+
+def colour_class_loss(pred: torch.Tensor, target: torch.Tensor, colours: torch.Tensor,
+                      valid: torch.Tensor | None = None, temperature: float = 0.05) -> torch.Tensor:
+    """Cross-entropy of the legend classes read from colours: the logit of class k at a pixel is
+    -|pred - colours[k]|^2 / temperature, its label the class of the colour nearest the target's.
+    pred, target: (N, 3, H, W) in [-1, 1]; colours: (K, 3) in [-1, 1]; valid: (N, H, W) bool."""
+    c = colours.to(pred.dtype).view(1, -1, 3, 1, 1)
+    logits = -((pred.unsqueeze(1) - c) ** 2).sum(2) / temperature  # (N, K, H, W)
+    with torch.no_grad():
+        labels = ((target.unsqueeze(1).to(pred.dtype) - c) ** 2).sum(2).argmin(1)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    if valid is None:
+        return loss.mean()
+    weight = valid.to(loss.dtype)
+    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def check_losses(entry: dict, epoch: int, checkpoint_epoch: int) -> None:

@@ -41,6 +41,8 @@ class TranslationConfig(RunOptions):
                                      "checkerboard) or transpose (the paper's transposed convolutions)",
                            choices=UPSAMPLES)
     lambda_l1: float = option(100.0, "weight of the L1 loss")
+    lambda_class: float = option(0.0, "with --legend: weight of the class loss, the cross-entropy of the legend "
+                                      "classes read from the output's colours (0: none)")
     adversarial: bool = option(True, "train the L1-only baseline (no discriminator)", flag="--l1-only",
                                action="store_false")
     gan_mode: str = "vanilla"

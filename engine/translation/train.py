@@ -28,7 +28,7 @@ from ..raster import ground_resolution
 from ..splits import BlockSplit
 from ..training.checkpoint import fingerprint_of, pix2pix_parts
 from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
-from ..training.objectives import gan_loss, masked_l1
+from ..training.objectives import colour_class_loss, gan_loss, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import TranslationConfig
@@ -48,6 +48,8 @@ def _check(config: TranslationConfig) -> None:
             raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
     if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
         raise InputError("epochs, patches per epoch and batch size must all be at least 1")
+    if config.lambda_class < 0:
+        raise InputError(f"the weight of the class loss must be 0 or more, got {config.lambda_class}")
     if config.ground_resolution is not None and not 0 < config.ground_resolution <= 1e6:
         raise InputError(f"the ground resolution is the size of a pixel in metres (more than 0), got "
                          f"{config.ground_resolution}")
@@ -172,6 +174,11 @@ class Pix2PixTask(Pix2PixSteps):
         self.generator = run.prepare(UNet(**g_params))
         self.discriminator = run.prepare(PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf))
         self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)
+        classes = [colour for name, colour in self.legend.items() if name != "background"]
+        if config.lambda_class and len(classes) < 2:
+            raise InputError("the class loss needs the map's classes: give the legend of its colours (--legend, as "
+                             "satgen:render_map_target writes it), or a class raster with a colour table")
+        self.colours = torch.tensor(classes, dtype=torch.float32, device=run.device).reshape(-1, 3) / 127.5 - 1
         self._parts = pix2pix_parts(self.generator, self.discriminator, config)
         self.card = ModelCard(
             task="translate", architecture="unet", params=g_params,
@@ -219,11 +226,16 @@ class Pix2PixTask(Pix2PixSteps):
         with run.precision.autocast():
             loss_l1 = masked_l1(fake.float(), y, valid)
             loss_g = config.lambda_l1 * loss_l1
+            if config.lambda_class:
+                loss_class = colour_class_loss(fake.float(), y, self.colours, valid)
+                loss_g = loss_g + config.lambda_class * loss_class
             if config.adversarial:
                 loss_gan = gan_loss(self.discriminator(x, fake_d), True, config.gan_mode)
                 loss_g = loss_g + loss_gan
         run.precision.backward_step(loss_g, opt_g)
         losses = {"loss_g_l1": loss_l1.item()}
+        if config.lambda_class:
+            losses["loss_g_class"] = loss_class.item()
         if config.adversarial:
             losses.update(loss_g_gan=loss_gan.item(), loss_d=loss_d.item())
         return losses, x.shape[0]

@@ -199,3 +199,35 @@ def test_translate_without_a_model_picks_the_shipped_model_that_suits_the_imager
         assert (chosen.name == RGB_MODEL) == want_rgb and chosen.is_file(), (i, chosen)
         assert (chosen == default_model("translate")) != want_rgb
         assert any("shipped RGB land-cover model" in line for line in lines.lines) == want_rgb
+
+
+def test_the_class_loss_reads_classes_from_colours():
+    import torch
+
+    from engine.training.objectives import colour_class_loss
+
+    colours = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, -1.0, -1.0]])  # black, white, red
+    target = colours[[1, 1, 2, 0]].T.reshape(1, 3, 2, 2)
+    right = colour_class_loss(target + 0.05, target, colours)
+    # grey is L1's answer between black and white: it decodes to neither and costs more than a near miss
+    between = target.clone()
+    between[:, :, 0, 0] = 0.0
+    assert colour_class_loss(between, target, colours) > right
+    valid = torch.tensor([[[False, True], [True, True]]])
+    assert torch.isclose(colour_class_loss(between, target, colours, valid), colour_class_loss(target, target, colours,
+                                                                                                 valid))
+    pred = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    colour_class_loss(pred, target, colours).backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_training_with_the_class_loss(real_pair, tmp_path):
+    path = train_translation(tiny_config(real_pair, tmp_path, epochs=2, lambda_class=1.0))
+    history = json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
+    assert all(np.isfinite(h["loss_g_class"]) for h in history)
+    assert read_card(path).training["config"]["lambda_class"] == 1.0
+    with pytest.raises(InputError, match="needs the map's classes"):
+        train_translation(tiny_config(real_pair, tmp_path / "plain", legend=None, unlabelled_background=False,
+                                       lambda_class=1.0))
+    with pytest.raises(InputError, match="0 or more"):
+        train_translation(tiny_config(real_pair, tmp_path / "negative", lambda_class=-1.0))
