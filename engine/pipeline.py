@@ -359,8 +359,8 @@ def _join_cog(out: Output, parts: list[tuple[int, int, str]]) -> None:
     with temporary_path(target.with_suffix(".vrt")) as vrt, atomic_path(target, verify_geotiff) as tmp:
         Path(vrt).write_text(vrt_xml(params, [(r0, r1, os.path.basename(p)) for r0, r1, p in parts]))
         compression = output_compression()
-        options = dict(COMPRESS=compression["compress"].upper(), LEVEL=compression.get("zstd_level",
-                                                                                        compression.get("zlevel")),
+        level = compression.get("zstd_level", compression.get("zlevel"))
+        options = dict(COMPRESS=compression["compress"].upper(), LEVEL=level,
                        PREDICTOR="YES", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", BLOCKSIZE=BLOCK,
                        OVERVIEWS="AUTO" if factors else "NONE", **({"OVERVIEW_COUNT": len(factors)} if factors else {}),
                        RESAMPLING="NEAREST" if params.get("categorical") else "AVERAGE")
