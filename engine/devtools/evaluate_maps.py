@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n")
-    picture([i for i in (0, 100, 500, 900) if i < len(names)], photos, outputs, real, output.with_suffix(".png"))
+    picture([i for i in (0, 100, 500, 900) if i < len(names)], photos, outputs, real, output.with_suffix(".jpg"))
     if args.limit:
         return 0
     update_report("translate_maps", out, Path("reports/quality.json"),
