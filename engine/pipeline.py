@@ -41,6 +41,7 @@ from .raster import (
     JOINS,
     GeoTiffWriter,
     RollingReader,
+    colour_bands,
     ground_resolution,
     is_georeferenced,
     open_raster,
@@ -223,6 +224,9 @@ class Output:
     params: dict[str, Any]
     join: str = "geotiff"
 
+    def __post_init__(self) -> None:
+        check_output_name(self.path, self.join)
+
 
 @contextlib.contextmanager
 def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator[dict[str, GeoTiffWriter]]:
@@ -235,7 +239,6 @@ def write_outputs(outputs: dict[str, Output], rows: tuple[int, int]) -> Iterator
     it has no rows); once every process has succeeded, process 0 joins the parts in row order into
     the targets; a failure in any process fails all of them; parts are deleted in every case."""
     share = distributed.current()
-    check_joins(outputs)
     if share.world == 1 and all(out.join == "geotiff" for out in outputs.values()):
         with contextlib.ExitStack() as stack:
             paths = {key: stack.enter_context(atomic_path(out.path)) for key, out in outputs.items()}
@@ -310,24 +313,19 @@ def _join_geotiff(outputs: dict[str, Output], every) -> None:
                         writer.write_rows(src.read(window=Window(0, r, src.width, min(BLOCK, src.height - r))))
 
 
-def check_joins(outputs: dict[str, Output]) -> None:
-    for out in outputs.values():
-        check_output_name(out.path, out.join)
-
-
 def check_output_name(path: str | os.PathLike | None, join: str = "geotiff") -> None:
     """InputError for an unknown join, or a name that promises another format than the join writes."""
     if join not in JOINS:
         raise InputError(f"join must be one of {', '.join(JOINS)}, got {join!r}")
     if path is None:
         return
-    if Path(path).suffix.lower() == ".vrt" and join != "vrt":
-        raise InputError(f"{Path(path).name}: a .vrt output is written with --join vrt (the parts of the raster "
-                         f"stay in a folder beside it); give that, or a .tif name")
-    if join == "vrt":
-        if Path(path).suffix.lower() != ".vrt":
-            raise InputError(f"{Path(path).name}: with --join vrt the output is a VRT; name it .vrt")
-    else:
+    name, vrt = Path(path).name, Path(path).suffix.lower() == ".vrt"
+    if join == "vrt" and not vrt:
+        raise InputError(f"{name}: with --join vrt the output is a VRT; name it .vrt")
+    if vrt and join != "vrt":
+        raise InputError(f"{name}: a .vrt output is written with --join vrt (the parts of the raster stay in a "
+                         f"folder beside it); give that, or a .tif name")
+    if join != "vrt":
         check_geotiff_name(path)
 
 
@@ -388,15 +386,15 @@ def vrt_xml(params: dict[str, Any], parts: list[tuple[int, int, str]]) -> str:
     for key, value in {"AREA_OR_POINT": "Area", **(params.get("tags") or {})}.items():  # Area: as GeoTIFF's
         ET.SubElement(meta, "MDI", key=str(key)).text = str(value)
     names = params["band_names"]
-    rgb = [n.lower() for n in names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"])
+    colours = colour_bands(names)
     for b, name in enumerate(names, start=1):
         band = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES[str(np.dtype(params["dtype"]))],
                              band=str(b))
         ET.SubElement(band, "Description").text = name
         if params.get("nodata") is not None:
             ET.SubElement(band, "NoDataValue").text = repr(float(params["nodata"]))
-        if rgb:
-            ET.SubElement(band, "ColorInterp").text = name.capitalize()
+        if colours:
+            ET.SubElement(band, "ColorInterp").text = colours[b - 1].capitalize()
         for r0, r1, path in parts:
             source = ET.SubElement(band, "SimpleSource")
             ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = path

@@ -377,6 +377,12 @@ def _writer_thread() -> ThreadPoolExecutor:
     return _WRITER
 
 
+def colour_bands(band_names: list[str]) -> list[str] | None:
+    """The colour interpretation of an output's bands named red, green, blue (and alpha), else None."""
+    names = [n.lower() for n in band_names]
+    return names if names in (["red", "green", "blue"], ["red", "green", "blue", "alpha"]) else None
+
+
 class GeoTiffWriter:
     """Writes rows top to bottom into an open GeoTIFF, in whole block rows; on close, builds
     internal overviews when asked (`overviews`, see overview_factors), by averaging or, for
@@ -408,9 +414,9 @@ class GeoTiffWriter:
             self.dst = rasterio.open(path, "w", **profile)
         for i, name in enumerate(band_names, start=1):
             self.dst.set_band_description(i, name)
-        interp = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
-        if [n.lower() for n in band_names] in (["red", "green", "blue"], ["red", "green", "blue", "alpha"]):
-            self.dst.colorinterp = [interp.get(n.lower(), ColorInterp.alpha) for n in band_names]
+        colours = colour_bands(band_names)
+        if colours:
+            self.dst.colorinterp = [ColorInterp[c] for c in colours]
         if tags:
             self.dst.update_tags(**tags)
         # rows wait here until whole block rows can be written: one buffer, reused

@@ -74,13 +74,23 @@ def fingerprint_of(config, not_training: tuple[str, ...]) -> dict[str, Any]:
     return json.loads(json.dumps({k: v for k, v in asdict(config).items() if k not in not_training}))
 
 
-def resume(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], feedback) -> tuple[int, list]:
+def same_settings(stored: dict[str, Any], fingerprint: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether a checkpoint's settings are this run's: equal, but for settings added to SatGen since the
+    checkpoint was written, which must hold their `defaults` (what the older run did without them)."""
+    added = fingerprint.keys() - stored.keys()
+    missing = object()
+    return (stored == {k: v for k, v in fingerprint.items() if k not in added}
+            and all(fingerprint[k] == defaults.get(k, missing) for k in added))
+
+
+def resume(path: Path, fingerprint: dict[str, Any], parts: dict[str, Any], feedback,
+           defaults: dict[str, Any] | None = None) -> tuple[int, list]:
     """Load `parts` (name -> module, optimiser or scheduler) from the checkpoint at
-    `path` when there is one; returns (epochs done, history)."""
+    `path` when there is one; returns (epochs done, history). `defaults`: see same_settings."""
     state = load_checkpoint(path)
     if state is None:
         return 0, []
-    if state["config"] != fingerprint:
+    if not same_settings(state["config"], fingerprint, defaults or {}):
         raise InputError(f"{path} belongs to a run with other settings; delete it to start afresh "
                          f"or use another report folder")
     try:

@@ -196,7 +196,8 @@ def train(task: Task, config: Any, run: Run, report: Path, ckpt: Path, not_train
     parts = task.parts()
     if run.precision.scaler.is_enabled():
         parts["grad_scaler"] = run.precision.scaler
-    start_epoch, history = resume(ckpt, fingerprint, parts, feedback)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    start_epoch, history = resume(ckpt, fingerprint, parts, feedback, defaults)
     feedback.info(f"training on {run.device} in {run.precision.name}"
                   + (f", {run.share.world} processes" if run.share.world > 1 else ""))
     for epoch in range(start_epoch, config.epochs):

@@ -231,3 +231,23 @@ def test_training_with_the_class_loss(real_pair, tmp_path):
                                        lambda_class=1.0))
     with pytest.raises(InputError, match="0 or more"):
         train_translation(tiny_config(real_pair, tmp_path / "negative", lambda_class=-1.0))
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_while_the_setting_is_at_its_default(real_pair, tmp_path):
+    """A run checkpointed by an older SatGen (its settings lack lambda_class) resumes; with the new setting
+    changed from its default it is another run, and refused."""
+    from engine.training.checkpoint import load_checkpoint, save_checkpoint
+
+    train_translation(tiny_config(real_pair, tmp_path))
+    checkpoint = tmp_path / "report" / "checkpoint.pt"
+    state = load_checkpoint(checkpoint)
+    del state["config"]["lambda_class"]  # as written before the setting existed
+    save_checkpoint(checkpoint, state)
+    train_translation(tiny_config(real_pair, tmp_path, epochs=2))
+    history = json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    state = load_checkpoint(checkpoint)
+    del state["config"]["lambda_class"]
+    save_checkpoint(checkpoint, state)
+    with pytest.raises(InputError, match="other settings"):
+        train_translation(tiny_config(real_pair, tmp_path, epochs=3, lambda_class=1.0))
