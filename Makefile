@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps fid-network clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps evaluate-eurosat fid-network clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -35,6 +35,7 @@ help:
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make evaluate-dubai DUBAI=<dubai_landcover folder>  translation on the Dubai land-cover set (CPU: about 1 hour)"
 	@echo "make evaluate-maps MAPS=<pix2pix maps folder>  the seed's maps benchmark, three arms with FID/KID (CPU: about 1.5 hours)"
+	@echo "make evaluate-eurosat EUROSAT=<EuroSAT RGB folders>  synthesis on EuroSAT: per-class FID/KID, CAS (GPU-sized by default)"
 	@echo "make qgis-process ARGS='run satgen:apply_model -- INPUT=... MODEL=... OUTPUT=...'"
 
 setup: system-deps $(STAMP)
@@ -232,6 +233,13 @@ evaluate-dubai: setup
 evaluate-maps: setup
 	@[ -n "$(MAPS)" ] || { echo "give the maps folder (train/ and val/): make evaluate-maps MAPS=data/external/maps" >&2; exit 2; }
 	$(PY) -W ignore -m engine.devtools.evaluate_maps --data "$(MAPS)" --work data/maps
+
+# Issue 16's protocol (docs/protocol-eurosat-synthesis.md): the seed's cDCGAN recipe and SatGen's diffusion on
+# EuroSAT RGB, per-class standard FID/KID, the real-vs-real floor and CAS on the test part of the hash split.
+# EUROSAT: the 10 class folders. EUROSAT_ARGS: budgets, e.g. --gan-epochs 4 --arms cdcgan on a CPU.
+evaluate-eurosat: setup $(FID_NET)
+	@[ -n "$(EUROSAT)" ] || { echo "give the EuroSAT RGB class folders: make evaluate-eurosat EUROSAT=../shared/data/eurosat_rgb" >&2; exit 2; }
+	$(PY) -W ignore -m engine.devtools.evaluate_eurosat --data "$(EUROSAT)" --work data/eurosat $(EUROSAT_ARGS)
 
 # The plugin zip: one top folder satgen_qgis/ holding the plugin, the engine as satgen_qgis.engine
 # (without the development tools in engine/devtools), resources and metadata; no links. Left out too:

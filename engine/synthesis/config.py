@@ -11,6 +11,7 @@ from typing import Any
 from ..training.options import RunOptions, option
 
 ARCHS = ("diffusion", "cdcgan")
+STRETCHES = ("percentile", "minmax")
 
 
 def _guidance(text: str) -> float | None:
@@ -49,6 +50,9 @@ class SynthesisConfig(RunOptions):
     stride: int | None = option(None, "window step in px (default: half a patch)")
     block_size: int | None = option(None, "side of the split's square blocks in px (default: 4 patches)")
     val_fraction: float = option(0.25, "share held out for validation")
+    stretch: str = option("percentile", "values mapped to [-1, 1]: percentile (0.5-99.5 %% of the training patches, "
+                                        "per band) or minmax (their minimum and maximum: 8-bit photos)",
+                          choices=STRETCHES)
     min_patches: int = option(1, "classes with fewer training patches are left out")
     max_per_class: int | None = option(None, "class folders: at most this many images per class")
     epochs: int = option(20, "epochs")

@@ -10,7 +10,8 @@ Two layouts, one result (`PatchSet`: patches, labels, class names, a held-out fl
 
   any size (centre-cropped to a square, then resized to the patch size), any
   band count as long as all images agree. Unreadable files are skipped and
-  listed. Held-out images: a seeded share of each class's files.
+  listed. Held-out images: per class, the share of files whose seeded hash of
+  the file name is smallest (`held_out_by_name`).
 - a raster plus a class raster (integer codes) or a polygon layer (GPKG or
   GeoJSON, class in a field): windows on a half-patch grid whose dominant class
   covers at least `threshold` of the window. The scene is cut into square
@@ -20,6 +21,7 @@ Two layouts, one result (`PatchSet`: patches, labels, class names, a held-out fl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -74,9 +76,13 @@ class PatchSet:
         return {c: int((labels == i).sum()) for i, c in enumerate(self.classes)}
 
     def fit_scaling(self, lower: float = 0.5, upper: float = 99.5, max_samples: int = 400_000,
-                    seed: int = 0) -> BandScaling:
-        """Per-band percentile stretch on the training patches (model space [-1, 1])."""
+                    seed: int = 0, stretch: str = "percentile") -> BandScaling:
+        """Per-band stretch on the training patches (model space [-1, 1]): the lower/upper percentiles, or with
+        stretch "minmax" their minimum and maximum (of every value, not a sample)."""
         x, _ = self.part("train")
+        if stretch == "minmax":
+            low, high = x.min(axis=(0, 2, 3)).astype(np.float64), x.max(axis=(0, 2, 3)).astype(np.float64)
+            return BandScaling(tuple(low.tolist()), tuple(np.maximum(high, low + 1e-6).tolist()))
         flat = x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
         if flat.shape[1] > max_samples:
             idx = np.random.default_rng(seed).choice(flat.shape[1], max_samples, replace=False)
@@ -152,8 +158,9 @@ def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
                 raise InputError(f"it has {src.count} bands; images of a data set may have at most {MAX_BANDS}")
             if any(np.dtype(dt).kind == "c" for dt in src.dtypes):
                 raise InputError("it holds complex values; images of a data set hold real numbers")
-            names = [(d or "").strip() for d in src.descriptions]
             interp = [ci.name for ci in src.colorinterp]
+            colours = interp if sorted(interp) == ["blue", "green", "red"] else [""] * src.count
+            names = [(d or "").strip() or colours[i] for i, d in enumerate(src.descriptions)]
             # a patch needs no more: larger images (or a file that claims to be huge) are read decimated,
             # so memory stays bounded by what the file declares (and by MAX_IMAGE_BYTES for many bands)
             itemsize = max(np.dtype(dt).itemsize for dt in src.dtypes)
@@ -237,17 +244,31 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
         raise InputError(f"no readable image in the class folders of {shown(root)} (images: "
                          f"{', '.join(IMAGE_SUFFIXES)})")
     labels_arr = np.asarray(labels, np.int64)
-    held_out = np.zeros(len(labels_arr), bool)
-    for i in range(len(classes)):  # per class: a seeded share of its files, at least one when it has two
-        idx = np.flatnonzero(labels_arr == i)
-        n_val = int(round(val_fraction * len(idx))) if len(idx) > 1 else 0
-        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
-        held_out[rng.permutation(idx)[:n_val]] = True
+    held_out = held_out_by_name(sources, labels_arr, val_fraction, seed)
     dtype = next(iter(dtypes)) if len(dtypes) == 1 else "float32"
     names = band_names if band_names and all(band_names) else [f"B{i + 1}" for i in range(images[0].shape[0])]
     patches = PatchSet(np.stack(images), labels_arr, classes, names, dtype, held_out, sources, skipped,
                        f"class folders {root.name}: {len(labels_arr)} images")
     return _drop_empty(patches, warn)
+
+
+def name_key(name: str, seed: int) -> bytes:
+    """The split's key of a file: SHA-256 of "<seed>:<file name>" (the name alone, not its folder)."""
+    return hashlib.sha256(f"{seed}:{name}".encode("utf-8", "surrogateescape")).digest()
+
+
+def held_out_by_name(sources: list[str], labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """Per class, the round(val_fraction x n) files with the smallest `name_key` are held out (at least one
+    when a class has two files, never all). Depends on the file names only: not on listing order, on other
+    classes or on random state, so adding files to a class moves no other file across the split."""
+    held_out = np.zeros(len(labels), bool)
+    keys = [name_key(os.path.basename(s), seed) for s in sources]
+    for i in np.unique(labels):
+        idx = np.flatnonzero(labels == i)
+        n_val = int(round(val_fraction * len(idx))) if len(idx) > 1 else 0
+        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        held_out[sorted(idx, key=lambda j: keys[j])[:n_val]] = True
+    return held_out
 
 
 def _listed(folder: Path) -> list[Path]:

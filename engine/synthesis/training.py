@@ -29,7 +29,7 @@ from ..training.checkpoint import fingerprint_of
 from ..training.loop import RUN_FIELDS, Run, start, train
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, write_metrics
-from .config import ARCHS, SynthesisConfig
+from .config import ARCHS, STRETCHES, SynthesisConfig
 from .datasets import (
     PatchSet,
     augment,
@@ -68,6 +68,8 @@ def config_from_card(card: ModelCard, **overrides) -> SynthesisConfig:
 def _check(config: SynthesisConfig) -> None:
     if config.arch not in ARCHS:
         raise InputError(f"unknown architecture {config.arch!r}; use {' or '.join(ARCHS)}")
+    if config.stretch not in STRETCHES:
+        raise InputError(f"unknown stretch {config.stretch!r}; use {' or '.join(STRETCHES)}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError("epochs and batch size must be at least 1")
     if config.guidance is not None and not (math.isfinite(config.guidance) and config.guidance >= 0):
@@ -122,7 +124,7 @@ class SynthesisTask:
         self.config, self.run, self.feedback = config, run, feedback
         self.patches = patches = prepare_patches(config, warn=feedback.info)
         feedback.info(describe(patches))
-        self.scaling = patches.fit_scaling()
+        self.scaling = patches.fit_scaling(stretch=config.stretch)
         x_train, self.y_train = patches.part("train")
         x_val, self.y_val = patches.part("val")
         self.data = torch.from_numpy(self.to_model(x_train)).float()

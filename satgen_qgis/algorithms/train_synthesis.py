@@ -17,7 +17,7 @@ from qgis.core import (
 )
 
 from ..engine.calls import FEEDBACK
-from ..engine.synthesis.config import ARCHS, SynthesisConfig
+from ..engine.synthesis.config import ARCHS, STRETCHES, SynthesisConfig
 from ..engine.training.options import default_of
 from .base import DEVICES, SatGenAlgorithm, device_parameter, precision_parameter, precision_value, raster_file_value
 
@@ -42,9 +42,9 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "Diffusion models store a default GUIDANCE for 'Synthesize labelled patches'; left empty, it is chosen "
                 "after training: the weight (0.5-3) whose patches come closest to the training patches of their class "
                 "(KID in the features of a classifier trained on them; the table is in metrics.json).\n\n"
-                "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, EPOCHS, BATCH_SIZE, "
-                "SEED, GUIDANCE, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as "
-                "one page).")
+                "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, STRETCH, EPOCHS, "
+                "BATCH_SIZE, SEED, GUIDANCE, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the "
+                "report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
@@ -67,6 +67,9 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          defaultValue=default_of(SynthesisConfig, "threshold"), minValue=0.01,
                                          maxValue=1.0),
+            QgsProcessingParameterEnum("STRETCH", "Values mapped to the model's range: percentile (0.5-99.5 %) or "
+                                       "minmax (minimum to maximum: 8-bit photos such as EuroSAT)",
+                                       options=list(STRETCHES), defaultValue=0),
             QgsProcessingParameterNumber("BATCH_SIZE", "Batch size", QgsProcessingParameterNumber.Integer,
                                          defaultValue=default_of(SynthesisConfig, "batch_size"), minValue=1),
             QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
@@ -112,6 +115,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             labels=labels[0] if labels else None, field=self.parameterAsString(parameters, "FIELD", context) or None,
             patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
             threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
+            stretch=STRETCHES[self.parameterAsEnum(parameters, "STRETCH", context)],
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),
             seed=self.parameterAsInt(parameters, "SEED", context),

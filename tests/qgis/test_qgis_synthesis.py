@@ -56,22 +56,31 @@ def test_synthesize_writes_a_labelled_dataset_and_a_preview_layer(satgen_provide
         processing.run("satgen:synthesize", dict(params, CLASS="no such class"))
 
 
-def test_train_synthesis_from_class_folders(satgen_provider, tmp_path):
+def test_train_synthesis_from_class_folders(satgen_provider, qgis_process_env, tmp_path):
+    """64 px 8-bit class folders (the EuroSAT layout), the min-max stretch; the model then runs in qgis_process."""
     import processing
 
     rng = np.random.default_rng(0)
     for name, level in (("light", 200), ("dark", 30)):
         (tmp_path / "ds" / name).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray((level + rng.integers(0, 40, (20, 20, 3))).astype(np.uint8)).save(
-                tmp_path / "ds" / name / f"{i}.png")
+            Image.fromarray((level + rng.integers(0, 40, (64, 64, 3))).astype(np.uint8)).save(
+                tmp_path / "ds" / name / f"{name}_{i}.jpg")
     result = processing.run("satgen:train_synthesis", {
-        "DATASET": str(tmp_path / "ds"), "ARCH": 1, "PATCH_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 4, "DEVICE": 1,
-        "OUTPUT_MODEL": str(tmp_path / "gan.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
+        "DATASET": str(tmp_path / "ds"), "ARCH": 1, "PATCH_SIZE": 64, "STRETCH": 1, "EPOCHS": 1, "BATCH_SIZE": 4,
+        "DEVICE": 1, "OUTPUT_MODEL": str(tmp_path / "gan.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
     from engine.modelfile import read_card
 
     card = read_card(result["OUTPUT_MODEL"])
-    assert card.classes == ["dark", "light"] and card.architecture == "cdcgan"
+    assert card.classes == ["dark", "light"] and card.architecture == "cdcgan" and card.tile_size == 64
+    assert card.outputs.names == ["red", "green", "blue"] and min(card.outputs.low) < 40 < 200 < max(card.outputs.high)
+    enable_plugin(qgis_process_env)
+    run = qgis_process(qgis_process_env, "run", "satgen:synthesize", "--", f"MODEL={result['OUTPUT_MODEL']}",
+                       "CLASS=light", "COUNT=2", f"OUTPUT_FOLDER={tmp_path / 'out'}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
+    with rasterio.open(tmp_path / "out" / rows[0]["file"]) as src:
+        assert (src.width, src.height, src.count, src.dtypes[0]) == (64, 64, 3, "uint8")
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
     diffusion = processing.run("satgen:train_synthesis", {
         "DATASET": str(tmp_path / "ds"), "ARCH": 0, "PATCH_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 4, "DEVICE": 1,

@@ -1,0 +1,124 @@
+"""Synthesis on a tiny class-folder set laid out like EuroSAT RGB (<Class>/<Class>_N.jpg, 64 px, 8-bit):
+the loader, the split's determinism, the min-max stretch, tiny training of each architecture at 64 px,
+and the EuroSAT evaluation script end to end with the standard FID network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.modelfile import read_card
+from engine.synthesis.datasets import held_out_by_name, load_class_folders
+from engine.synthesis.training import SynthesisConfig, train_synthesis
+from helpers import ROOT
+
+CLASSES = {"Forest": (40, 80, 40), "SeaLake": (20, 40, 90), "Industrial": (150, 140, 140)}
+
+
+def _eurosat_like(root, per_class: int = 10, seed: int = 0):
+    """root/<Class>/<Class>_<i>.jpg: 64 x 64 RGB JPEGs, each class its own colour and texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64]
+    for k, (name, colour) in enumerate(CLASSES.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(1, per_class + 1):
+            stripes = 30 * np.sin((xx * (k + 1) + yy * rng.uniform(0, 2)) / 4)[..., None]
+            image = np.clip(np.array(colour) + stripes + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / name / f"{name}_{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture(scope="module")
+def eurosat(tmp_path_factory):
+    return _eurosat_like(tmp_path_factory.mktemp("eurosat") / "EuroSAT_RGB")
+
+
+def _held_out_names(patches) -> set[str]:
+    return {s.rsplit("/", 1)[-1] for s, h in zip(patches.sources, patches.held_out, strict=True) if h}
+
+
+def test_loader_reads_the_eurosat_layout(eurosat):
+    ps = load_class_folders(eurosat, patch_size=64, val_fraction=0.2, warn=lambda m: None)
+    assert ps.classes == sorted(CLASSES) and ps.x.shape == (30, 3, 64, 64) and ps.dtype == "uint8"
+    assert ps.band_names == ["red", "green", "blue"]  # from the JPEG's colour interpretation
+    assert ps.counts("val") == {c: 2 for c in CLASSES} and ps.counts("train") == {c: 8 for c in CLASSES}
+    sea = ps.x[ps.labels == ps.classes.index("SeaLake")].mean(axis=(0, 2, 3))
+    assert sea[2] > sea[0]  # bands in RGB order: the sea is blue
+
+
+def test_split_depends_on_the_file_names_only(eurosat, tmp_path):
+    first = load_class_folders(eurosat, patch_size=64, val_fraction=0.2, warn=lambda m: None)
+    # another folder name, another class added, more files in one class: the names held out before stay so
+    copy = shutil.copytree(eurosat, tmp_path / "elsewhere")
+    _eurosat_like(tmp_path / "more", per_class=3, seed=1)
+    shutil.copytree(tmp_path / "more" / "Forest", copy / "Pasture")
+    for p in (copy / "Pasture").iterdir():
+        p.rename(p.with_name(p.name.replace("Forest", "Pasture")))
+    again = load_class_folders(copy, patch_size=64, val_fraction=0.2, warn=lambda m: None)
+    assert _held_out_names(first) <= _held_out_names(again)
+    assert _held_out_names(again) - _held_out_names(first) == {n for n in _held_out_names(again)
+                                                                if n.startswith("Pasture")}
+    other_seed = load_class_folders(eurosat, patch_size=64, val_fraction=0.2, seed=1, warn=lambda m: None)
+    assert _held_out_names(other_seed) != _held_out_names(first)
+    # per class: round(fraction x n), at least one of two files, never all
+    labels = np.array([0] * 2 + [1] * 1 + [2] * 7)
+    held = held_out_by_name([f"f{i}.jpg" for i in range(10)], labels, 0.2, 0)
+    assert [int(held[labels == k].sum()) for k in range(3)] == [1, 0, 1]
+
+
+def test_minmax_stretch_maps_the_training_extremes_to_the_ends(eurosat):
+    ps = load_class_folders(eurosat, patch_size=64, val_fraction=0.2, warn=lambda m: None)
+    x, _ = ps.part("train")
+    scaling = ps.fit_scaling(stretch="minmax")
+    assert scaling.low == tuple(x.min(axis=(0, 2, 3)).tolist())
+    assert scaling.high == tuple(x.max(axis=(0, 2, 3)).tolist())
+    percentile = ps.fit_scaling()
+    assert all(lo >= m for lo, m in zip(percentile.low, scaling.low, strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, extra", [("cdcgan", dict(ngf=8, ndf=8, nz=16)),
+                                         ("diffusion", dict(base=8, depth=2, steps=2, guidance=1.5))])
+def test_tiny_training_at_64_px(eurosat, tmp_path, arch, extra):
+    config = SynthesisConfig(output_model=str(tmp_path / "m.satgen"), report_dir=str(tmp_path / "r"), arch=arch,
+                             dataset=str(eurosat), patch_size=64, val_fraction=0.2, stretch="minmax", epochs=1,
+                             batch_size=8, device="cpu", **extra)
+    card = read_card(train_synthesis(config))
+    assert card.tile_size == 64 and card.classes == sorted(CLASSES) and card.outputs.names == ["red", "green", "blue"]
+    ps = load_class_folders(eurosat, patch_size=64, val_fraction=0.2, warn=lambda m: None)
+    x, _ = ps.part("train")
+    assert card.outputs.low == x.min(axis=(0, 2, 3)).tolist() and card.outputs.high == x.max(axis=(0, 2, 3)).tolist()
+    assert card.training["class_counts"]["held_out"] == {c: 2 for c in CLASSES}
+
+
+STANDARD = ROOT / "data" / "fid" / "inception-2015-12-05.safetensors"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not STANDARD.is_file(), reason=f"the standard FID network is not here "
+                    f"({STANDARD.relative_to(ROOT)}); `make fid-network` fetches and converts it")
+def test_evaluate_eurosat_end_to_end(eurosat, tmp_path):
+    pytest.importorskip("torchvision", reason="the Inception module is torchvision's (not in the engine environment)")
+    from engine.devtools import evaluate_eurosat
+
+    quality = ROOT / "reports" / "quality.json"
+    before = quality.read_bytes() if quality.exists() else None
+    output = tmp_path / "eurosat.json"
+    assert evaluate_eurosat.main(["--data", str(eurosat), "--work", str(tmp_path / "work"), "--output", str(output),
+                                  "--gan-epochs", "1", "--diffusion-epochs", "1", "--base", "8", "--depth", "2",
+                                  "--per-class", "2", "--cas-seeds", "1", "--cas-steps", "5", "--cas-per-class", "4",
+                                  "--steps", "2", "--guidance", "1.5", "--inception", str(STANDARD),
+                                  "--device", "cpu"]) == 0
+    out = json.loads(output.read_text())
+    assert out["counts"]["test"] == {c: 2 for c in CLASSES} and out["per_class_n"]["generated"] == 2
+    for arm in ("cdcgan", "diffusion"):
+        assert set(out[f"fid_{arm}_per_class"]) == set(CLASSES) and out[f"fid_{arm}_mean"] > 0
+        assert 0 <= out[f"cas_{arm}"]["accuracy"] <= 1 and out["budget"][arm]["epochs"] == 1
+    assert out["fid_seed_mean"] == 116.97 and set(out["goals"]) >= {"fid_mean_at_most_35", "cas_at_least_0_80"}
+    assert output.with_suffix(".png").exists()
+    # a smoke run (fewer than 500 per class) leaves the project's quality report alone
+    assert (quality.read_bytes() if quality.exists() else None) == before
