@@ -55,6 +55,10 @@ class SynthesisConfig(RunOptions):
                           choices=STRETCHES)
     min_patches: int = option(1, "classes with fewer training patches are left out")
     max_per_class: int | None = option(None, "class folders: at most this many images per class")
+    unlabelled: str | None = option(None, "diffusion: a folder of images without class labels (any layout); they "
+                                          "teach the unconditional model, the classes are learnt from the labelled "
+                                          "data only")
+    unlabelled_share: float = option(0.5, "diffusion: share of each batch drawn from the unlabelled images")
     epochs: int = option(20, "epochs")
     patches_per_epoch: int | None = option(None, "training patches per epoch (default: the training set's size)")
     batch_size: int = option(32, "batch size")

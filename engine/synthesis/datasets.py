@@ -252,6 +252,30 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     return _drop_empty(patches, warn)
 
 
+def load_unlabelled(root: str | os.PathLike, patch_size: int, bands: int, warn=print) -> np.ndarray:
+    """(N, bands, P, P) float32 patches of every image under `root` (any folder layout), centre-cropped and resized
+    as class-folder images are; unreadable files are skipped and listed, another band count is an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"the folder of unlabelled images {shown(root)} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images, skipped = [], 0
+    for f in files:
+        try:
+            data, _, _ = _read_image(f)
+        except Exception as exc:  # as in class folders: a file GDAL cannot decode is skipped
+            skipped += 1
+            warn(f"skipped unreadable file {shown(f)}: {shown((str(exc).splitlines() or [''])[0][:200])}")
+            continue
+        if data.shape[0] != bands:
+            raise InputError(f"{shown(f)} has {data.shape[0]} band(s), the labelled images {bands}; unlabelled "
+                             f"images need the same band layout")
+        images.append(resize_square(data, patch_size))
+    if not images:
+        raise InputError(f"no readable image under {shown(root)} (images: {', '.join(IMAGE_SUFFIXES)})")
+    return np.stack(images)
+
+
 def name_key(name: str, seed: int) -> bytes:
     """The split's key of a file: SHA-256 of "<seed>:<file name>" (the name alone, not its folder)."""
     return hashlib.sha256(f"{seed}:{name}".encode("utf-8", "surrogateescape")).digest()

@@ -37,6 +37,7 @@ from .datasets import (
     describe,
     load_class_folders,
     load_raster_patches,
+    load_unlabelled,
     patches_to_model,
 )
 from .diffusion import edm_loss
@@ -68,6 +69,12 @@ def config_from_card(card: ModelCard, **overrides) -> SynthesisConfig:
 def _check(config: SynthesisConfig) -> None:
     if config.arch not in ARCHS:
         raise InputError(f"unknown architecture {config.arch!r}; use {' or '.join(ARCHS)}")
+    if config.unlabelled and config.arch != "diffusion":
+        raise InputError("unlabelled images train only the diffusion model (its unconditional branch); the cdcgan "
+                         "baseline learns from labelled patches alone")
+    if not 0 < config.unlabelled_share < 1:
+        raise InputError(f"the share of unlabelled images in a batch must be between 0 and 1, got "
+                         f"{config.unlabelled_share}")
     if config.stretch not in STRETCHES:
         raise InputError(f"unknown stretch {config.stretch!r}; use {' or '.join(STRETCHES)}")
     if config.epochs < 1 or config.batch_size < 1:
@@ -111,7 +118,7 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     """Train, checkpointing every epoch; returns the path of the model file."""
     feedback = feedback or Feedback()
     _check(config)
-    report, ckpt_path, run = start(config, [config.dataset, config.input, config.labels])
+    report, ckpt_path, run = start(config, [config.dataset, config.input, config.labels, config.unlabelled])
     task = SynthesisTask(config, run, feedback)
     return train(task, config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
@@ -130,6 +137,11 @@ class SynthesisTask:
         self.data = torch.from_numpy(self.to_model(x_train)).float()
         self.labels = torch.from_numpy(self.y_train)
         self.val_data = torch.from_numpy(self.to_model(x_val)).float() if len(self.y_val) else None
+        self.unlabelled = None
+        if config.unlabelled:
+            x_u = load_unlabelled(config.unlabelled, config.patch_size, len(patches.band_names), warn=feedback.info)
+            feedback.info(f"{len(x_u)} unlabelled images for the unconditional model")
+            self.unlabelled = torch.from_numpy(self.to_model(x_u)).float()
         k, ch = len(patches.classes), len(patches.band_names)
         self.is_gan = is_gan = config.arch == "cdcgan"
         lr = config.lr or (2e-4 if is_gan else 5e-4)
@@ -157,7 +169,10 @@ class SynthesisTask:
         self.card = _card(config, patches, self.scaling, architecture, self.params,
                           fingerprint_of(config, _NOT_TRAINING + RUN_FIELDS))
         self.title = self.card.name
-        self.steps = max(1, (config.patches_per_epoch or len(self.labels)) // config.batch_size)
+        seen = len(self.labels) + (0 if self.unlabelled is None else len(self.unlabelled))
+        self.steps = max(1, (config.patches_per_epoch or seen) // config.batch_size)
+        if self.unlabelled is not None:
+            self.card.training["unlabelled"] = {"images": len(self.unlabelled), "share": config.unlabelled_share}
 
     def to_model(self, x: np.ndarray) -> np.ndarray:
         return patches_to_model(self.scaling, x)
@@ -177,14 +192,21 @@ class SynthesisTask:
         resumed run draws the same), then this rank's part of it."""
         config, share = self.config, self.run.share
         g = torch.Generator().manual_seed(config.seed * 100003 + epoch)
-        idx = balanced_indices(self.y_train, self.steps * config.batch_size, g)
+        n_free = 0 if self.unlabelled is None else round(config.unlabelled_share * config.batch_size)
+        n_free = min(max(n_free, 1 if self.unlabelled is not None else 0), config.batch_size - 1)
+        n_labelled = config.batch_size - n_free
+        idx = balanced_indices(self.y_train, self.steps * n_labelled, g)
+        null = len(self.patches.classes)  # the unconditional token of the diffusion U-Net
         for step in range(self.steps):
-            b = idx[step * config.batch_size:(step + 1) * config.batch_size]
-            x = augment(self.data[b], g)
-            z = torch.randn((len(b), config.nz), generator=g) if self.is_gan else None
-            mine = share.part(len(b))
-            yield x[mine.start:mine.stop], self.labels[b][mine.start:mine.stop], \
-                None if z is None else z[mine.start:mine.stop]
+            b = idx[step * n_labelled:(step + 1) * n_labelled]
+            x, y = self.data[b], self.labels[b]
+            if self.unlabelled is not None:  # the rest of the batch: unlabelled images, as "no class"
+                u = torch.randint(0, len(self.unlabelled), (n_free,), generator=g)
+                x, y = torch.cat([x, self.unlabelled[u]]), torch.cat([y, torch.full((n_free,), null)])
+            x = augment(x, g)
+            z = torch.randn((len(y), config.nz), generator=g) if self.is_gan else None
+            mine = share.part(len(y))
+            yield x[mine.start:mine.stop], y[mine.start:mine.stop], None if z is None else z[mine.start:mine.stop]
 
     def step(self, batch) -> tuple[dict[str, float], int]:
         x, y, z = batch

@@ -42,9 +42,12 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                 "Diffusion models store a default GUIDANCE for 'Synthesize labelled patches'; left empty, it is chosen "
                 "after training: the weight (0.5-3) whose patches come closest to the training patches of their class "
                 "(KID in the features of a classifier trained on them; the table is in metrics.json).\n\n"
-                "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, STRETCH, EPOCHS, "
-                "BATCH_SIZE, SEED, GUIDANCE, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the "
-                "report as one page).")
+                "Few labels, many images: UNLABELLED, a folder of images without classes, trains the diffusion "
+                "model's unconditional branch (half of each batch), while the classes are learnt from the labelled "
+                "data alone.\n\n"
+                "Command line names: DATASET, INPUT, LABELS, FIELD, ARCH, PATCH_SIZE, THRESHOLD, UNLABELLED, STRETCH, "
+                "EPOCHS, BATCH_SIZE, SEED, GUIDANCE, DEVICE, PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output "
+                "OUTPUT_HTML (the report as one page).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile(
@@ -67,6 +70,9 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
                                          QgsProcessingParameterNumber.Double,
                                          defaultValue=default_of(SynthesisConfig, "threshold"), minValue=0.01,
                                          maxValue=1.0),
+            QgsProcessingParameterFile("UNLABELLED", "Images without labels, any folder layout (diffusion: they "
+                                       "teach the unconditional model; the classes come from the labelled data)",
+                                       behavior=QgsProcessingParameterFile.Folder, optional=True),
             QgsProcessingParameterEnum("STRETCH", "Values mapped to the model's range: percentile (0.5-99.5 %) or "
                                        "minmax (minimum to maximum: 8-bit photos such as EuroSAT)",
                                        options=list(STRETCHES), defaultValue=0),
@@ -115,6 +121,7 @@ class TrainSynthesisAlgorithm(SatGenAlgorithm):
             labels=labels[0] if labels else None, field=self.parameterAsString(parameters, "FIELD", context) or None,
             patch_size=self.parameterAsInt(parameters, "PATCH_SIZE", context),
             threshold=self.parameterAsDouble(parameters, "THRESHOLD", context),
+            unlabelled=self.parameterAsFile(parameters, "UNLABELLED", context) or None,
             stretch=STRETCHES[self.parameterAsEnum(parameters, "STRETCH", context)],
             epochs=self.parameterAsInt(parameters, "EPOCHS", context),
             batch_size=self.parameterAsInt(parameters, "BATCH_SIZE", context),

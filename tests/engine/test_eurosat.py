@@ -122,3 +122,34 @@ def test_evaluate_eurosat_end_to_end(eurosat, tmp_path):
     assert output.with_suffix(".png").exists()
     # a smoke run (fewer than 500 per class) leaves the project's quality report alone
     assert (quality.read_bytes() if quality.exists() else None) == before
+
+
+def test_unlabelled_images_train_the_unconditional_branch(eurosat, tmp_path):
+    """Few labels, many unlabelled images (issue 16's question): a share of every batch is unlabelled, given the
+    "no class" token; the classes still come from the labelled folders only."""
+    from engine.errors import InputError
+    from engine.progress import Feedback
+    from engine.synthesis.training import SynthesisTask
+    from engine.training.loop import start
+
+    unlabelled = tmp_path / "unlabelled"
+    _eurosat_like(unlabelled / "any" / "nesting", per_class=4, seed=3)
+    config = SynthesisConfig(output_model=str(tmp_path / "m.satgen"), report_dir=str(tmp_path / "r"),
+                             arch="diffusion", dataset=str(eurosat), patch_size=64, val_fraction=0.2, epochs=1,
+                             batch_size=8, base=8, depth=2, steps=2, guidance=2.0, unlabelled=str(unlabelled),
+                             unlabelled_share=0.25, device="cpu")
+    _, _, run = start(config, [config.dataset, config.unlabelled])
+    task = SynthesisTask(config, run, Feedback())
+    assert len(task.unlabelled) == 12 and task.steps == (24 + 12) // 8
+    for x, y, _ in task.batches(0):
+        assert x.shape == (8, 3, 64, 64) and (y == 3).sum() == 2 and (y < 3).sum() == 6
+    card = read_card(train_synthesis(config))
+    assert card.classes == sorted(CLASSES) and card.training["unlabelled"] == {"images": 12, "share": 0.25}
+    with pytest.raises(InputError, match="only the diffusion"):
+        train_synthesis(SynthesisConfig(**{**config.__dict__, "arch": "cdcgan"}))
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(grey / "g.png")
+    with pytest.raises(InputError, match="1 band.*3"):
+        train_synthesis(SynthesisConfig(**{**config.__dict__, "unlabelled": str(grey),
+                                           "report_dir": str(tmp_path / "r2")}))

@@ -82,10 +82,16 @@ def test_train_synthesis_from_class_folders(satgen_provider, qgis_process_env, t
     with rasterio.open(tmp_path / "out" / rows[0]["file"]) as src:
         assert (src.width, src.height, src.count, src.dtypes[0]) == (64, 64, 3, "uint8")
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
+    (tmp_path / "free").mkdir()
+    for i in range(3):  # images without a class: they train the unconditional branch
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(tmp_path / "free" / f"{i}.png")
     diffusion = processing.run("satgen:train_synthesis", {
         "DATASET": str(tmp_path / "ds"), "ARCH": 0, "PATCH_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 4, "DEVICE": 1,
-        "GUIDANCE": 2.0, "OUTPUT_MODEL": str(tmp_path / "diff.satgen"), "OUTPUT_REPORT": str(tmp_path / "r2")})
-    assert read_card(diffusion["OUTPUT_MODEL"]).training["sampler"]["guidance"] == 2.0  # given: kept, not chosen
+        "GUIDANCE": 2.0, "UNLABELLED": str(tmp_path / "free"), "OUTPUT_MODEL": str(tmp_path / "diff.satgen"),
+        "OUTPUT_REPORT": str(tmp_path / "r2")})
+    training = read_card(diffusion["OUTPUT_MODEL"]).training
+    assert training["sampler"]["guidance"] == 2.0  # given: kept, not chosen
+    assert training["unlabelled"] == {"images": 3, "share": 0.5}
 
 
 def test_synthesize_through_qgis_process(qgis_process_env, tiny_synth, tmp_path):
