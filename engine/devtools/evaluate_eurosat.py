@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -132,8 +133,29 @@ def main(argv: list[str] | None = None) -> int:
                                                        "chosen after training on training patches)")
     parser.add_argument("--guidance-samples", type=int, default=100,
                         help="diffusion: patches per class and weight when choosing the guidance after training")
+    parser.add_argument("--few-labels", help="run the few-label study instead, at these labelled patches per class "
+                                             "(the protocol's: 20,100,500)")
+    parser.add_argument("--few-seeds", type=int, default=3, help="few-label study: subset seeds")
+    parser.add_argument("--few-classifier-seeds", type=int, default=5, help="few-label study: classifier seeds")
+    parser.add_argument("--few-epochs", type=int, default=20, help="few-label study: diffusion epochs per subset")
     args = parser.parse_args(argv)
     work = Path(args.work)
+    if args.few_labels:
+        patches = prepare_patches(config(work, "diffusion", args))
+        x_te, y_te = patches.part("val")
+        found = few_labels(args, work, patches, to_unit(x_te.astype(np.uint8)), y_te)
+        output = Path(args.output).with_name(Path(args.output).stem + "_few_labels.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(found, indent=2) + "\n")
+        print(json.dumps({k: v.get("mean") if isinstance(v, dict) else v for k, v in found.items()}, indent=2))
+        if (args.few_labels, args.few_seeds, args.few_classifier_seeds, args.cas_per_class) == ("20,100,500", 3, 5,
+                                                                                               N_CAS):
+            report = Path("reports/quality.json")  # the protocol's run: into the section beside the FID figures
+            section = json.loads(report.read_text()).get("synthesize_eurosat", {}) if report.exists() else {}
+            section.update({k: ({"mean": v["mean"], "se": v["se"]} if isinstance(v, dict) else v)
+                            for k, v in found.items()})
+            update_report("synthesize_eurosat", section, report, command=section.get("command"))
+        return 0
     work.mkdir(parents=True, exist_ok=True)
     arms = [a for a in args.arms.split(",") if a]
     models = {}
@@ -235,6 +257,68 @@ def main(argv: list[str] | None = None) -> int:
                           f"--gan-epochs {args.gan_epochs} --diffusion-epochs {args.diffusion_epochs} "
                           f"--base {args.base} --depth {args.depth}")
     return 0
+
+
+def few_labels(args, work: Path, patches, x_test: np.ndarray, y_test: np.ndarray) -> dict:
+    """The protocol's few-label study: per subset size and subset seed, a diffusion model that learns the labels of
+    the subset only and the rest of the training part without labels; classifiers on the subset (with the 8
+    flips/quarter turns they always get) against the same plus generated patches, paired by classifier seed."""
+    classes, k_all = patches.classes, len(patches.classes)
+    x_tr, y_tr = patches.part("train")
+    sources = [os.path.abspath(s) for s, h in zip(patches.sources, patches.held_out, strict=True) if not h]
+    out: dict = {}
+    for size in [int(v) for v in args.few_labels.split(",")]:
+        per_subset = []
+        for subset_seed in range(args.few_seeds):
+            rng = np.random.default_rng(subset_seed)
+            pick = np.concatenate([rng.choice(np.flatnonzero(y_tr == i), min(size, int((y_tr == i).sum())),
+                                              replace=False) for i in range(k_all)])
+            folder = work / "few" / f"k{size}_s{subset_seed}"
+            _link_subset(folder, pick, sources, y_tr, classes)
+            cfg = config(work, "diffusion", args)
+            cfg.dataset, cfg.unlabelled, cfg.val_fraction = str(folder / "labelled"), str(folder / "unlabelled"), 0.0
+            cfg.epochs, cfg.output_model, cfg.report_dir = args.few_epochs, str(folder / "model.satgen"), \
+                str(folder / "report")
+            cfg.name = f"EuroSAT RGB 64 px, diffusion from {size} labels per class (subset seed {subset_seed})"
+            loaded = load_model(trained(cfg), tasks=("synthesize",))
+            generated = draw(loaded.card, loaded, classes, args.cas_per_class)
+            x_sub, y_sub = to_unit(x_tr[pick].astype(np.uint8)), y_tr[pick]
+            x_syn = np.concatenate([to_unit(generated[c]) for c in classes])
+            y_syn = np.concatenate([np.full(len(generated[c]), i, np.int64) for i, c in enumerate(classes)])
+            pairs = []
+            for seed in range(args.few_classifier_seeds):
+                alone = train_classifier(x_sub, y_sub, k_all, steps=args.cas_steps, seed=seed)
+                more = train_classifier(np.concatenate([x_sub, x_syn]), np.concatenate([y_sub, y_syn]), k_all,
+                                        steps=args.cas_steps, seed=seed)
+                pairs.append([accuracies(predict(net, x_test)[0], y_test, classes)["accuracy"]
+                              for net in (alone, more)])
+            per_subset.append(pairs)
+            print(f"  {size} per class, subset {subset_seed}: {pairs}", flush=True)
+        gains = 100 * np.array([[b - a for a, b in pairs] for pairs in per_subset])  # points
+        means = gains.mean(axis=1)
+        out[f"aug_gain_{size}"] = {"mean": float(gains.mean()),
+                                   "se": float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None,
+                                   "accuracy_pairs": per_subset}
+    out["few_labels_note"] = (f"gain in points of plain test accuracy, with - without {args.cas_per_class} generated "
+                              f"patches per class; mean over {args.few_seeds} subsets x {args.few_classifier_seeds} "
+                              f"classifier seeds, standard error over the subset means; diffusion {args.few_epochs} "
+                              f"epochs, labelled subset + the rest of the training part unlabelled")
+    return out
+
+
+def _link_subset(folder: Path, pick: np.ndarray, sources: list[str], labels: np.ndarray, classes: list[str]) -> None:
+    """folder/labelled/<class>/<file> for the subset and folder/unlabelled/<file> for the rest, as links."""
+    stamp = folder / ".linked"
+    if stamp.exists():
+        return
+    chosen = set(pick.tolist())
+    for j, source in enumerate(sources):
+        target = (folder / "labelled" / classes[labels[j]] if j in chosen else folder / "unlabelled") \
+            / os.path.basename(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_symlink():
+            target.symlink_to(source)
+    stamp.write_text(f"{len(chosen)} labelled, {len(sources) - len(chosen)} unlabelled\n")
 
 
 def table(out: dict, arms: list[str], classes: list[str]) -> str:

@@ -191,7 +191,7 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     if not root.is_dir():
         raise InputError(f"data set folder {shown(root)} does not exist; give a folder with one sub-folder per "
                          f"class")
-    _check_split(patch_size, val_fraction)
+    _check_split(patch_size, val_fraction, allow_none=True)
     if max_per_class is not None and max_per_class < 0:
         raise InputError(f"the most images per class must be 1 or more (0: all), got {max_per_class}")
     folders = sorted(p for p in _listed(root) if p.is_dir() and not p.name.startswith("."))
@@ -283,14 +283,15 @@ def name_key(name: str, seed: int) -> bytes:
 
 def held_out_by_name(sources: list[str], labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
     """Per class, the round(val_fraction x n) files with the smallest `name_key` are held out (at least one
-    when a class has two files, never all). Depends on the file names only: not on listing order, on other
-    classes or on random state, so adding files to a class moves no other file across the split."""
+    when a class has two files, never all; none with val_fraction 0). Depends on the file names only: not on
+    listing order, on other classes or on random state, so adding files to a class moves no other file across
+    the split."""
     held_out = np.zeros(len(labels), bool)
     keys = [name_key(os.path.basename(s), seed) for s in sources]
     for i in np.unique(labels):
         idx = np.flatnonzero(labels == i)
-        n_val = int(round(val_fraction * len(idx))) if len(idx) > 1 else 0
-        n_val = min(max(n_val, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        some = len(idx) > 1 and val_fraction > 0
+        n_val = min(max(int(round(val_fraction * len(idx))), 1) if some else 0, len(idx) - 1)
         held_out[sorted(idx, key=lambda j: keys[j])[:n_val]] = True
     return held_out
 
@@ -303,11 +304,13 @@ def _listed(folder: Path) -> list[Path]:
                          f"permissions") from None
 
 
-def _check_split(patch_size: int, val_fraction: float) -> None:
+def _check_split(patch_size: int, val_fraction: float, allow_none: bool = False) -> None:
+    """allow_none: a validation fraction of 0 holds nothing out (class folders, e.g. a few labels per class)."""
     if not 8 <= patch_size <= 512:
         raise InputError(f"patch size must be between 8 and 512 px, got {patch_size}")
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"validation fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if not (0.0 < val_fraction < 1.0 or (allow_none and val_fraction == 0)):
+        span = "from 0 (hold nothing out) up to 1 (exclusive)" if allow_none else "between 0 and 1 (exclusive)"
+        raise InputError(f"validation fraction must be {span}, got {val_fraction}")
 
 
 # --------------------------------------------------------------------------- raster + labels

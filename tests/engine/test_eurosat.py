@@ -153,3 +153,30 @@ def test_unlabelled_images_train_the_unconditional_branch(eurosat, tmp_path):
     with pytest.raises(InputError, match="1 band.*3"):
         train_synthesis(SynthesisConfig(**{**config.__dict__, "unlabelled": str(grey),
                                            "report_dir": str(tmp_path / "r2")}))
+
+
+@pytest.mark.slow
+def test_few_label_study_end_to_end(eurosat, tmp_path):
+    from engine.devtools import evaluate_eurosat
+
+    output = tmp_path / "eurosat.json"
+    assert evaluate_eurosat.main(["--data", str(eurosat), "--work", str(tmp_path / "work"), "--output", str(output),
+                                  "--few-labels", "3", "--few-seeds", "2", "--few-classifier-seeds", "2",
+                                  "--few-epochs", "1", "--base", "8", "--depth", "2", "--steps", "2",
+                                  "--guidance", "1.5", "--cas-per-class", "3", "--cas-steps", "3",
+                                  "--device", "cpu"]) == 0
+    found = json.loads((tmp_path / "eurosat_few_labels.json").read_text())
+    for size in (3,):
+        gain = found[f"aug_gain_{size}"]
+        pairs = np.array(gain["accuracy_pairs"])  # subset seed x classifier seed x (alone, with synthesis)
+        assert pairs.shape == (2, 2, 2) and ((0 <= pairs) & (pairs <= 1)).all()
+        assert gain["mean"] == pytest.approx(100 * (pairs[..., 1] - pairs[..., 0]).mean())
+        subset_means = 100 * (pairs[..., 1] - pairs[..., 0]).mean(axis=1)
+        assert gain["se"] == pytest.approx(subset_means.std(ddof=1) / np.sqrt(2))
+        folder = tmp_path / "work" / "few" / f"k{size}_s0"
+        labelled = sorted(p.name for p in (folder / "labelled").rglob("*.jpg"))
+        assert len(labelled) == size * len(CLASSES)  # 8 training files per class: the rest is unlabelled
+        assert len(list((folder / "unlabelled").iterdir())) == (8 - size) * len(CLASSES)
+        card = read_card(folder / "model.satgen")
+        assert card.training["unlabelled"]["images"] == (8 - size) * len(CLASSES)
+        assert card.training["class_counts"]["train"] == {c: size for c in CLASSES}
