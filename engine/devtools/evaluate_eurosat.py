@@ -24,7 +24,7 @@ from ..modelfile import load_model
 from ..synthesis.classifier import accuracies, predict, train_classifier
 from ..synthesis.config import SynthesisConfig
 from ..synthesis.scores import fid, kid
-from ..synthesis.synthesize import generate, sampler_defaults
+from ..synthesis.synthesize import generate, sampler_defaults, to_values
 from ..synthesis.training import prepare_patches, train_synthesis
 from ..training.report import save_grid, update_report
 
@@ -73,8 +73,7 @@ def draw(card, loaded, classes: list[str], count: int) -> dict[str, np.ndarray]:
     out = {}
     for c in classes:
         x = generate(loaded, card.classes.index(c), count, seed=SYNTH_SEED, batch_size=100)
-        values = np.moveaxis(card.outputs.scaling.from_model(np.moveaxis(x, 1, 0)), 0, 1)
-        out[c] = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        out[c] = to_values(card, x).astype(np.uint8)  # the card's dtype: uint8 for EuroSAT
         print(f"  generated {count} x {c}", flush=True)
     return out
 
