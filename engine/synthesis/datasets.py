@@ -184,6 +184,52 @@ def _read_image(path: Path) -> tuple[np.ndarray, str, list[str]]:
             return data, str(data.dtype), names
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory, where the system says (POSIX); else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_patch_memory(count: int, bands: int, patch_size: int, what: str, fix: str,
+                       budget: int | None = None) -> None:
+    """InputError before reading when `count` patches of `bands` x `patch_size`^2 float32 would take more than
+    `budget` bytes (default: half the physical memory, 8 GiB where unknown), instead of the system
+    killing the run halfway through."""
+    if budget is None:
+        memory = physical_memory()
+        budget = memory // 2 if memory else 8 * 2 ** 30
+    need = count * bands * patch_size * patch_size * 4
+    if need > budget:
+        fits = max(1, budget // (bands * patch_size * patch_size * 4))
+        raise InputError(f"{what}: {count} images of {bands} band(s) at {patch_size} px would take "
+                         f"{_size(need)} in memory, more than the {_size(budget)} allowed "
+                         f"(half of this machine's memory); give at most about {fits} images ({fix}), or a "
+                         f"smaller patch size")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def _read_patches(files: list[Path], patch_size: int, skipped: list[str], total: int, what: str, fix: str):
+    """(file, patch, dtype, band names) of each readable file, resized to `patch_size`; unreadable files
+    are listed in `skipped`. The memory `total` files would take is checked at the first one read."""
+    checked = False
+    for f in files:
+        try:
+            data, dtype, names = _read_image(f)
+        except Exception as exc:  # any file GDAL cannot decode is skipped, not fatal
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            skipped.append(f"{shown(f)}: {shown(reason)}")
+            continue
+        if not checked:
+            check_patch_memory(total, data.shape[0], patch_size, what, fix)
+            checked = True
+        yield f, resize_square(data, patch_size), dtype, names
+
+
 def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fraction: float = 0.2, seed: int = 0,
                        max_per_class: int | None = None, warn=print) -> PatchSet:
     """Patches from `root/<class>/<image>` folders (see the module docstring)."""
@@ -207,26 +253,25 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     classes: list[str] = []
     counts: dict[str, int] = {}
     rng = np.random.default_rng(seed)
+    listed = []
     for folder in folders:
         files = sorted(p for p in _listed(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if max_per_class and len(files) > max_per_class:
             # numpy's stubs admit no sequence of objects (Paths) as an array-like; choice takes any
             files = sorted(rng.choice(files, max_per_class, replace=False).tolist())  # type: ignore[arg-type]
+        listed.append((folder, files))
+    total = sum(len(files) for _, files in listed)
+    for folder, files in listed:
         index = len(classes)
         count = 0
-        for f in files:
-            try:
-                data, dtype, names = _read_image(f)
-            except Exception as exc:  # any file GDAL cannot decode is skipped, not fatal
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-                skipped.append(f"{shown(f)}: {shown(reason)}")
-                continue
-            if images and data.shape[0] != images[0].shape[0]:
+        for f, patch, dtype, names in _read_patches(files, patch_size, skipped, total, f"class folders {shown(root)}",
+                                                      "on the command line --max-per-class caps each class"):
+            if images and patch.shape[0] != images[0].shape[0]:
                 raise InputError(
                     f"images of mixed band counts: {shown(sources[0])} has {images[0].shape[0]} band(s), "
-                    f"{shown(f)} has {data.shape[0]}; a data set needs one band layout (convert or remove the "
+                    f"{shown(f)} has {patch.shape[0]}; a data set needs one band layout (convert or remove the "
                     f"odd images)")
-            images.append(resize_square(data, patch_size))
+            images.append(patch)
             labels.append(index)
             sources.append(str(f))
             dtypes[dtype] = dtypes.get(dtype, 0) + 1
@@ -259,18 +304,15 @@ def load_unlabelled(root: str | os.PathLike, patch_size: int, bands: int, warn=p
     if not root.is_dir():
         raise InputError(f"the folder of unlabelled images {shown(root)} does not exist")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    images, skipped = [], 0
-    for f in files:
-        try:
-            data, _, _ = _read_image(f)
-        except Exception as exc:  # as in class folders: a file GDAL cannot decode is skipped
-            skipped += 1
-            warn(f"skipped unreadable file {shown(f)}: {shown((str(exc).splitlines() or [''])[0][:200])}")
-            continue
-        if data.shape[0] != bands:
-            raise InputError(f"{shown(f)} has {data.shape[0]} band(s), the labelled images {bands}; unlabelled "
+    images, skipped = [], []
+    for f, patch, _, _ in _read_patches(files, patch_size, skipped, len(files), f"unlabelled images {shown(root)}",
+                                           "a folder holding a subset of them"):
+        if patch.shape[0] != bands:
+            raise InputError(f"{shown(f)} has {patch.shape[0]} band(s), the labelled images {bands}; unlabelled "
                              f"images need the same band layout")
-        images.append(resize_square(data, patch_size))
+        images.append(patch)
+    for line in skipped:
+        warn(f"skipped unreadable file {line}")
     if not images:
         raise InputError(f"no readable image under {shown(root)} (images: {', '.join(IMAGE_SUFFIXES)})")
     return np.stack(images)

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.errors import InputError
 from engine.modelfile import read_card
-from engine.synthesis.datasets import held_out_by_name, load_class_folders
+from engine.synthesis import datasets
+from engine.synthesis.datasets import held_out_by_name, load_class_folders, load_unlabelled
 from engine.synthesis.training import SynthesisConfig, train_synthesis
 from helpers import ROOT
 
@@ -48,6 +50,21 @@ def test_loader_reads_the_eurosat_layout(eurosat):
     assert ps.counts("val") == {c: 2 for c in CLASSES} and ps.counts("train") == {c: 8 for c in CLASSES}
     sea = ps.x[ps.labels == ps.classes.index("SeaLake")].mean(axis=(0, 2, 3))
     assert sea[2] > sea[0]  # bands in RGB order: the sea is blue
+
+
+def test_more_images_than_memory_is_refused_before_reading_them(eurosat, monkeypatch):
+    # 30 images of 3 x 64 x 64 float32 take 1.4 MiB: with 2 MiB of "physical memory" (half allowed) they do not fit
+    monkeypatch.setattr(datasets, "physical_memory", lambda: 2 * 2 ** 20)
+    read = []
+    real = datasets._read_image
+    monkeypatch.setattr(datasets, "_read_image", lambda f: read.append(f) or real(f))
+    with pytest.raises(InputError, match=r"30 images of 3 band\(s\) at 64 px .*--max-per-class"):
+        load_class_folders(eurosat, patch_size=64, warn=lambda m: None)
+    assert len(read) == 1  # refused at the first image, not after reading them all
+    with pytest.raises(InputError, match=r"unlabelled images .*1\.4 MiB.*1\.0 MiB allowed.*a folder holding a subset"):
+        load_unlabelled(eurosat, 64, 3, warn=lambda m: None)
+    ps = load_class_folders(eurosat, patch_size=64, max_per_class=5, warn=lambda m: None)  # 50 %: fits
+    assert ps.x.shape[0] == 15
 
 
 def test_split_depends_on_the_file_names_only(eurosat, tmp_path):
