@@ -581,8 +581,10 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
 
 
 def _scale_rows(scaling, values: np.ndarray, dtype: str, out: np.ndarray, lo: int, hi: int) -> None:
-    """Rows lo:hi of model output `values` into `out`, in raster units and the output dtype."""
-    cast_to_dtype(scaling.from_model(values[:, lo:hi]), dtype, out=out[:, lo:hi])
+    """Rows lo:hi of model output `values` (a float array of our own: overwritten) into `out`, in raster units
+    and the output dtype."""
+    rows = values[:, lo:hi]
+    cast_to_dtype(scaling.from_model(rows, out=rows), dtype, out=out[:, lo:hi], overwrite=True)
 
 
 def _mark_nodata(out: np.ndarray, valid: np.ndarray, nodata) -> None:

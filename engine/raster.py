@@ -172,18 +172,19 @@ class BlockReader:
 
 def sample_pixels(src, bands: list[int], max_pixels: int = 200_000, exclude=None, side: int = 64) -> np.ndarray:
     """(bands, n) float64 values of valid pixels spread over the whole raster: the whole raster
-    when small, else `side`-pixel windows on a regular grid (each costs a block or two, whatever
-    the raster's size or layout). `exclude(row0, row1, col0, col1)` -> (rows, cols) bool: pixels
-    to leave out (e.g. clouds)."""
+    when small, else `side`-pixel windows on a regular grid. Where the file's blocks are at least
+    `side` high and wide, each window sits inside one block, the grid's at the centre of blocks
+    spread evenly over the raster, so each costs one block's decoding. `exclude(row0, row1, col0,
+    col1)` -> (rows, cols) bool: pixels to leave out (e.g. clouds)."""
     reader = BlockReader(src, bands)
     if src.width * src.height <= max_pixels:
         windows = [(0, src.height, 0, src.width)]
     else:
         per_axis = max(1, math.isqrt(max_pixels // (side * side)))
-        rows = np.linspace(0, max(0, src.height - side), per_axis).astype(int)
-        cols = np.linspace(0, max(0, src.width - side), per_axis).astype(int)
-        windows = [(r, min(src.height, r + side), c, min(src.width, c + side))
-                   for r in sorted(set(rows)) for c in sorted(set(cols))]
+        block_rows, block_cols = src.block_shapes[bands[0] - 1]
+        rows = _sample_starts(src.height, side, per_axis, block_rows)
+        cols = _sample_starts(src.width, side, per_axis, block_cols)
+        windows = [(r, min(src.height, r + side), c, min(src.width, c + side)) for r in rows for c in cols]
     samples = []
     for r0, r1, c0, c1 in windows:
         data, valid = reader.read(r0, r1, c0, c1)
@@ -192,6 +193,21 @@ def sample_pixels(src, bands: list[int], max_pixels: int = 200_000, exclude=None
             keep = keep & ~np.asarray(exclude(r0, r1, c0, c1), bool)
         samples.append(data[:, keep].astype(np.float64))
     return np.concatenate(samples, axis=1)
+
+
+def _sample_starts(size: int, side: int, count: int, block: int) -> list[int]:
+    """Up to `count` window starts along an axis of `size` pixels, evenly spread: at the centre
+    of evenly spread blocks when a window fits in a block (one block read per window, where
+    windows that cross block edges would cost up to four), else on a regular grid."""
+    if block < side or block >= size:
+        return sorted({int(v) for v in np.linspace(0, max(0, size - side), count)})
+    blocks = -(-size // block)
+    starts = set()
+    for b in np.linspace(0, blocks - 1, min(count, blocks)).astype(int):
+        lo, hi = int(b) * block, min(size, (int(b) + 1) * block)
+        # a last block shorter than a window: the window ends at the raster's edge instead
+        starts.add(lo + (hi - lo - side) // 2 if hi - lo >= side else size - side)
+    return sorted(starts)
 
 
 class RollingReader(BlockReader):

@@ -53,12 +53,13 @@ class BandScaling:
         _, span = self._coefficients(values.ndim)
         return values * (0.5 * span)
 
-    def from_model(self, values: np.ndarray) -> np.ndarray:
-        """(bands, ...) model values in [-1, 1] -> float32 raster values."""
+    def from_model(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, ...) model values in [-1, 1] -> float32 raster values; into `out` (a float array of
+        the shape of `values`, which may be `values` itself) when given."""
         low, span = self._coefficients(values.ndim)
         if values.dtype not in (np.float32, np.float64):
             return (values + 1.0) * (0.5 * span) + low
-        out = values + 1.0  # the same, in place on one new array
+        out = np.add(values, 1.0, out=out)  # the same, in place on one new array (or on `out`)
         out *= 0.5 * span
         out += low
         return out
@@ -79,31 +80,35 @@ def range_mismatch(samples: np.ndarray, scaling: BandScaling, names: list[str]) 
     narrower; empty when the values fit (or there are too few to tell)."""
     if samples.shape[1] < 100:
         return []
-    z = scaling.to_model(samples.astype(np.float64))
+    # one partition for every band; the stretch is affine and increasing, so the percentiles of
+    # the stretched values are the stretched percentiles
+    p2, median, p98 = np.percentile(samples, [2, 50, 98], axis=1)
     lines = []
     for i, name in enumerate(names):
-        p2, median, p98 = np.percentile(z[i], [2, 50, 98])
-        spread = (p98 - p2) / 2.0
         low, high = scaling.low[i], scaling.high[i]
-        typical = samples[i]
-        seen = (f"band {name}: values {np.percentile(typical, 2):.6g}..{np.percentile(typical, 98):.6g} "
+        span = high - low
+        z_median = (median[i] - low) * 2.0 / span - 1.0
+        spread = (p98[i] - p2[i]) / abs(span)
+        seen = (f"band {name}: values {p2[i]:.6g}..{p98[i]:.6g} "
                 f"where the model was trained on {low:.6g}..{high:.6g}")
-        if abs(median) > FAR_OUTSIDE:
+        if abs(z_median) > FAR_OUTSIDE:
             lines.append(f"{seen} (typical value far outside)")
         elif not 1 / (2 * SPREAD_RATIO) <= spread <= SPREAD_RATIO:
             lines.append(f"{seen} (contrast {spread:.3g} times the trained one)")
     return lines
 
 
-def cast_to_dtype(values: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+def cast_to_dtype(values: np.ndarray, dtype: str, out: np.ndarray | None = None,
+                  overwrite: bool = False) -> np.ndarray:
     """Round and clip float values into an integer dtype's range; floats pass.
 
     `out`: an array of `dtype` and the shape of `values` to write into (and return)
-    instead of a new one."""
+    instead of a new one. `overwrite`: `values` (float) may be rounded and clipped in place."""
     dt = np.dtype(dtype)
     if dt.kind in "ui":
         info = np.iinfo(dt)
-        values = _clip(np.rint(values), info.min, info.max)
+        rounded = np.rint(values, out=values) if overwrite and values.dtype.kind == "f" else np.rint(values)
+        values = _clip(rounded, info.min, info.max)
     if out is None:
         return values.astype(dt)
     np.copyto(out, values, casting="unsafe")  # what astype does

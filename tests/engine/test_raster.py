@@ -1,6 +1,7 @@
 """Raster reading: the RollingReader the pipeline uses returns exactly what BlockReader
 returns, for every window the pipeline asks and for windows in any order; the writer's
-compression falls back when GDAL lacks ZSTD."""
+compression falls back when GDAL lacks ZSTD; the pixel sample behind stretches and range
+checks reads one block per window."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from engine.errors import InputError
-from engine.raster import BlockReader, GeoTiffWriter, RollingReader, overview_factors
+from engine.raster import BlockReader, GeoTiffWriter, RollingReader, _sample_starts, overview_factors, sample_pixels
+from engine.scaling import BandScaling, range_mismatch
 from engine.windows import TileGrid
 from helpers import smooth_image
 
@@ -169,3 +171,41 @@ def test_overviews_average_values_and_keep_classes(tmp_path, categorical):
         assert src.overviews(1) == [2, 4]
         small = src.read(1, out_shape=(300, 300))
     assert set(np.unique(small)) <= {0, 100} if categorical else set(np.unique(small)) == {50}
+
+
+@pytest.mark.parametrize("size,block", [(1947, 256), (1000, 256), (300, 256), (5000, 512), (700, 1), (700, 700)])
+def test_sample_windows_sit_inside_blocks_and_spread(size, block):
+    side, count = 64, 6
+    starts = _sample_starts(size, side, count, block)
+    assert 1 <= len(starts) <= count and starts == sorted(set(starts))
+    assert all(0 <= s <= size - side for s in starts)
+    assert starts[-1] - starts[0] >= (size - side) / 2  # spread over the axis, not bunched
+    if side <= block < size:  # each window within one block, but a window in a short last block
+        crossing = [s for s in starts if s // block != (s + side - 1) // block]
+        assert crossing in ([], [size - side])
+
+
+def test_sample_pixels_reads_few_blocks_and_keeps_only_valid_pixels(tmp_path):
+    data = (np.arange(3 * 1100 * 900) % 997).reshape(3, 1100, 900).astype(np.uint16) + 1
+    data[:, :300, :] = 0  # nodata
+    path = write_blocked(tmp_path / "a.tif", data, nodata=0, block=256)
+    with rasterio.open(path) as src:
+        samples = sample_pixels(src, [1, 2, 3], max_pixels=100_000)
+    assert samples.shape[0] == 3 and 10_000 < samples.shape[1] <= 100_000
+    assert samples.min() >= 1  # nodata left out
+    values = set(np.unique(samples[0]).astype(int))
+    assert values <= set(np.unique(data[0]).astype(int))
+
+
+def test_range_mismatch_flags_offset_and_contrast_not_a_fit():
+    rng = np.random.default_rng(0)
+    scaling = BandScaling((100.0, 0.0), (1100.0, 1.0))
+    fit = np.stack([rng.uniform(100, 1100, 5000), rng.uniform(0, 1, 5000)])
+    assert range_mismatch(fit, scaling, ["a", "b"]) == []
+    assert range_mismatch(fit[:, :50] * 1000, scaling, ["a", "b"]) == []  # too few to tell
+    lines = range_mismatch(np.stack([fit[0] / 10000, fit[1] * 10000]), scaling, ["a", "b"])
+    assert len(lines) == 2 and "band a" in lines[0] and "band b" in lines[1]
+    assert "far outside" in lines[1]
+    narrow = np.stack([600 + (fit[0] - 600) / 50, fit[1]])
+    (line,) = range_mismatch(narrow, scaling, ["a", "b"])
+    assert "band a" in line and "contrast" in line
