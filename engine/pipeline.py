@@ -39,6 +39,7 @@ from .raster import (
     BLOCK,
     GDAL_ENV,
     JOINS,
+    RANGE_CHECK_PIXELS,
     GeoTiffWriter,
     RollingReader,
     colour_bands,
@@ -530,7 +531,9 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         bands = select_bands(src, options.bands, card.inputs.names)
         if normalize == "model":
             check_input_dtype(card, {src.dtypes[b - 1] for b in bands})
-        in_scaling = input_scaling(card, normalize, sample_pixels(src, bands), bands, feedback)
+        # a stretch fitted on this raster needs a dense sample; the check of the model's own a sparse one
+        sample = sample_pixels(src, bands, max_pixels=None if normalize == "scene" else RANGE_CHECK_PIXELS)
+        in_scaling = input_scaling(card, normalize, sample, bands, feedback)
         grid = TileGrid(src.height, src.width, tile, overlap)
         # each block of the input read once, each block row decoded by two threads
         twin = stack.enter_context(open_raster(input_path))

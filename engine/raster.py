@@ -170,12 +170,18 @@ class BlockReader:
         return valid
 
 
-def sample_pixels(src, bands: list[int], max_pixels: int = 200_000, exclude=None, side: int = 64) -> np.ndarray:
+SAMPLE_PIXELS = 200_000  # pixels behind a stretch fitted on a raster
+RANGE_CHECK_PIXELS = 9 * 64 * 64  # pixels behind the check that a raster's values are a model's: 3 x 3 windows
+
+
+def sample_pixels(src, bands: list[int], max_pixels: int | None = None, exclude=None, side: int = 64) -> np.ndarray:
     """(bands, n) float64 values of valid pixels spread over the whole raster: the whole raster
     when small, else `side`-pixel windows on a regular grid. Where the file's blocks are at least
     `side` high and wide, each window sits inside one block, the grid's at the centre of blocks
-    spread evenly over the raster, so each costs one block's decoding. `exclude(row0, row1, col0,
-    col1)` -> (rows, cols) bool: pixels to leave out (e.g. clouds)."""
+    spread evenly over the raster, so each costs one block's decoding. `max_pixels`: at most about
+    this many (default SAMPLE_PIXELS). `exclude(row0, row1, col0, col1)` -> (rows, cols) bool: pixels
+    to leave out (e.g. clouds)."""
+    max_pixels = max_pixels or SAMPLE_PIXELS
     reader = BlockReader(src, bands)
     if src.width * src.height <= max_pixels:
         windows = [(0, src.height, 0, src.width)]
