@@ -148,9 +148,12 @@ def _iou(confusion: np.ndarray) -> dict:
             "pixel_accuracy": float(inter.sum() / confusion.sum()), "per_class": per_class}
 
 
-def write_section(resize: Path, transpose: Path, report: Path = Path("reports/quality.json")) -> int:
+def write_section(resize: Path, transpose: Path, class_loss: Path | None = None,
+                  report: Path = Path("reports/quality.json")) -> int:
     """reports/quality.json's translate_dubai: the scores of every arm, and the checkerboard of the Pix2Pix
-    arm's raw output with transposed convolutions (before) and resize-convolutions (after)."""
+    arm's raw output with transposed convolutions (before) and resize-convolutions (after); with `class_loss`,
+    the Pix2Pix arm with the class loss of amendment 2 (its weight chosen on the validation images) beside
+    arm 1, which stays."""
     after, before = json.loads(resize.read_text()), json.loads(transpose.read_text())
     section = {k: v for k, v in after.items() if not k.startswith("checkerboard_")}
     section["checkerboard_before"] = before["checkerboard_model_transpose"]
@@ -161,16 +164,55 @@ def write_section(resize: Path, transpose: Path, report: Path = Path("reports/qu
                                     "output over the truth's, pooled over the Tile 8 images; 1 = no more periodic "
                                     "pattern than the real masks")
     section["sources"] = [str(resize), str(transpose)]
-    update_report("translate_dubai", section, report,
-                  command=f"python -m engine.devtools.evaluate_dubai --data <dubai_landcover> (then --upsample "
-                          f"transpose --arms model; then --section {resize} {transpose})")
+    command = ("python -m engine.devtools.evaluate_dubai --data <dubai_landcover> (then --upsample transpose --arms "
+               "model")
+    if class_loss is not None:
+        run = json.loads(class_loss.read_text())
+        weight = run["budget"]["lambda_class"]
+        section["lambda_class"] = weight
+        if CHOICE.is_file():  # the validation figures the weight was chosen by
+            section["lambda_class_choice"] = json.loads(CHOICE.read_text())
+        section["miou_model_class_loss"] = run["miou_model"]
+        section["pixel_accuracy_model_class_loss"] = run["pixel_accuracy_model"]
+        section["per_class_model_class_loss"] = run["per_class_model"]
+        section["goal_model_class_loss_vs_segmentation"] = run["miou_model"] / section["miou_segmentation_bound"]
+        section["goals"] = dict(section.get("goals", {}), **{
+            "class_loss_miou_at_least_0.90_of_segmentation": section["goal_model_class_loss_vs_segmentation"] >= 0.90,
+            "class_loss_beats_l1_and_trivial": run["miou_model"] > max(section["miou_l1"], section["miou_trivial"])})
+        section["sources"].append(str(class_loss))
+        command += f"; then --arms model --lambda-class {weight:g} --work data/dubai-class-{weight:g}"
+    command += f"; then --section {resize} {transpose}" + (f" --class-loss {class_loss}" if class_loss else "") + ")"
+    update_report("translate_dubai", section, report, command=command)
     print(json.dumps({k: v for k, v in section.items() if not isinstance(v, (dict, list))}, indent=2))
+    return 0
+
+
+CHOICE = Path("reports/quality_translate_dubai_class_choice.json")
+
+
+def choose_lambda_class(works: list[Path]) -> int:
+    """Amendment 2's choice: the run (work folder of a Pix2Pix arm with a class loss) with the highest final
+    validation mIoU, from its metrics.json; Tile 8 plays no part."""
+    found = {}
+    for work in works:
+        metrics_file = work / "report_model" / "metrics.json"
+        final = json.loads(metrics_file.read_text()).get("final") if metrics_file.is_file() else None
+        if not final:
+            print(f"{work}: no finished run (no final scores in {metrics_file})")
+            return 1
+        found[str(work)] = final["val_miou"]
+    for work, miou in found.items():
+        print(f"{work}: final val_miou {miou:.4f}")
+    chosen = max(found, key=found.__getitem__)
+    CHOICE.write_text(json.dumps({"by": "the highest final val_miou: the 10 % of Tiles 1-7 the trainer holds out",
+                                  "val_miou": found, "chosen": chosen}, indent=2) + "\n")
+    print(f"chosen: {chosen}; wrote {CHOICE}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.devtools.evaluate_dubai", description=__doc__)
-    parser.add_argument("--data", required=True, help="the dubai_landcover folder (Tile 1 ... Tile 8)")
+    parser.add_argument("--data", help="the dubai_landcover folder (Tile 1 ... Tile 8)")
     parser.add_argument("--work", default="data/dubai", help="models, checkpoints and reports of the arms")
     parser.add_argument("--output", default="reports/quality_translate_dubai.json")
     parser.add_argument("--epochs", type=int, default=40)
@@ -187,9 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", nargs=2, metavar=("RESIZE_JSON", "TRANSPOSE_JSON"),
                         help="only write the translate_dubai section of reports/quality.json from a run of every "
                              "arm and one of the Pix2Pix arm with transposed convolutions")
+    parser.add_argument("--class-loss", metavar="JSON", help="with --section: also the scores of the Pix2Pix arm "
+                                                             "with the class loss (amendment 2)")
+    parser.add_argument("--choose-lambda-class", metavar="WORK", nargs="+",
+                        help="only print the class-loss weight with the highest final validation mIoU among these "
+                             "runs' work folders (amendment 2), with each run's figure")
     args = parser.parse_args(argv)
+    if args.choose_lambda_class:
+        return choose_lambda_class([Path(w) for w in args.choose_lambda_class])
     if args.section:
-        return write_section(Path(args.section[0]), Path(args.section[1]))
+        return write_section(Path(args.section[0]), Path(args.section[1]),
+                             Path(args.class_loss) if args.class_loss else None)
+    if not args.data:
+        parser.error("--data is required to train or score")
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "legend.json").write_text(json.dumps(LEGEND))  # the training configuration names this copy
@@ -248,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                  "test": f"{TEST_TILE}: {len(images)} images, {int(confusion['trivial'].sum())} labelled pixels",
                  "budget": {"epochs": args.epochs, "patches_per_epoch": args.patches, "batch": args.batch,
                             "patch_px": args.patch, "ngf": args.ngf, "depth": cfg.depth, "upsample": args.upsample,
-                            "device": args.device, "train_seconds": seconds},
+                            "lambda_class": args.lambda_class, "device": args.device, "train_seconds": seconds},
                  "trivial_class": CLASSES[trivial]}
     names = {"model": "model", "l1": "l1", "segmentation": "segmentation_bound", "trivial": "trivial"}
     for arm, conf in confusion.items():
