@@ -201,8 +201,8 @@ def choose_lambda_class(works: list[Path]) -> int:
             print(f"{work}: no finished run (no final scores in {metrics_file})")
             return 1
         found[str(work)] = final["val_miou"]
-    for work, miou in found.items():
-        print(f"{work}: final val_miou {miou:.4f}")
+    for name, miou in found.items():
+        print(f"{name}: final val_miou {miou:.4f}")
     chosen = max(found, key=found.__getitem__)
     CHOICE.write_text(json.dumps({"by": "the highest final val_miou: the 10 % of Tiles 1-7 the trainer holds out",
                                   "val_miou": found, "chosen": chosen}, indent=2) + "\n")

@@ -264,8 +264,8 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
     for folder, files in listed:
         index = len(classes)
         count = 0
-        for f, patch, dtype, names in _read_patches(files, patch_size, skipped, total, f"class folders {shown(root)}",
-                                                      "on the command line --max-per-class caps each class"):
+        what, fix = f"class folders {shown(root)}", "on the command line --max-per-class caps each class"
+        for f, patch, dtype, names in _read_patches(files, patch_size, skipped, total, what, fix):
             if images and patch.shape[0] != images[0].shape[0]:
                 raise InputError(
                     f"images of mixed band counts: {shown(sources[0])} has {images[0].shape[0]} band(s), "
@@ -304,9 +304,10 @@ def load_unlabelled(root: str | os.PathLike, patch_size: int, bands: int, warn=p
     if not root.is_dir():
         raise InputError(f"the folder of unlabelled images {shown(root)} does not exist")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    images, skipped = [], []
-    for f, patch, _, _ in _read_patches(files, patch_size, skipped, len(files), f"unlabelled images {shown(root)}",
-                                           "a folder holding a subset of them"):
+    images: list[np.ndarray] = []
+    skipped: list[str] = []
+    what, fix = f"unlabelled images {shown(root)}", "a folder holding a subset of them"
+    for f, patch, _, _ in _read_patches(files, patch_size, skipped, len(files), what, fix):
         if patch.shape[0] != bands:
             raise InputError(f"{shown(f)} has {patch.shape[0]} band(s), the labelled images {bands}; unlabelled "
                              f"images need the same band layout")
