@@ -192,21 +192,19 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_patch_memory(count: int, bands: int, patch_size: int, what: str, fix: str,
-                       budget: int | None = None) -> None:
+def check_patch_memory(count: int, bands: int, patch_size: int, what: str, fix: str) -> None:
     """InputError before reading when `count` patches of `bands` x `patch_size`^2 float32 would take more than
-    `budget` bytes (default: half the physical memory, 8 GiB where unknown), instead of the system
-    killing the run halfway through."""
-    if budget is None:
-        memory = physical_memory()
-        budget = memory // 2 if memory else 8 * 2 ** 30
+    half the physical memory (8 GiB where the system does not say), instead of the system killing the run
+    halfway through."""
+    memory = physical_memory()
+    budget, whose = (memory // 2, "half of this machine's memory") if memory else (8 * 2 ** 30, "the limit where "
+                                                                                   "the memory size is unknown")
     need = count * bands * patch_size * patch_size * 4
     if need > budget:
         fits = max(1, budget // (bands * patch_size * patch_size * 4))
         raise InputError(f"{what}: {count} images of {bands} band(s) at {patch_size} px would take "
-                         f"{_size(need)} in memory, more than the {_size(budget)} allowed "
-                         f"(half of this machine's memory); give at most about {fits} images ({fix}), or a "
-                         f"smaller patch size")
+                         f"{_size(need)} in memory, more than the {_size(budget)} allowed ({whose}); give at most "
+                         f"about {fits} images ({fix}), or a smaller patch size")
 
 
 def _size(n: int) -> str:
@@ -261,10 +259,10 @@ def load_class_folders(root: str | os.PathLike, patch_size: int = 64, val_fracti
             files = sorted(rng.choice(files, max_per_class, replace=False).tolist())  # type: ignore[arg-type]
         listed.append((folder, files))
     total = sum(len(files) for _, files in listed)
+    what, fix = f"class folders {shown(root)}", "on the command line --max-per-class caps each class"
     for folder, files in listed:
         index = len(classes)
         count = 0
-        what, fix = f"class folders {shown(root)}", "on the command line --max-per-class caps each class"
         for f, patch, dtype, names in _read_patches(files, patch_size, skipped, total, what, fix):
             if images and patch.shape[0] != images[0].shape[0]:
                 raise InputError(

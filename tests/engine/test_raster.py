@@ -185,16 +185,22 @@ def test_sample_windows_sit_inside_blocks_and_spread(size, block):
         assert crossing in ([], [size - side])
 
 
-def test_sample_pixels_reads_few_blocks_and_keeps_only_valid_pixels(tmp_path):
+def test_sample_pixels_reads_one_block_per_window_and_keeps_only_valid_pixels(tmp_path, monkeypatch):
     data = (np.arange(3 * 1100 * 900) % 997).reshape(3, 1100, 900).astype(np.uint16) + 1
     data[:, :300, :] = 0  # nodata
     path = write_blocked(tmp_path / "a.tif", data, nodata=0, block=256)
+    windows = []
+    read = BlockReader.read
+    monkeypatch.setattr(BlockReader, "read", lambda self, *w: windows.append(w) or read(self, *w))
     with rasterio.open(path) as src:
         samples = sample_pixels(src, [1, 2, 3], max_pixels=100_000)
-    assert samples.shape[0] == 3 and 10_000 < samples.shape[1] <= 100_000
+    assert len(windows) == 16  # 4 x 4 windows of 64 px for 100,000 pixels
+    blocks = {(r0 // 256, c0 // 256) for r0, r1, c0, c1 in windows}
+    assert len(blocks) == 16 and all(r0 // 256 == (r1 - 1) // 256 and c0 // 256 == (c1 - 1) // 256
+                                     for r0, r1, c0, c1 in windows)  # one block each, each another block
+    assert samples.shape[0] == 3 and 0 < samples.shape[1] < 16 * 64 * 64
     assert samples.min() >= 1  # nodata left out
-    values = set(np.unique(samples[0]).astype(int))
-    assert values <= set(np.unique(data[0]).astype(int))
+    assert samples.shape[1] == sum(int((data[0, r0:r1, c0:c1] > 0).sum()) for r0, r1, c0, c1 in windows)
 
 
 def test_range_mismatch_flags_offset_and_contrast_not_a_fit():
