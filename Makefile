@@ -18,7 +18,7 @@ QGIS_PROCESS_ENV = QT_QPA_PLATFORM=offscreen QGIS_PLUGINPATH=$(CURDIR)/$(DEV_PLU
 	QGIS_CUSTOM_CONFIG_PATH=$(CURDIR)/build/qgis-profile
 QGIS_PROCESS = $(QGIS_PROCESS_ENV) /usr/bin/qgis_process.bin
 
-.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps evaluate-eurosat fid-network clean
+.PHONY: help setup system-deps test test-engine-env wheels test-fast fuzz lint demo data bench gpu-prep package package-check dev-plugin qgis-process models evaluate evaluate-dubai evaluate-maps evaluate-eurosat fid-network clean
 
 help:
 	@echo "make demo     run SatGen on real sample imagery through qgis_process"
@@ -29,6 +29,7 @@ help:
 	@echo "make lint     ruff and mypy (configured in pyproject.toml)"
 	@echo "make data     fetch the real sample imagery into data/samples"
 	@echo "make bench    measure the tile pipeline (reports/bench.json)"
+	@echo "make gpu-prep what engine/devtools/gpu_run.sh takes to a CUDA machine (with ../shared/tools/gpu-wheels.sh)"
 	@echo "make package  build the installable plugin zip into dist/"
 	@echo "make dev-plugin  link this checkout as a QGIS plugin folder in build/dev-plugin/satgen_qgis"
 	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours; DUBAI=<folder> adds the RGB model, 20 min)"
@@ -119,6 +120,13 @@ lint: setup $(LINT_STAMP)
 
 bench: setup data
 	$(PY) -m engine bench
+
+# What a run on a CUDA machine without GDAL (engine/devtools/gpu_run.sh) takes along besides the wheels of
+# ../shared/tools/gpu-wheels.sh: a 768 px crop of the sample scene (the tree that travels is limited)
+gpu-prep: data
+	@mkdir -p data/gpu
+	gdal_translate -q -srcwin 600 600 768 768 -co COMPRESS=ZSTD -co ZSTD_LEVEL=15 -co PREDICTOR=2 -co TILED=YES \
+		data/samples/s2_virginia_10m.tif data/gpu/s2_virginia_768.tif
 
 qgis-process: setup dev-plugin
 	@mkdir -p build/qgis-profile

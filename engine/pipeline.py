@@ -16,7 +16,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -34,6 +33,7 @@ from .device import resolve_device
 from .errors import InputError, ModelFileError, OutputError
 from .fileio import atomic_folder, atomic_path, check_geotiff_name, check_not_same_file, temporary_path
 from .modelfile import LoadedModel, load_model
+from .parallel import in_parts
 from .progress import Feedback
 from .raster import (
     BLOCK,
@@ -43,6 +43,7 @@ from .raster import (
     GeoTiffWriter,
     RollingReader,
     colour_bands,
+    decode_threads,
     ground_resolution,
     is_georeferenced,
     open_raster,
@@ -89,34 +90,20 @@ class RunStats:
 
 CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporaries stay small
 
-_helper: ThreadPoolExecutor | None = None
-
-
-def in_halves(work: Callable[[int, int], object], n: int) -> None:
-    """work(0, n//2) here and work(n//2, n) on a helper thread, at once; returns when both
-    are done. For numpy work on disjoint rows between forward passes, when torch's threads
-    wait: numpy releases the GIL, so the second core helps. Small n: all here."""
-    global _helper
-    if n < 32:
-        work(0, n)
-        return
-    if _helper is None:
-        _helper = ThreadPoolExecutor(1, thread_name_prefix="satgen-helper")
-    half = _helper.submit(work, n // 2, n)
-    try:
-        work(0, n // 2)
-    finally:
-        half.result()
-
-
 def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) -> Iterator[Chunk]:
     """Blended values of the first n accumulator rows, chunk by chunk: divided by the
     weight sum; valid where a tile covered the pixel and the input was valid."""
     for c0 in range(0, width_out, CHUNK):
         c1 = min(width_out, c0 + CHUNK)
-        w = wsum[:n, c0:c1]
-        covered = w > 0
-        values = acc[:, :n, c0:c1] / np.where(covered, w, 1.0)
+        values = np.empty((acc.shape[0], n, c1 - c0), np.float32)
+        covered = np.empty((n, c1 - c0), bool)
+
+        def divide(lo, hi, c0=c0, c1=c1, values=values, covered=covered):
+            w = wsum[lo:hi, c0:c1]
+            np.greater(w, 0, out=covered[lo:hi])
+            np.divide(acc[:, lo:hi, c0:c1], np.where(covered[lo:hi], w, 1.0), out=values[:, lo:hi])
+
+        in_parts(divide, n)
         valid_in = valid_strip[:n // scale, c0 // scale:c1 // scale]
         if scale > 1:
             valid_in = valid_in.repeat(scale, axis=0).repeat(scale, axis=1)
@@ -195,7 +182,7 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
                     acc[:, lo:hi, cs] += np.multiply(y[:, lo:hi], w[lo:hi], out=scratch[:, lo:hi])
                     wsum[lo:hi, cs] += w[lo:hi]
 
-            in_halves(blend, t * s)
+            in_parts(blend, t * s)
         done += len(batch_cols)
         feedback.progress(done / total)
         feedback.status(f"tiles {done}/{total}")
@@ -418,13 +405,39 @@ def run_totals(stats: RunStats) -> None:
 
 
 def torch_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
-    """Batched inference in eval and inference mode, on `device`."""
+    """Batched inference in eval and inference mode, on `device`. On CUDA the tiles go up and the
+    outputs come down through pinned host buffers (reused from batch to batch), so both copies run
+    at the bus's full speed; the array returned is then valid until the next call."""
     module.eval()
+    if device.type == "cuda":
+        return _pinned_predictor(module, device)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(device)
             return module(x).float().cpu().numpy()
+
+    return predict
+
+
+def _pinned_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
+    buffers: dict[tuple, torch.Tensor] = {}
+
+    def pinned(shape, dtype: torch.dtype) -> torch.Tensor:
+        key = (tuple(shape), dtype)
+        if key not in buffers:
+            buffers[key] = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+        return buffers[key]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            up = pinned(batch.shape, torch.from_numpy(batch[:0]).dtype)
+            up.numpy()[...] = batch
+            y = module(up.to(device, non_blocking=True)).float()
+            down = pinned(y.shape, torch.float32)
+            down.copy_(y, non_blocking=True)
+            torch.cuda.current_stream(device).synchronize()
+            return down.numpy()
 
     return predict
 
@@ -535,9 +548,9 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         sample = sample_pixels(src, bands, max_pixels=None if normalize == "scene" else RANGE_CHECK_PIXELS)
         in_scaling = input_scaling(card, normalize, sample, bands, feedback)
         grid = TileGrid(src.height, src.width, tile, overlap)
-        # each block of the input read once, each block row decoded by two threads
-        twin = stack.enter_context(open_raster(input_path))
-        reader = stack.enter_context(contextlib.closing(RollingReader(src, bands, max_rows=tile, twin=twin)))
+        # each block of the input read once, each block row decoded by a thread per core (a handle each)
+        twins = [stack.enter_context(open_raster(input_path)) for _ in range(decode_threads(src, bands) - 1)]
+        reader = stack.enter_context(contextlib.closing(RollingReader(src, bands, max_rows=tile, twins=twins)))
         out_scaling = card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)
@@ -546,7 +559,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         def source(r0, r1, c0, c1):
             data, valid = reader.read(r0, r1, c0, c1)
             x = np.empty(data.shape, np.float32)
-            in_halves(lambda lo, hi: in_scaling.to_model(data[:, lo:hi], clip=card.inputs.clip, out=x[:, lo:hi]),
+            in_parts(lambda lo, hi: in_scaling.to_model(data[:, lo:hi], clip=card.inputs.clip, out=x[:, lo:hi]),
                       data.shape[1])
             if valid is not None:
                 x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
@@ -571,8 +584,8 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                     if finish:
                         values = finish(out_scaling.from_model(values))
                         cast_to_dtype(values, out_dtype, out=out)
-                    else:  # plain scaling and casting: row by row, so in halves
-                        in_halves(functools.partial(_scale_rows, out_scaling, values, out_dtype, out), n)
+                    else:  # plain scaling and casting: row by row, so in parts
+                        in_parts(functools.partial(_scale_rows, out_scaling, values, out_dtype, out), n)
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 

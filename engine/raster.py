@@ -13,7 +13,7 @@ import functools
 import math
 import os
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import cast
 
 import numpy as np
@@ -24,6 +24,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from .errors import InputError, OutputError
+from .parallel import cpu_threads
 from .windows import reflect_indices
 
 BLOCK = 256
@@ -216,6 +217,14 @@ def _sample_starts(size: int, side: int, count: int, block: int) -> list[int]:
     return sorted(starts)
 
 
+def decode_threads(src, bands: list[int]) -> int:
+    """Threads worth decoding the block rows of `src` (RollingReader's handles): one per core
+    (parallel.cpu_threads), but no more than the blocks across the raster."""
+    block_cols = src.block_shapes[bands[0] - 1][1]
+    blocks = -(-src.width // max(1, min(block_cols, src.width)))
+    return max(1, min(cpu_threads(), blocks))
+
+
 class RollingReader(BlockReader):
     """A BlockReader for windows that move down the raster, as the tile pipeline's do.
 
@@ -231,22 +240,24 @@ class RollingReader(BlockReader):
     buffer, valid until the next read.
     """
 
-    min_split = 65536  # pixels: smaller reads are not worth a handoff to the other thread
+    min_split = 65536  # pixels: smaller reads are not worth a handoff to other threads
     look_ahead_bytes = 16 << 20  # at most this much memory for rows read ahead to finish a block row
     piece_cols = 2048  # columns per read: GDAL's temporary for a read grows with its width
 
-    def __init__(self, src, bands: list[int], max_rows: int, twin=None):
-        """`twin`: the same raster opened a second time (the caller closes it), to decode
-        the right half of each block row on a second thread while this one decodes the
-        left: GDAL releases the GIL, and the tile pipeline reads between forward passes,
-        when torch's threads wait. Call close() when done."""
+    def __init__(self, src, bands: list[int], max_rows: int, twins=()):
+        """`twins`: the same raster opened again (the caller closes them), one per extra thread
+        that decodes block rows: each block row is cut into as many column ranges of whole blocks
+        as there are handles, and each is decoded on its own thread (GDAL releases the GIL, and
+        the tile pipeline reads between forward passes). decode_threads() says how many suit a
+        raster. Call close() when done."""
         super().__init__(src, bands)
         block_rows, block_cols = src.block_shapes[bands[0] - 1]
-        # the column where the twin's half starts: whole blocks on either side
-        half = -(-src.width // 2 // block_cols) * block_cols if 1 <= block_cols < src.width else 0
-        self._twin = twin if twin is not None and 0 < half < src.width else None
-        self._half = half
         self._block_cols = max(1, min(block_cols, src.width))
+        # where each handle's columns start and end: whole blocks, as even a share as they allow
+        blocks = -(-src.width // self._block_cols)
+        handles = [src, *twins][:blocks]
+        edges = [min(src.width, i * blocks // len(handles) * self._block_cols) for i in range(len(handles) + 1)]
+        self._parts = [(h, c0, c1) for h, c0, c1 in zip(handles, edges, edges[1:], strict=False) if c1 > c0]
         self._pool: ThreadPoolExecutor | None = None
         block = block_rows
         # whole block rows, unless blocks are much taller than a window (e.g. a single strip) or
@@ -282,18 +293,20 @@ class RollingReader(BlockReader):
     def _read(self, window: Window, out: np.ndarray) -> None:
         """Read `window` (whole raster width) into `out`: in pieces of whole blocks at most
         piece_cols wide, since GDAL reads pixel-interleaved files through a temporary as large
-        as the request; the right half's pieces through the twin, on the helper thread."""
-        if self._twin is None or window.height * self.src.width < self.min_split:
+        as the request; each handle's columns on a thread of its own, the first on this one."""
+        if len(self._parts) == 1 or window.height * self.src.width < self.min_split:
             self._read_columns(self.src, window, out, 0, self.src.width)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="satgen-read")
-        h = self._half
-        right = self._pool.submit(self._read_columns, self._twin, window, out, h, self.src.width)
+            self._pool = ThreadPoolExecutor(len(self._parts) - 1, thread_name_prefix="satgen-read")
+        others = [self._pool.submit(self._read_columns, h, window, out, c0, c1) for h, c0, c1 in self._parts[1:]]
         try:
-            self._read_columns(self.src, window, out, 0, h)
+            h, c0, c1 = self._parts[0]
+            self._read_columns(h, window, out, c0, c1)
         finally:
-            right.result()
+            wait(others)
+        for other in others:
+            other.result()
 
     def _read_columns(self, src, window: Window, out: np.ndarray, c0: int, c1: int) -> None:
         step = max(self._block_cols, self.piece_cols // self._block_cols * self._block_cols)
@@ -430,6 +443,11 @@ class GeoTiffWriter:
                        predictor=3 if kind == "f" else 2, BIGTIFF="IF_SAFER", tiled=tiled)
         if tiled:
             profile.update(blockxsize=BLOCK, blockysize=BLOCK)
+        if cpu_threads() > 2:
+            # GDAL compresses a block row's blocks on that many threads of its own. On two cores the
+            # writer thread compressing alone already shares them with the forward pass (the null model
+            # ran at 0.99 of gdal_translate), so only machines with cores to spare get them
+            profile.update(num_threads=cpu_threads())
         self.block_rows = BLOCK if tiled else 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

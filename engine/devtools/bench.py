@@ -75,12 +75,13 @@ def add_arguments(p) -> None:
                    help="trained model for the seam measures (a random-init model shows no seams to measure; "
                         f"default {SEAM_MODEL}, else the bench model)")
     p.add_argument("--quick", action="store_true", help="fast smoke run: tiny model, small rasters")
-    p.add_argument("--only", choices=["efficiency", "engine-process", "null-model", "scale"],
+    p.add_argument("--only", choices=["efficiency", "engine-process", "null-model", "scale", "gpu"],
                    help="measure only this part (efficiency: the end-to-end/forward runs and the profile, in "
                         "a minute; engine-process: the cost of running the engine as a subprocess, as the plugin "
                         "does with SatGen's environment; scale: training and apply with 1 and 2 processes under "
-                        "torchrun); its report goes to WORK/bench_<part>.json unless --out "
-                        "is given")
+                        "torchrun; gpu: the GPU goals alone, on CUDA: efficiency, MP/s on a large raster, null "
+                        "model against a GDAL copy on all cores); its report goes to WORK/bench_<part>.json "
+                        "unless --out is given")
     p.add_argument("--engine-python", default=sys.executable,
                    help="interpreter of the engine subprocess for engine-process (default: this one)")
     p.add_argument("--repeats", type=int, help="efficiency runs, best of which counts (default 5; --quick 1)")
@@ -224,12 +225,13 @@ PROFILED = {  # (module file, function) -> label, in report order
     ("pipeline.py", "predict"): "forward (torch_predictor)",
     ("pipeline.py", "source"): "source: read + normalize",
     ("raster.py", "read"): "  read (RollingReader.read)",
-    ("scaling.py", "to_model"): "  normalize (to_model, main thread's half)",
+    ("scaling.py", "to_model"): "  normalize (to_model, main thread's part)",
     ("pipeline.py", "run_tiles"): "stacking + bookkeeping (run_tiles self time)",
-    ("pipeline.py", "blend"): "blend (run_tiles, main thread's half)",
-    ("pipeline.py", "sink"): "sink: denormalize + cast + write",
-    ("scaling.py", "from_model"): "  denormalize (from_model, main thread's half)",
-    ("scaling.py", "cast_to_dtype"): "  cast (cast_to_dtype, main thread's half)",
+    ("pipeline.py", "blend"): "blend (run_tiles, main thread's part)",
+    ("pipeline.py", "sink"): "sink: divide + denormalize + cast + write",
+    ("pipeline.py", "divide"): "  divide (finished_chunks, main thread's part)",
+    ("scaling.py", "from_model"): "  denormalize (from_model, main thread's part)",
+    ("scaling.py", "cast_to_dtype"): "  cast (cast_to_dtype, main thread's part)",
     ("raster.py", "_flush"): "  write (GeoTiffWriter, whole block rows)",
     ("raster.py", "close"): "writer close",
 }
@@ -240,8 +242,8 @@ def profile_pipeline(loaded, input_path: str, work: Path, options) -> dict:
     CPU seconds of the main thread (which other processes cannot inflate; the forward
     pass's second torch thread is not in it). The pipeline makes few Python calls per
     tile, so the profiler's own overhead is small. Only the main thread is profiled:
-    of the work done in halves with a helper thread (normalize, blend, denormalize + cast,
-    decoding the input) the wall-clock figures show what the main thread waited for."""
+    of the work done in parts on helper threads, one per core (normalize, blend, divide,
+    denormalize + cast, decoding the input) the wall-clock figures show what the main thread waited for."""
     import cProfile
     import pstats
 
@@ -529,14 +531,12 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
 
     loaded.module = PassThrough()
     gdal = shutil.which("gdal_translate")
-    if gdal is None:
-        raise RuntimeError("gdal_translate is not on PATH (Debian: gdal-bin)")
     lo, hi = loaded.card.inputs.low, loaded.card.inputs.high
     options = {**{k.upper(): v for k, v in output_compression().items()}, "PREDICTOR": 2, "TILED": "YES",
                "BLOCKXSIZE": BLOCK, "BLOCKYSIZE": BLOCK}  # as GeoTiffWriter writes a uint8 output
     if all_cores:
         options["NUM_THREADS"] = "ALL_CPUS"
-    command = [gdal, "-q", "-ot", "Byte", "-b", "1", "-b", "2", "-b", "3"]
+    command = [gdal or "gdal_translate", "-q", "-ot", "Byte", "-b", "1", "-b", "2", "-b", "3"]
     if all_cores:
         command += ["--config", "GDAL_NUM_THREADS", "ALL_CPUS"]
     for band in range(3):
@@ -552,7 +552,10 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
         copy = work / f"gdal_{i}.tif"
         copy.unlink(missing_ok=True)
         t = time.perf_counter()
-        subprocess.run([*command, canvas, str(copy)], check=True)  # nosec B603
+        if gdal:
+            subprocess.run([*command, canvas, str(copy)], check=True)  # nosec B603
+        else:
+            gdal_copy(canvas, str(copy), list(zip(lo[:3], hi[:3], strict=True)), options, all_cores)
         theirs.append(time.perf_counter() - t)
         _log(f"  run {i + 1}: pipeline {ours[-1]:.2f} s, gdal_translate {theirs[-1]:.2f} s")
     mp = side * side / 1e6
@@ -561,7 +564,38 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
             "pipeline_s": [round(x, 3) for x in ours],
             "gdal_translate_s": [round(x, 3) for x in theirs], "pipeline_mp_per_s": round(mp / a, 2),
             "gdal_mp_per_s": round(mp / b, 2), "null_model_vs_gdal": round(b / a, 3),
-            "gdal_command": " ".join(command[1:]) + " IN OUT", "creation_options": options}
+            "gdal_command": " ".join(command[1:]) + " IN OUT" if gdal else
+            "gdal_translate is not installed: the same copy through GDAL in this process (bench.gdal_copy: a VRT "
+            "scaling bands 1-3 to Byte, copied by rasterio.shutil.copy)", "creation_options": options}
+
+
+def gdal_copy(source: str, target: str, ranges: list[tuple[float, float]], options: dict, all_cores: bool) -> None:
+    """What `gdal_translate -ot Byte -b 1 -b 2 -b 3 -scale_i LO HI 0 255 -co ...` does, in this process, for
+    machines without GDAL's programs (the GPU machine has rasterio's GDAL, not gdal-bin): a VRT of the
+    first bands of `source`, each scaled from (LO, HI) to 0-255 as Byte, copied into a GeoTIFF by GDAL."""
+    from xml.sax.saxutils import escape  # nosec B406  # escapes text for XML we write, parses none
+
+    import rasterio
+    import rasterio.shutil
+
+    with rasterio.open(source) as src:
+        width, height, dtype = src.width, src.height, src.dtypes[0]
+        gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[dtype]
+        transform = ", ".join(repr(float(v)) for v in src.transform.to_gdal())
+        srs = src.crs.to_wkt() if src.crs else ""
+    bands = []
+    for b, (lo, hi) in enumerate(ranges, start=1):
+        ratio = 255.0 / (hi - lo)
+        bands.append(f"""<VRTRasterBand dataType="Byte" band="{b}"><ComplexSource>
+<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>
+<SourceProperties RasterXSize="{width}" RasterYSize="{height}" DataType="{gdal_type}" BlockXSize="256"
+BlockYSize="256"/><ScaleOffset>{-lo * ratio!r}</ScaleOffset><ScaleRatio>{ratio!r}</ScaleRatio>
+</ComplexSource></VRTRasterBand>""")
+    vrt = f"""<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(srs)}</SRS>
+<GeoTransform>{transform}</GeoTransform>{"".join(bands)}</VRTDataset>"""
+    env = {"GDAL_NUM_THREADS": "ALL_CPUS"} if all_cores else {}
+    with rasterio.Env(**env):
+        rasterio.shutil.copy(vrt, target, driver="GTiff", **options)
 
 
 def main(args) -> int:
@@ -596,6 +630,8 @@ def main(args) -> int:
               f"{result['infer_mp_per_s_1']} -> {result['infer_mp_per_s_2']} MP/s with 1 -> 2 processes "
               f"(identical output: {result['infer_2_identical_to_1']}); wrote {out}")
         return 0
+    if args.only == "gpu":
+        return _gpu_only(args, started)
     if args.only == "engine-process":
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
@@ -793,6 +829,82 @@ def _scale(input_path: str, work: Path, quick: bool) -> dict:
     scale = measure_scale(_crop(input_path, work, 512), canvas, str(model), work, quick=quick)
     _log(f"  training x{scale['train_ratio_2_1']}, inference x{scale['infer_ratio_2_1']} with 2 processes")
     return scale
+
+
+GPU_SIDE = 8192  # px: the raster on which the GPU's end-to-end MP/s is measured (fixed costs spread thin)
+GPU_GOALS = {
+    "efficiency": ("median >= 0.6", lambda g: g["efficiency"] >= 0.6),
+    "mp_per_s": (">= 100 MP/s end to end", lambda g: g["mp_per_s"] >= 100),
+    "null_model_vs_gdal_all_cores": (">= 0.5", lambda g: g["null_model_vs_gdal_all_cores"] >= 0.5),
+}
+
+
+def _gpu_only(args, started: float) -> int:
+    """The GPU goals alone, in a few minutes of a GPU machine: efficiency of the bench U-Net on the bench
+    raster (median of the runs), MP/s end to end on a GPU_SIDE px canvas of it (best of two, after a warm-up),
+    and the null model against a GDAL copy compressing on all cores."""
+    import torch
+
+    from ..device import resolve_device
+    from ..modelfile import load_model
+    from ..parallel import cpu_threads
+    from ..pipeline import TileOptions, apply_model
+
+    device = resolve_device(args.device)
+    if device.type != "cuda" and not args.quick:  # --quick on the CPU: a smoke run of this code, figures meaningless
+        raise SystemExit("bench --only gpu measures the GPU goals: it needs a CUDA GPU (torch sees none)")
+    setup = QUICK if args.quick else FULL
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(make_bench_model(work / f"bench_unet_ngf{setup['ngf']}.satgen", args.input, setup["ngf"]),
+                        device=device)
+    options = TileOptions(batch_size=args.batch_size, device=str(device))
+    options.tile_size, options.overlap = _tiling(loaded, options)
+    # a 2048 px canvas of the input (mirrored where the input is smaller): the GPU machine is sent a crop of
+    # the sample imagery, since the working tree that travels there is limited
+    if setup["efficiency_crop"]:
+        efficiency_input = _crop(args.input, work, setup["efficiency_crop"])
+    else:
+        efficiency_input = str(work / f"canvas_{Path(args.input).stem}_2048.tif")
+        if not Path(efficiency_input).exists():
+            make_canvas(args.input, efficiency_input, 2048)
+    _log(f"GPU efficiency: {efficiency_input}, batch {args.batch_size}")
+    eff = measure_efficiency(loaded, efficiency_input, work, options, args.repeats or setup["repeats"])
+    side = 1024 if args.quick else GPU_SIDE
+    canvas = work / f"canvas_{Path(args.input).stem}_{side}.tif"
+    if not canvas.exists():
+        make_canvas(args.input, str(canvas), side)
+    runs = []
+    for i in range(2):
+        out = work / f"gpu_large_{i}.tif"
+        t = time.perf_counter()
+        stats = apply_model(loaded, canvas, out, options).stats
+        runs.append((time.perf_counter() - t, stats.forward_seconds))
+        out.unlink()
+        _log(f"  {side} px: {runs[-1][0]:.2f} s end to end, {runs[-1][1]:.2f} s in forward passes")
+    seconds, forward = min(runs)
+    _log("GPU null model against a GDAL copy on all cores")
+    null = measure_null_model(args.input, work, side=setup["null_side"], repeats=1 if args.quick else 3,
+                              device=str(device), all_cores=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke run)"
+    gpu = {"device": name, "precision": "fp32", "batch_size": args.batch_size,
+           "cpu_threads": cpu_threads(), "efficiency": eff["efficiency"], "efficiency_input": eff["input"],
+           "mp_per_s": round(side * side / 1e6 / seconds, 2), "mp_per_s_input": f"{side} x {side} px canvas of "
+           f"{args.input}", "large_seconds": [round(r[0], 3) for r in runs],
+           "large_forward_share": round(forward / seconds, 3),
+           "null_model_vs_gdal_all_cores": null["null_model_vs_gdal"]}
+    goals = {name: {"goal": text, "met": bool(test(gpu))} for name, (text, test) in GPU_GOALS.items()}
+    report = {"gpu": gpu, "goals": goals, "details": {"efficiency": eff, "null_model": null},
+              "bench_seconds": round(time.perf_counter() - started, 1),
+              "command": "python -m engine bench " + " ".join(sys.argv[2:]),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    out = Path(args.out or work / "bench_gpu.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"GPU {gpu['device']}: efficiency {gpu['efficiency']}, {gpu['mp_per_s']} MP/s on {side} px, null model "
+          f"{gpu['null_model_vs_gdal_all_cores']} of a GDAL copy on all cores; wrote {out}")
+    return 0
 
 
 def _tiling(loaded, options) -> tuple[int, int]:

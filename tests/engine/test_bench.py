@@ -118,3 +118,52 @@ def test_bench_only_efficiency_writes_its_own_report(tmp_path):
     assert "  read (RollingReader.read)" in report["details"]["profile"]["wall_seconds"]
     assert set(report["goals"]) == {"efficiency"} and "rss_runs" not in report["details"]
     assert not list(work.glob("canvas_*")) and not list(work.glob("seam_*"))  # no memory or seam runs
+
+
+def test_bench_only_gpu_smoke_run_on_the_cpu(tmp_path):
+    """`bench --only gpu`: refused without a GPU, but for --quick, whose smoke run writes every GPU figure."""
+    import json
+
+    from engine.cli import build_parser
+    from engine.devtools.bench import DEFAULT_INPUT
+    from helpers import ROOT
+
+    if not (ROOT / DEFAULT_INPUT).exists():
+        pytest.skip("sample imagery missing: run `make data`")
+    work = tmp_path / "work"
+    common = ["bench", "--only", "gpu", "--device", "cpu", "--input", str(ROOT / DEFAULT_INPUT), "--work", str(work)]
+    with pytest.raises(SystemExit, match="CUDA"):
+        build_parser().parse_args(common).func(build_parser().parse_args(common))
+    args = build_parser().parse_args([*common, "--quick"])
+    assert args.func(args) == 0
+    report = json.loads((work / "bench_gpu.json").read_text())
+    gpu = report["gpu"]
+    assert gpu["device"] == "cpu (smoke run)" and gpu["mp_per_s"] > 0 and gpu["null_model_vs_gdal_all_cores"] > 0
+    assert 0 < gpu["efficiency"] < 2 and set(report["goals"]) == {"efficiency", "mp_per_s",
+                                                                 "null_model_vs_gdal_all_cores"}
+
+
+def test_gdal_copy_matches_gdal_translate(tmp_path):
+    """The in-process GDAL copy (for machines without gdal_translate) writes what gdal_translate writes."""
+    import shutil
+    import subprocess
+
+    import rasterio
+
+    from engine.devtools.bench import gdal_copy
+    from helpers import smooth_image, write_raster
+
+    if shutil.which("gdal_translate") is None:
+        pytest.skip("gdal_translate missing")
+    src = write_raster(tmp_path / "in.tif", smooth_image(4, 300, 280))
+    ranges = [(1000.0, 40000.0), (500.0, 60000.0), (0.0, 65535.0)]
+    options = {"COMPRESS": "deflate", "PREDICTOR": 2, "TILED": "YES", "BLOCKXSIZE": 256, "BLOCKYSIZE": 256}
+    gdal_copy(str(src), str(tmp_path / "ours.tif"), ranges, options, all_cores=True)
+    command = ["gdal_translate", "-q", "-ot", "Byte", "-b", "1", "-b", "2", "-b", "3"]
+    for b, (lo, hi) in enumerate(ranges, start=1):
+        command += [f"-scale_{b}", f"{lo:g}", f"{hi:g}", "0", "255"]
+    for key, value in options.items():
+        command += ["-co", f"{key}={value}"]
+    subprocess.run([*command, str(src), str(tmp_path / "theirs.tif")], check=True)  # nosec B603
+    with rasterio.open(tmp_path / "ours.tif") as a, rasterio.open(tmp_path / "theirs.tif") as b:
+        assert a.profile == b.profile and (a.read() == b.read()).all()

@@ -25,13 +25,15 @@ from engine.raster import verify_geotiff
 from helpers import ROOT, make_model, smooth_image, write_raster
 
 
-def _run_limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
-    """`python -m engine ARGS` with files limited to `limit` bytes (Python ignores SIGXFSZ: writes fail)."""
+def _run_limited(args: list[str], limit: int, threads: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m engine ARGS` with files limited to `limit` bytes (Python ignores SIGXFSZ: writes fail);
+    `threads`: SATGEN_THREADS for the run."""
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+    env = {**os.environ, **({"SATGEN_THREADS": str(threads)} if threads else {})}
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=cap, timeout=300)
+                          preexec_fn=cap, timeout=300, env=env)
 
 
 def _no_parts(folder) -> bool:
@@ -51,7 +53,10 @@ def scene(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_write_cut_short_never_replaces_a_good_file(scene, tmp_path):
+@pytest.mark.parametrize("threads", [2, 4])
+def test_a_write_cut_short_never_replaces_a_good_file(scene, tmp_path, threads):
+    """On 2 threads the writer thread compresses; on more, GDAL's own threads do (a failed write then
+    shows only when the file is checked at close)."""
     _, raster, model, good = scene
     size = good.stat().st_size
     out = tmp_path / "out.tif"
@@ -59,7 +64,7 @@ def test_a_write_cut_short_never_replaces_a_good_file(scene, tmp_path):
     for share in (0.05, 0.5, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 1.0):
         out.write_bytes(good.read_bytes())  # a good file is already there
         run = _run_limited(["apply", "--model", str(model), "--input", str(raster), "--output", str(out),
-                            "--device", "cpu"], int(size * share))
+                            "--device", "cpu"], int(size * share), threads)
         assert out.read_bytes() == good.read_bytes()  # untouched, or replaced by an identical complete file
         assert _no_parts(tmp_path)
         if share == 1.0:
@@ -71,7 +76,7 @@ def test_a_write_cut_short_never_replaces_a_good_file(scene, tmp_path):
                 run.stderr
             failures.append(run.stderr.strip().splitlines()[-1])
     # both ways a write fails are met: while writing, and in GDAL's silent last flush at close
-    assert any("writing the GeoTIFF failed" in f for f in failures)
+    assert threads > 2 or any("writing the GeoTIFF failed" in f for f in failures)
     assert any("not written completely" in f or "cannot be read back" in f for f in failures), failures
 
 

@@ -58,7 +58,7 @@ def assert_same(a, b):
     ((1, 1, 1), None, 16, 4, 1),
     ((3, 97, 260), 16, 16, 8, 5),       # overlap of half a tile, the most a grid allows
 ])
-@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask", "twin", "wide"])
+@pytest.mark.parametrize("kind", ["plain", "nodata", "nan", "mask", "twin", "twins", "wide"])
 def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, monkeypatch, shape, block, tile, overlap,
                                                                   batch, kind):
     dtype = "float32" if kind == "nan" else "uint16"
@@ -76,15 +76,19 @@ def test_rolling_reader_matches_block_reader_on_pipeline_windows(tmp_path, monke
     monkeypatch.setattr(RollingReader, "min_split", 0)  # every read split between the threads
     if kind == "wide":  # as if too wide to read ahead to the end of a block row
         monkeypatch.setattr(RollingReader, "look_ahead_bytes", 0)
-    with rasterio.open(path) as src, rasterio.open(path) as twin:
+    with rasterio.open(path) as src, rasterio.open(path) as twin, rasterio.open(path) as third:
         plain = BlockReader(src, bands)
-        rolling = RollingReader(src, bands, max_rows=tile, twin=twin if kind == "twin" else None)
+        twins = {"twin": [twin], "twins": [twin, third]}.get(kind, [])
+        rolling = RollingReader(src, bands, max_rows=tile, twins=twins)
         if kind == "wide":
             assert rolling.block == 1 and rolling.capacity == min(shape[1], tile)
-        if kind not in ("plain", "twin", "wide"):
+        if kind not in ("plain", "twin", "twins", "wide"):
             assert plain.has_invalid
-        if kind == "twin":
-            assert (rolling._twin is not None) == (block is not None and block < shape[2])
+        if twins:  # each handle decodes whole blocks; as many as there are blocks across, at most
+            blocks = -(-shape[2] // (block or shape[2]))
+            assert len(rolling._parts) == min(blocks, 1 + len(twins))
+            edges = [c for _, c0, c1 in rolling._parts for c in (c0, c1)]
+            assert edges[0] == 0 and edges[-1] == shape[2] and all(c % (block or 1) == 0 for c in edges[:-1])
         for window in pipeline_windows(grid, batch):
             assert_same(rolling.read(*window), plain.read(*window))
         # and any window, in any order, up and down

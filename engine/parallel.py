@@ -1,0 +1,76 @@
+"""How the tile pipeline spreads its numpy and GDAL work over the cores.
+
+numpy and GDAL release the GIL in their inner loops, so threads of one process share out
+the work that sits between forward passes: decoding block rows, stretching, blending,
+dividing, scaling, compressing. On two cores that is the main thread and one helper (the
+forward pass has both cores the rest of the time); on a GPU machine's sixteen it is all
+of them, since there the model waits for the CPU and not the other way round.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from .errors import InputError
+
+THREADS_ENV = "SATGEN_THREADS"  # set to use fewer (or more) threads than the cores this process may run on
+MAX_THREADS = 64
+MIN_ROWS = 16  # rows per part at least: smaller handoffs cost more than they save
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def cpu_threads() -> int:
+    """Threads for the pipeline's numpy and GDAL work: the cores this process may run on
+    (its CPU affinity, as a container or `taskset` sets it), or SATGEN_THREADS."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= MAX_THREADS:
+            raise InputError(f"{THREADS_ENV}={value!r}: give a whole number of threads from 1 to {MAX_THREADS}, "
+                             f"or unset it to use every core")
+        return count
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_THREADS))
+
+
+def helpers(count: int) -> ThreadPoolExecutor:
+    """A shared pool of at least `count` threads, made (or grown) on first use."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < count:
+            old, _pool, _pool_size = _pool, ThreadPoolExecutor(count, thread_name_prefix="satgen-helper"), count
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def in_parts(work: Callable[[int, int], object], n: int) -> None:
+    """work(lo, hi) over consecutive ranges covering [0, n), at once: the first here, the rest on
+    helper threads, one range per thread (cpu_threads()), each at least MIN_ROWS long; returns
+    when all are done, raising the first error. For numpy work on disjoint rows: the result is
+    the same however many parts there are."""
+    parts = min(cpu_threads(), n // MIN_ROWS)
+    if parts <= 1:
+        work(0, n)
+        return
+    bounds = [i * n // parts for i in range(parts + 1)]
+    pool = helpers(parts - 1)
+    futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()
