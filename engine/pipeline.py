@@ -41,15 +41,14 @@ from .raster import (
     JOINS,
     RANGE_CHECK_PIXELS,
     GeoTiffWriter,
-    RollingReader,
     colour_bands,
-    decode_threads,
     ground_resolution,
     is_georeferenced,
     open_raster,
     output_compression,
     output_nodata,
     overview_factors,
+    rolling_reader,
     sample_pixels,
     select_bands,
     verify_geotiff,
@@ -549,8 +548,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         in_scaling = input_scaling(card, normalize, sample, bands, feedback)
         grid = TileGrid(src.height, src.width, tile, overlap)
         # each block of the input read once, each block row decoded by a thread per core (a handle each)
-        twins = [stack.enter_context(open_raster(input_path)) for _ in range(decode_threads(src, bands) - 1)]
-        reader = stack.enter_context(contextlib.closing(RollingReader(src, bands, max_rows=tile, twins=twins)))
+        reader = stack.enter_context(rolling_reader(input_path, src, bands, tile))
         out_scaling = card.outputs.scaling
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)

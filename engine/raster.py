@@ -225,6 +225,17 @@ def decode_threads(src, bands: list[int]) -> int:
     return max(1, min(cpu_threads(), blocks))
 
 
+@contextlib.contextmanager
+def rolling_reader(path: str | os.PathLike, src, bands: list[int], max_rows: int):
+    """A RollingReader of `src` (opened from `path`) decoding on decode_threads() threads, each with a
+    handle of its own; closed with its handles on exit."""
+    with contextlib.ExitStack() as stack:
+        twins = [stack.enter_context(open_raster(path)) for _ in range(decode_threads(src, bands) - 1)]
+        reader = RollingReader(src, bands, max_rows=max_rows, twins=twins)
+        stack.callback(reader.close)
+        yield reader
+
+
 class RollingReader(BlockReader):
     """A BlockReader for windows that move down the raster, as the tile pipeline's do.
 

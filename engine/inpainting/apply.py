@@ -48,8 +48,8 @@ from ..raster import (
     BLOCK,
     GDAL_ENV,
     BlockReader,
-    RollingReader,
     open_raster,
+    rolling_reader,
     sample_pixels,
     select_bands,
 )
@@ -234,7 +234,7 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
                               f"{ref_source.bands}, {refs.combine}; the model fills only where no reference is clear")
             outputs = FillOutputs(output_path, output_mask, output_source, output_uncertainty)
             # the tile pass: each input block read once, each strip's mask computed once
-            with contextlib.closing(RollingReader(src, bands, max_rows=tile)) as rolling, \
+            with rolling_reader(input_path, src, bands, tile) as rolling, \
                     (contextlib.closing(ref_source) if ref_source else contextlib.nullcontext()):
                 strip_ref = (StripCache(PaddedReader(ref_source, src.height, src.width), grid.padded_width)
                              if ref_source else None)
