@@ -21,13 +21,14 @@ MAX_THREADS = 64
 MIN_ROWS = 16  # rows per part at least: smaller handoffs cost more than they save
 
 _pool: ThreadPoolExecutor | None = None
-_pool_size = 0
 _lock = threading.Lock()
+_PREFIX = "satgen-helper"
 
 
 def cpu_threads() -> int:
-    """Threads for the pipeline's numpy and GDAL work: the cores this process may run on
-    (its CPU affinity, as a container or `taskset` sets it), or SATGEN_THREADS."""
+    """Threads for the pipeline's numpy and GDAL work: the cores this process may run on (its CPU
+    affinity, as a container or `taskset` sets it), shared out among the processes torchrun started
+    on this machine; or SATGEN_THREADS."""
     value = os.environ.get(THREADS_ENV, "").strip()
     if value:
         try:
@@ -42,31 +43,36 @@ def cpu_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_THREADS))
+    # processes that torchrun started side by side on this machine share its cores
+    try:
+        sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+    except ValueError:
+        sharing = 1
+    return max(1, min(cores // sharing, MAX_THREADS))
 
 
-def helpers(count: int) -> ThreadPoolExecutor:
-    """A shared pool of at least `count` threads, made (or grown) on first use."""
-    global _pool, _pool_size
+def helpers() -> ThreadPoolExecutor:
+    """The pool of helper threads (MAX_THREADS - 1 at most; threads start only as work comes), made once
+    and never replaced, so callers on several threads (two runs in one process) can share it."""
+    global _pool
     with _lock:
-        if _pool is None or _pool_size < count:
-            old, _pool, _pool_size = _pool, ThreadPoolExecutor(count, thread_name_prefix="satgen-helper"), count
-            if old is not None:
-                old.shutdown(wait=False)
+        if _pool is None:
+            _pool = ThreadPoolExecutor(MAX_THREADS - 1, thread_name_prefix=_PREFIX)
         return _pool
 
 
 def in_parts(work: Callable[[int, int], object], n: int) -> None:
     """work(lo, hi) over consecutive ranges covering [0, n), at once: the first here, the rest on
     helper threads, one range per thread (cpu_threads()), each at least MIN_ROWS long; returns
-    when all are done, raising the first error. For numpy work on disjoint rows: the result is
-    the same however many parts there are."""
+    when all are done, raising the calling thread's error, else the first helper's. For numpy work
+    on disjoint rows: the result is the same however many parts there are. Called from a helper
+    thread, it does all the work there (a pool waiting on itself could run out of threads)."""
     parts = min(cpu_threads(), n // MIN_ROWS)
-    if parts <= 1:
+    if parts <= 1 or threading.current_thread().name.startswith(_PREFIX):
         work(0, n)
         return
     bounds = [i * n // parts for i in range(parts + 1)]
-    pool = helpers(parts - 1)
+    pool = helpers()
     futures = [pool.submit(work, bounds[i], bounds[i + 1]) for i in range(1, parts)]
     try:
         work(bounds[0], bounds[1])

@@ -354,7 +354,7 @@ def _join_cog(out: Output, parts: list[tuple[int, int, str]]) -> None:
             rasterio.shutil.copy(vrt, tmp, driver="COG", **options)
 
 
-_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
                "int32": "Int32", "float32": "Float32", "float64": "Float64"}
 
 
@@ -375,7 +375,7 @@ def vrt_xml(params: dict[str, Any], parts: list[tuple[int, int, str]]) -> str:
     names = params["band_names"]
     colours = colour_bands(names)
     for b, name in enumerate(names, start=1):
-        band = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES[str(np.dtype(params["dtype"]))],
+        band = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[str(np.dtype(params["dtype"]))],
                              band=str(b))
         ET.SubElement(band, "Description").text = name
         if params.get("nodata") is not None:
@@ -420,20 +420,22 @@ def torch_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
 
 
 def _pinned_predictor(module: torch.nn.Module, device: torch.device) -> Predict:
-    buffers: dict[tuple, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
 
-    def pinned(shape, dtype: torch.dtype) -> torch.Tensor:
-        key = (tuple(shape), dtype)
-        if key not in buffers:
-            buffers[key] = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
-        return buffers[key]
+    def pinned(name: str, shape, dtype: torch.dtype) -> torch.Tensor:
+        """The first shape[0] items of a pinned buffer kept for the largest batch so far: page-locked
+        memory is slow to allocate and stays with the process, so one of each, not one per batch size."""
+        buf = buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.shape[1:] != tuple(shape[1:]) or buf.shape[0] < shape[0]:
+            buf = buffers[name] = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+        return buf[:shape[0]]
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            up = pinned(batch.shape, torch.from_numpy(batch[:0]).dtype)
+            up = pinned("in", batch.shape, torch.from_numpy(batch[:0]).dtype)
             up.numpy()[...] = batch
             y = module(up.to(device, non_blocking=True)).float()
-            down = pinned(y.shape, torch.float32)
+            down = pinned("out", y.shape, torch.float32)
             down.copy_(y, non_blocking=True)
             torch.cuda.current_stream(device).synchronize()
             return down.numpy()

@@ -321,9 +321,10 @@ class RollingReader(BlockReader):
 
     def _read_columns(self, src, window: Window, out: np.ndarray, c0: int, c1: int) -> None:
         step = max(self._block_cols, self.piece_cols // self._block_cols * self._block_cols)
-        for c in range(c0, c1, step):
-            e = min(c1, c + step)
-            src.read(self.bands, window=Window(c, window.row_off, e - c, window.height), out=out[:, :, c:e])
+        with rasterio.Env(**GDAL_ENV):  # GDAL's settings are per thread: the decoding threads get ours too
+            for c in range(c0, c1, step):
+                e = min(c1, c + step)
+                src.read(self.bands, window=Window(c, window.row_off, e - c, window.height), out=out[:, :, c:e])
 
     def close(self) -> None:
         if self._pool is not None:

@@ -572,24 +572,27 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
 def gdal_copy(source: str, target: str, ranges: list[tuple[float, float]], options: dict, all_cores: bool) -> None:
     """What `gdal_translate -ot Byte -b 1 -b 2 -b 3 -scale_i LO HI 0 255 -co ...` does, in this process, for
     machines without GDAL's programs (the GPU machine has rasterio's GDAL, not gdal-bin): a VRT of the
-    first bands of `source`, each scaled from (LO, HI) to 0-255 as Byte, copied into a GeoTIFF by GDAL."""
+    first bands of `source`, each scaled from (LO, HI) to 0-255 as Byte, copied into a GeoTIFF by GDAL.
+    For the bench's canvases, which have no nodata (gdal_translate would carry a nodata value over)."""
     from xml.sax.saxutils import escape  # nosec B406  # escapes text for XML we write, parses none
 
     import rasterio
     import rasterio.shutil
 
+    from ..pipeline import GDAL_TYPES
+
     with rasterio.open(source) as src:
-        width, height, dtype = src.width, src.height, src.dtypes[0]
-        gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}[dtype]
+        width, height, gdal_type = src.width, src.height, GDAL_TYPES[src.dtypes[0]]
+        block_rows, block_cols = src.block_shapes[0]
         transform = ", ".join(repr(float(v)) for v in src.transform.to_gdal())
         srs = src.crs.to_wkt() if src.crs else ""
     bands = []
     for b, (lo, hi) in enumerate(ranges, start=1):
-        ratio = 255.0 / (hi - lo)
+        ratio = 255.0 / (float(hi) - float(lo))
         bands.append(f"""<VRTRasterBand dataType="Byte" band="{b}"><ComplexSource>
-<SourceFilename relativeToVRT="0">{source}</SourceFilename><SourceBand>{b}</SourceBand>
-<SourceProperties RasterXSize="{width}" RasterYSize="{height}" DataType="{gdal_type}" BlockXSize="256"
-BlockYSize="256"/><ScaleOffset>{-lo * ratio!r}</ScaleOffset><ScaleRatio>{ratio!r}</ScaleRatio>
+<SourceFilename relativeToVRT="0">{escape(source)}</SourceFilename><SourceBand>{b}</SourceBand>
+<SourceProperties RasterXSize="{width}" RasterYSize="{height}" DataType="{gdal_type}" BlockXSize="{block_cols}"
+BlockYSize="{block_rows}"/><ScaleOffset>{-float(lo) * ratio!r}</ScaleOffset><ScaleRatio>{ratio!r}</ScaleRatio>
 </ComplexSource></VRTRasterBand>""")
     vrt = f"""<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{escape(srs)}</SRS>
 <GeoTransform>{transform}</GeoTransform>{"".join(bands)}</VRTDataset>"""

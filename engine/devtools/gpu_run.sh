@@ -12,20 +12,21 @@ OUT=${OUT:-/tmp/satgen-gpu}
 mkdir -p "$OUT"
 PY=${PY:-python3}  # a smoke run of this script here: PY=.venv/bin/python BENCH_ARGS="--quick --device cpu"
 if ! "$PY" -c "import rasterio" 2>/dev/null; then  # the GPU machine: GDAL and friends from the carried wheels
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    timeout -k 5 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl > "$OUT/install.log" 2>&1 || { echo "installing the wheels failed"; cat "$OUT/install.log"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 INPUT=${INPUT:-data/gpu/s2_virginia_768.tif}
-{ nvidia-smi -L || true; nproc; "$PY" -c "import torch, rasterio; print(torch.__version__, rasterio.__gdal_version__)"; } \
+{ timeout -k 5 20 nvidia-smi -L || true; nproc; timeout -k 5 60 "$PY" -c "import torch, rasterio; print(torch.__version__, rasterio.__gdal_version__)"; } \
     > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 echo "== CUDA tests"
-timeout 150 "$PY" -m pytest -p no:cacheprovider -p no:qgis -q -x tests/engine/test_parallel.py \
+timeout -k 5 150 "$PY" -m pytest -p no:cacheprovider -p no:qgis -q -x tests/engine/test_parallel.py \
     tests/engine/test_pipeline.py > "$OUT/tests.log" 2>&1
-echo "tests rc=$?"; tail -3 "$OUT/tests.log"
+tests=$?; echo "tests rc=$tests"; tail -3 "$OUT/tests.log"
 echo "== GPU bench"
-timeout 330 "$PY" -W ignore -m engine bench --only gpu --batch-size "${BATCH:-16}" --input "$INPUT" \
+timeout -k 5 300 "$PY" -W ignore -m engine bench --only gpu --batch-size "${BATCH:-16}" --input "$INPUT" \
     --work /tmp/satgen-bench --out "$OUT/bench_gpu.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
-echo "bench rc=$?"; tail -8 "$OUT/bench.log"
+bench=$?; echo "bench rc=$bench"; tail -8 "$OUT/bench.log"
+exit $(( tests ? tests : bench ))

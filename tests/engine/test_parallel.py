@@ -49,9 +49,42 @@ def test_in_parts_raises_a_helpers_error_after_every_part_ran(monkeypatch):
     assert len(done) == 4
 
 
+def test_in_parts_from_several_threads_at_once_and_nested(monkeypatch):
+    """Two runs in one process (QGIS runs algorithms side by side) share the pool; a call from a helper
+    thread does its work there instead of waiting on the pool it runs in."""
+    monkeypatch.setenv(THREADS_ENV, "6")
+    errors, totals = [], []
+
+    def caller(n):
+        try:
+            for size in range(MIN_ROWS, n, 7):  # part counts from 1 to 6, in turn
+                seen = np.zeros(size, int)
+
+                def work(lo, hi, seen=seen):
+                    seen[lo:hi] += 1
+                    in_parts(lambda a, b: None, 4 * MIN_ROWS)  # nested
+
+                in_parts(work, size)
+                totals.append(int(seen.sum()) == size and bool((seen == 1).all()))
+        except Exception as exc:  # noqa: BLE001 -- reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in (120, 200, 90)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and totals and all(totals)
+
+
 def test_thread_count_from_the_environment(monkeypatch):
     monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert cpu_threads() >= 1
+    cores = cpu_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes of torchrun on this machine share its cores
+    assert cpu_threads() == max(1, cores // 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setenv(THREADS_ENV, "3")
     assert cpu_threads() == 3
     for bad in ("0", "many", "-2", "1000"):
