@@ -89,6 +89,7 @@ class RunStats:
 
 CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporaries stay small
 
+
 def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) -> Iterator[Chunk]:
     """Blended values of the first n accumulator rows, chunk by chunk: divided by the
     weight sum; valid where a tile covered the pixel and the input was valid."""
@@ -358,7 +359,7 @@ def _join_cog(out: Output, parts: list[tuple[int, int, str]]) -> None:
 
 
 GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-               "int32": "Int32", "float32": "Float32", "float64": "Float64"}
+              "int32": "Int32", "float32": "Float32", "float64": "Float64"}
 
 
 def vrt_xml(params: dict[str, Any], parts: list[tuple[int, int, str]]) -> str:
@@ -563,7 +564,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
             data, valid = reader.read(r0, r1, c0, c1)
             x = np.empty(data.shape, np.float32)
             in_parts(lambda lo, hi: in_scaling.to_model(data[:, lo:hi], clip=card.inputs.clip, out=x[:, lo:hi]),
-                      data.shape[1])
+                     data.shape[1])
             if valid is not None:
                 x[:, ~valid] = 0.0  # invalid pixels enter the model as mid-grey, not as garbage
             return x, valid, None
