@@ -9,6 +9,7 @@ of them, since there the model waits for the CPU and not the other way round.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -39,16 +40,22 @@ def cpu_threads() -> int:
             raise InputError(f"{THREADS_ENV}={value!r}: give a whole number of threads from 1 to {MAX_THREADS}, "
                              f"or unset it to use every core")
         return count
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = _cores()
     # processes that torchrun started side by side on this machine share its cores
     try:
         sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     except ValueError:
         sharing = 1
     return max(1, min(cores // sharing, MAX_THREADS))
+
+
+@functools.cache
+def _cores() -> int:
+    """The cores this process may run on, read once (in_parts asks per batch)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def helpers() -> ThreadPoolExecutor:
@@ -61,13 +68,14 @@ def helpers() -> ThreadPoolExecutor:
         return _pool
 
 
-def in_parts(work: Callable[[int, int], object], n: int) -> None:
+def in_parts(work: Callable[[int, int], object], n: int, spare: int = 0) -> None:
     """work(lo, hi) over consecutive ranges covering [0, n), at once: the first here, the rest on
     helper threads, one range per thread (cpu_threads()), each at least MIN_ROWS long; returns
     when all are done, raising the calling thread's error, else the first helper's. For numpy work
     on disjoint rows: the result is the same however many parts there are. Called from a helper
-    thread, it does all the work there (a pool waiting on itself could run out of threads)."""
-    parts = min(cpu_threads(), n // MIN_ROWS)
+    thread, it does all the work there (a pool waiting on itself could run out of threads). `spare`:
+    threads left to other work running at the same time (e.g. the writer thread compressing)."""
+    parts = min(cpu_threads() - spare, n // MIN_ROWS)
     if parts <= 1 or threading.current_thread().name.startswith(_PREFIX):
         work(0, n)
         return

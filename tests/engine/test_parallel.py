@@ -35,6 +35,17 @@ def test_in_parts_covers_every_row_once(monkeypatch, threads, n):
     assert len(parts) == 1 or min(size for size, _ in parts) >= MIN_ROWS
 
 
+def test_in_parts_leaves_spare_threads(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "2")
+    parts = []
+    in_parts(lambda lo, hi: parts.append((lo, hi)), 10 * MIN_ROWS, spare=1)
+    assert parts == [(0, 10 * MIN_ROWS)]
+    monkeypatch.setenv(THREADS_ENV, "4")
+    parts.clear()
+    in_parts(lambda lo, hi: parts.append((lo, hi)), 10 * MIN_ROWS, spare=1)
+    assert len(parts) == 3
+
+
 def test_in_parts_raises_a_helpers_error_after_every_part_ran(monkeypatch):
     monkeypatch.setenv(THREADS_ENV, "4")
     done = []
