@@ -27,6 +27,7 @@ def _add_normalize(p: argparse.ArgumentParser, fitted_on: str) -> None:
 
 
 def _add_tile_options(p: argparse.ArgumentParser) -> None:
+    from .blending import BLENDS
     from .raster import JOINS, OVERVIEW_SIDE, OVERVIEWS
 
     p.add_argument("--bands", type=cli_bands, help="1-based input bands for the model, e.g. 3,2,1 (default: matched)")
@@ -37,6 +38,10 @@ def _add_tile_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overviews", choices=OVERVIEWS, default="auto",
                    help=f"internal overviews in the outputs, for fast display (auto: when longer than {OVERVIEW_SIDE} "
                         f"px on a side)")
+    p.add_argument("--blend", choices=BLENDS, default="auto",
+                   help="where the tiles are stretched, blended and cast to the output type: beside the model on its "
+                        "device, or on the host's cores (auto: the device when it is a CUDA GPU). Inpainting "
+                        "always blends on the host")
     p.add_argument("--join", choices=JOINS, default="geotiff",
                    help="how the outputs are written: one GeoTIFF; a VRT (name it .vrt) naming the parts as the "
                         "processes wrote them, in a folder <name>_parts beside it, copied nowhere (torchrun on "
@@ -47,7 +52,8 @@ def _tile_options(args):
     from .pipeline import TileOptions
 
     return TileOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                       device=args.device, bands=args.bands, overviews=args.overviews, join=args.join)
+                       device=args.device, bands=args.bands, overviews=args.overviews, join=args.join,
+                       blend=args.blend)
 
 
 def _is_main() -> bool:

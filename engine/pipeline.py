@@ -28,6 +28,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from . import distributed
+from .blending import DeviceStage, HostBlend, on_device
 from .card import ModelCard
 from .device import resolve_device
 from .errors import InputError, ModelFileError, OutputError
@@ -54,7 +55,7 @@ from .raster import (
     verify_geotiff,
 )
 from .scaling import NORMALIZE, BandScaling, cast_to_dtype, fit_percentiles, range_mismatch
-from .windows import TileGrid, tile_weights
+from .windows import TileGrid
 
 # (batch, channels, tile, tile) model-space input -> (batch, channels, tile*scale, tile*scale)
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -76,6 +77,7 @@ class TileOptions:
     bands: list[int] | None = None  # 1-based; None: matched from the model card
     overviews: str = "auto"  # of the outputs: "auto" (when long: raster.OVERVIEW_SIDE), "yes", "no"
     join: str = "geotiff"  # how the outputs are written: JOINS
+    blend: str = "auto"  # where tiles are stretched, blended and cast: blending.BLENDS (auto: on a CUDA GPU there)
 
 
 @dataclass
@@ -87,31 +89,6 @@ class RunStats:
     seconds: float = 0.0
 
 
-CHUNK = 2048  # finished rows go to the sink in column chunks, so its temporaries stay small
-
-
-def finished_chunks(acc, wsum, valid_strip, n: int, width_out: int, scale: int) -> Iterator[Chunk]:
-    """Blended values of the first n accumulator rows, chunk by chunk: divided by the
-    weight sum; valid where a tile covered the pixel and the input was valid."""
-    for c0 in range(0, width_out, CHUNK):
-        c1 = min(width_out, c0 + CHUNK)
-        values = np.empty((acc.shape[0], n, c1 - c0), np.float32)
-        covered = np.empty((n, c1 - c0), bool)
-
-        def divide(lo, hi, c0=c0, c1=c1, values=values, covered=covered):
-            w = wsum[lo:hi, c0:c1]
-            np.greater(w, 0, out=covered[lo:hi])
-            np.divide(acc[:, lo:hi, c0:c1], np.where(covered[lo:hi], w, 1.0), out=values[:, lo:hi])
-
-        # the writer thread is compressing the previous block row now: on two cores, split, the null model
-        # lost 0.03 s of 1.1 s
-        in_parts(divide, n, spare=1)
-        valid_in = valid_strip[:n // scale, c0 // scale:c1 // scale]
-        if scale > 1:
-            valid_in = valid_in.repeat(scale, axis=0).repeat(scale, axis=1)
-        yield values, covered & valid_in, c0
-
-
 def _batches(grid: TileGrid, batch_size: int, strips: range):
     """(strip index, row offset, column offsets) of every batch of `strips`, in processing order."""
     rows, cols = grid.row_offsets, grid.col_offsets
@@ -120,14 +97,19 @@ def _batches(grid: TileGrid, batch_size: int, strips: range):
             yield ri, rows[ri], cols[b0:b0 + batch_size]
 
 
-def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, predict: Predict,
-              sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats, strips: range | None = None) -> None:
+def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, predict: Predict | None,
+              sink: Sink, batch_size: int, feedback: Feedback, stats: RunStats, strips: range | None = None,
+              stage: DeviceStage | None = None) -> None:
     """Drive the grid row by row; `sink` receives every output row exactly once, top to bottom.
 
     `strips` (consecutive indexes of grid.row_offsets; default all): only the rows these finish,
     grid.strip_rows(strips) times `scale`, go to `sink`, one process's share of a run split over
     several. The strip above them runs too, unsent, so that its overlap reaches their first rows as
     in the whole run: the same sums in the same order, so the same values bit for bit.
+
+    `stage`: the tiles (as `source` gives them) run through it, and it blends them on its device
+    (blending.DeviceStage; `predict` is not used); without one, `predict` runs them and the host
+    blends (blending.HostBlend).
 
     Reading runs in this thread, between forward passes: a reader thread that overlaps
     them was measured slower on 2 cores (it preempts torch's own threads).
@@ -137,13 +119,17 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
     rows, cols = grid.row_offsets, grid.col_offsets
     strips = range(len(rows)) if strips is None else strips
     run = range(max(strips.start - 1, 0), strips.stop) if strips else range(0)
-    acc = np.zeros((out_channels, t * s, grid.padded_width * s), np.float32)
-    wsum = np.zeros(acc.shape[1:], np.float32)
+    shape = (out_channels, t * s, grid.padded_width * s, t * s, grid.overlap * s)
+    blend = stage.begin(*shape) if stage else HostBlend(*shape)
     valid_strip = np.ones((t, grid.padded_width), bool)
-    weights: dict[tuple[bool, ...], np.ndarray] = {}
     total, done = len(run) * len(cols), 0
     # reused from batch to batch: fresh arrays this size would each cost page faults
-    batch = scratch = None
+    batch = valid_batch = None
+
+    def valid_in(n: int, c0: int, c1: int) -> np.ndarray:
+        """The input's validity over output columns c0:c1 of the strip's first n output rows, at output scale."""
+        v = valid_strip[:n // s, c0 // s:c1 // s]
+        return v.repeat(s, axis=0).repeat(s, axis=1) if s > 1 else v
 
     for ri, r, batch_cols in _batches(grid, batch_size, run):
         feedback.check_cancelled()
@@ -162,29 +148,24 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
                 batch = np.empty((batch_size, x.shape[0], t, t), x.dtype)
             stacked = np.stack([x[:, :, c - c0:c - c0 + t] for c in keep], out=batch[:len(keep)])
             start = time.perf_counter()
-            out = predict(stacked)
+            if stage is None:
+                assert predict is not None  # nosec B101  # run_tiles needs one or the other
+                out: np.ndarray | torch.Tensor = predict(stacked)
+            else:
+                stacked_valid = None
+                if valid is not None:
+                    valid_batch = np.empty((batch_size, t, t), bool) if valid_batch is None else valid_batch
+                    stacked_valid = np.stack([valid[:, c - c0:c - c0 + t] for c in keep], out=valid_batch[:len(keep)])
+                out = stage.forward(stacked, stacked_valid)
             stats.forward_seconds += time.perf_counter() - start
-            if out.shape != (len(keep), out_channels, t * s, t * s):
+            if tuple(out.shape) != (len(keep), out_channels, t * s, t * s):
                 raise ModelFileError(
                     f"the model turned {t} px tiles into an array of shape {tuple(out.shape[1:])}, but its "
                     f"card promises {out_channels} bands of {t * s} px (scale {s}); the model file is inconsistent")
             stats.tiles_run += len(keep)
             stats.batch_sizes.append(len(keep))
-            tiles = []
-            for c, y in zip(keep, out, strict=True):
-                sides = (top, bottom, c > 0, c != cols[-1])
-                if sides not in weights:
-                    weights[sides] = tile_weights(t * s, grid.overlap * s, *sides)
-                tiles.append((slice(c * s, (c + t) * s), y, weights[sides]))
-            if scratch is None:
-                scratch = np.empty(acc.shape[:1] + (t * s, t * s), np.float32)
-
-            def blend(lo, hi, tiles=tiles, scratch=scratch):  # rows lo:hi of every tile, in order: same sums
-                for cs, y, w in tiles:
-                    acc[:, lo:hi, cs] += np.multiply(y[:, lo:hi], w[lo:hi], out=scratch[:, lo:hi])
-                    wsum[lo:hi, cs] += w[lo:hi]
-
-            in_parts(blend, t * s)
+            blend.add([(slice(c * s, (c + t) * s), y, (top, bottom, c > 0, c != cols[-1]))
+                       for c, y in zip(keep, out, strict=True)])
         done += len(batch_cols)
         feedback.progress(done / total)
         feedback.status(f"tiles {done}/{total}")
@@ -194,13 +175,9 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
         # the strip is done: rows [r, r + n) are final, no later tile reaches them
         n = min((grid.stride if bottom else in_rows) * s, height_out - r * s)
         if ri in strips:
-            sink(n, finished_chunks(acc, wsum, valid_strip, n, width_out, s))
+            sink(n, blend.chunks(n, width_out, functools.partial(valid_in, n)))
         if bottom:
-            shift = grid.stride * s
-            acc[:, :-shift] = acc[:, shift:]
-            acc[:, -shift:] = 0
-            wsum[:-shift] = wsum[shift:]
-            wsum[-shift:] = 0
+            blend.shift(grid.stride * s)
             valid_strip[:-grid.stride] = valid_strip[grid.stride:]
             valid_strip[-grid.stride:] = True
 
@@ -559,8 +536,15 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         nodata = output_nodata(reader, out_dtype)
         finish = postprocess(card) if postprocess else None
 
+        stage = None
+        if on_device(options.blend, device):  # raw band values go up, finished rows of the output type come down
+            stage = DeviceStage(model.module, device, in_scaling, card.inputs.clip, out_scaling,
+                                None if finish else out_dtype)
+
         def source(r0, r1, c0, c1):
             data, valid = reader.read(r0, r1, c0, c1)
+            if stage is not None:
+                return data, valid, None
             x = np.empty(data.shape, np.float32)
             in_parts(lambda lo, hi: in_scaling.to_model(data[:, lo:hi], clip=card.inputs.clip, out=x[:, lo:hi]),
                      data.shape[1])
@@ -571,7 +555,8 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         warn_if_not_georeferenced(src, feedback)
         warn_if_other_resolution(src, card, feedback)
         feedback.info(f"{src.width} x {src.height} px, bands {bands}, {len(grid)} tiles of {tile} px "
-                      f"(overlap {overlap}), batch {options.batch_size}, device {device}")
+                      f"(overlap {overlap}), batch {options.batch_size}, device {device}"
+                      f"{', blending there' if stage is not None and device.type != 'cpu' else ''}")
         strips = distributed.current().part(len(grid.row_offsets))  # all of them in one process
         first, last = grid.strip_rows(strips)
         output = Output(output_path, dict(
@@ -587,13 +572,16 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                     if finish:
                         values = finish(out_scaling.from_model(values))
                         cast_to_dtype(values, out_dtype, out=out)
+                    elif stage is not None:  # band values of the output type (or rounded float32) already
+                        np.copyto(out, values, casting="unsafe")
                     else:  # plain scaling and casting: row by row, so in parts
                         in_parts(functools.partial(_scale_rows, out_scaling, values, out_dtype, out), n)
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 
-            run_tiles(grid, card.scale, card.outputs.count, source, torch_predictor(model.module, device),
-                      sink, options.batch_size, feedback, stats, strips)
+            predict = None if stage is not None else torch_predictor(model.module, device)
+            run_tiles(grid, card.scale, card.outputs.count, source, predict, sink, options.batch_size, feedback,
+                      stats, strips, stage)
     run_totals(stats)
     stats.seconds = time.perf_counter() - started
     return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale, dict(card.legend))

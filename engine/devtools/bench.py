@@ -227,9 +227,9 @@ PROFILED = {  # (module file, function) -> label, in report order
     ("raster.py", "read"): "  read (RollingReader.read)",
     ("scaling.py", "to_model"): "  normalize (to_model, main thread's part)",
     ("pipeline.py", "run_tiles"): "stacking + bookkeeping (run_tiles self time)",
-    ("pipeline.py", "blend"): "blend (run_tiles, main thread's part)",
+    ("blending.py", "blend"): "blend (HostBlend.add, main thread's part)",
     ("pipeline.py", "sink"): "sink: divide + denormalize + cast + write",
-    ("pipeline.py", "divide"): "  divide (finished_chunks, main thread's part)",
+    ("blending.py", "divide"): "  divide (HostBlend.chunks, main thread's part)",
     ("scaling.py", "from_model"): "  denormalize (from_model, main thread's part)",
     ("scaling.py", "cast_to_dtype"): "  cast (cast_to_dtype, main thread's part)",
     ("raster.py", "_flush"): "  write (GeoTiffWriter, whole block rows)",
@@ -503,7 +503,7 @@ def measure_engine_process(input_path: str, work: Path, python: str, sides=(256,
 
 
 def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: int = 3, device: str = "cpu",
-                       all_cores: bool = False) -> dict:
+                       all_cores: bool = False, blend: str = "auto") -> dict:
     """The pipeline's own cost: apply_model with a model whose forward costs nothing (a real model file,
     its network swapped here for one that passes the first three input bands through) on a `side` px
     4-band raster, against gdal_translate reading the same file and writing the same kind of GeoTIFF
@@ -547,7 +547,7 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
     for i in range(repeats):
         out = work / f"null_{i}.tif"
         t = time.perf_counter()
-        apply_model(loaded, canvas, out, TileOptions(batch_size=4, device=device, overviews="no"))
+        apply_model(loaded, canvas, out, TileOptions(batch_size=4, device=device, overviews="no", blend=blend))
         ours.append(time.perf_counter() - t)
         copy = work / f"gdal_{i}.tif"
         copy.unlink(missing_ok=True)
@@ -560,7 +560,7 @@ def measure_null_model(input_path: str, work: Path, side: int = 4096, repeats: i
         _log(f"  run {i + 1}: pipeline {ours[-1]:.2f} s, gdal_translate {theirs[-1]:.2f} s")
     mp = side * side / 1e6
     a, b = statistics.median(ours), statistics.median(theirs)
-    return {"side": side, "runs": repeats, "device": device, "gdal_all_cores": all_cores,
+    return {"side": side, "runs": repeats, "device": device, "blend": blend, "gdal_all_cores": all_cores,
             "pipeline_s": [round(x, 3) for x in ours],
             "gdal_translate_s": [round(x, 3) for x in theirs], "pipeline_mp_per_s": round(mp / a, 2),
             "gdal_mp_per_s": round(mp / b, 2), "null_model_vs_gdal": round(b / a, 3),
@@ -871,33 +871,41 @@ def _gpu_only(args, started: float) -> int:
         efficiency_input = str(work / f"canvas_{Path(args.input).stem}_2048.tif")
         if not Path(efficiency_input).exists():
             make_canvas(args.input, efficiency_input, 2048)
-    _log(f"GPU efficiency: {efficiency_input}, batch {args.batch_size}")
-    eff = measure_efficiency(loaded, efficiency_input, work, options, args.repeats or setup["repeats"])
     side = 1024 if args.quick else GPU_SIDE
     canvas = work / f"canvas_{Path(args.input).stem}_{side}.tif"
     if not canvas.exists():
         make_canvas(args.input, str(canvas), side)
-    runs = []
-    for i in range(2):
-        out = work / f"gpu_large_{i}.tif"
-        t = time.perf_counter()
-        stats = apply_model(loaded, canvas, out, options).stats
-        runs.append((time.perf_counter() - t, stats.forward_seconds))
-        out.unlink()
-        _log(f"  {side} px: {runs[-1][0]:.2f} s end to end, {runs[-1][1]:.2f} s in forward passes")
-    seconds, forward = min(runs)
-    _log("GPU null model against a GDAL copy on all cores")
-    null = measure_null_model(args.input, work, side=setup["null_side"], repeats=1 if args.quick else 3,
-                              device=str(device), all_cores=True)
+    figures, details = {}, {}
+    # the default (auto: the tiles' arithmetic on the GPU, blending.DeviceStage) and, in the same run, the host's
+    for blend in ("device", "host"):
+        options.blend = blend
+        _log(f"GPU efficiency, blending on the {blend}: {efficiency_input}, batch {args.batch_size}")
+        eff = measure_efficiency(loaded, efficiency_input, work, options, args.repeats or setup["repeats"])
+        runs = []
+        for i in range(2):
+            out = work / f"gpu_large_{i}.tif"
+            t = time.perf_counter()
+            stats = apply_model(loaded, canvas, out, options).stats
+            runs.append((time.perf_counter() - t, stats.forward_seconds))
+            out.unlink()
+            _log(f"  {side} px: {runs[-1][0]:.2f} s end to end, {runs[-1][1]:.2f} s in forward passes")
+        seconds, forward = min(runs)
+        _log(f"GPU null model against a GDAL copy on all cores, blending on the {blend}")
+        null = measure_null_model(args.input, work, side=setup["null_side"], repeats=1 if args.quick else 3,
+                                  device=str(device), all_cores=True, blend=blend)
+        figures[blend] = {"efficiency": eff["efficiency"], "mp_per_s": round(side * side / 1e6 / seconds, 2),
+                          "large_seconds": [round(r[0], 3) for r in runs],
+                          "large_forward_share": round(forward / seconds, 3),
+                          "null_model_vs_gdal_all_cores": null["null_model_vs_gdal"]}
+        details[blend] = {"efficiency": eff, "null_model": null}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke run)"
-    gpu = {"device": name, "precision": "fp32", "batch_size": args.batch_size,
-           "cpu_threads": cpu_threads(), "efficiency": eff["efficiency"], "efficiency_input": eff["input"],
-           "mp_per_s": round(side * side / 1e6 / seconds, 2), "mp_per_s_input": f"{side} x {side} px canvas of "
-           f"{args.input}", "large_seconds": [round(r[0], 3) for r in runs],
-           "large_forward_share": round(forward / seconds, 3),
-           "null_model_vs_gdal_all_cores": null["null_model_vs_gdal"]}
+    gpu = {"device": name, "precision": "fp32", "batch_size": args.batch_size, "blend": "device (the default on "
+           "CUDA: stretch, blend, cast beside the model)", "cpu_threads": cpu_threads(), **figures["device"],
+           "efficiency_input": details["device"]["efficiency"]["input"],
+           "mp_per_s_input": f"{side} x {side} px canvas of {args.input}",
+           "host_blend": figures["host"]}
     goals = {name: {"goal": text, "met": bool(test(gpu))} for name, (text, test) in GPU_GOALS.items()}
-    report = {"gpu": gpu, "goals": goals, "details": {"efficiency": eff, "null_model": null},
+    report = {"gpu": gpu, "goals": goals, "details": details,
               "bench_seconds": round(time.perf_counter() - started, 1),
               "command": "python -m engine bench " + " ".join(sys.argv[2:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -905,8 +913,10 @@ def _gpu_only(args, started: float) -> int:
     out = Path(args.out or work / "bench_gpu.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"GPU {gpu['device']}: efficiency {gpu['efficiency']}, {gpu['mp_per_s']} MP/s on {side} px, null model "
-          f"{gpu['null_model_vs_gdal_all_cores']} of a GDAL copy on all cores; wrote {out}")
+    for blend, f in figures.items():
+        print(f"GPU {gpu['device']}, blending on the {blend}: efficiency {f['efficiency']}, {f['mp_per_s']} MP/s on "
+              f"{side} px, null model {f['null_model_vs_gdal_all_cores']} of a GDAL copy on all cores")
+    print(f"wrote {out}")
     return 0
 
 

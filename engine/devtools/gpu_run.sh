@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared run on a CUDA machine (the workplace's H200, which has torch but no GDAL): the engine's CUDA
-# tests, then the GPU bench goals (python -m engine bench --only gpu). Every step has its own time limit;
+# One prepared run on a CUDA machine (the workplace's H200, which has torch but no GDAL): the GPU bench goals
+# (python -m engine bench --only gpu, blending on the GPU and on the host), then the engine's CUDA tests. Every step has its own time limit;
 # logs and reports go to $OUT (default /tmp/satgen-gpu).
 #
 # Here, once (the tree that travels is limited to 64 MiB: wheels 24 MiB, the repository 35, this crop 3):
@@ -21,12 +21,12 @@ INPUT=${INPUT:-data/gpu/s2_virginia_768.tif}
 { timeout -k 5 20 nvidia-smi -L || true; nproc; timeout -k 5 60 "$PY" -c "import torch, rasterio; print(torch.__version__, rasterio.__gdal_version__)"; } \
     > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-echo "== CUDA tests"
-timeout -k 5 150 "$PY" -m pytest -p no:cacheprovider -p no:qgis -q -x tests/engine/test_parallel.py \
-    tests/engine/test_pipeline.py > "$OUT/tests.log" 2>&1
-tests=$?; echo "tests rc=$tests"; tail -3 "$OUT/tests.log"
-echo "== GPU bench"
-timeout -k 5 300 "$PY" -W ignore -m engine bench --only gpu --batch-size "${BATCH:-16}" --input "$INPUT" \
+echo "== GPU bench (blending on the GPU, then on the host)"
+timeout -k 5 330 "$PY" -W ignore -m engine bench --only gpu --batch-size "${BATCH:-16}" --input "$INPUT" \
     --work /tmp/satgen-bench --out "$OUT/bench_gpu.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
 bench=$?; echo "bench rc=$bench"; tail -8 "$OUT/bench.log"
+echo "== CUDA tests"
+timeout -k 5 120 "$PY" -m pytest -p no:cacheprovider -p no:qgis -q -x tests/engine/test_blending.py \
+    tests/engine/test_parallel.py tests/engine/test_pipeline.py > "$OUT/tests.log" 2>&1
+tests=$?; echo "tests rc=$tests"; tail -3 "$OUT/tests.log"
 exit $(( tests ? tests : bench ))

@@ -169,6 +169,9 @@ def inpaint(input_path: str | os.PathLike, output_path: str | os.PathLike,
     check_normalize(normalize)
     if masks.dilate < 0:
         raise InputError(f"dilation must be 0 or more pixels, got {masks.dilate}")
+    if options.blend == "device":
+        raise InputError("inpainting blends its tiles on the host (its fills mix the model with reference images "
+                         "there); leave --blend at auto or host")
     if masks.detect_bands and not masks.detect:
         raise InputError("detection bands were given but detection is off; turn detection on (DETECT / --detect) "
                          "or leave the detection bands (DETECT_BANDS / --detect-bands) out")
