@@ -115,6 +115,8 @@ class DeviceStage:
         self.module, self.device = module, device
         self.pinned = device.type == "cuda"
         self._buffers: dict[str, torch.Tensor] = {}
+        self._turn: dict[str, int] = {}
+        self._copied: dict[str, torch.cuda.Event] = {}
         self.clip = clip
         self.in_coef = None if in_scaling is None else self._coefficients(in_scaling, scale=True)
         self.out_coef = None if out_scaling is None or out_dtype is None else self._coefficients(out_scaling)
@@ -139,14 +141,24 @@ class DeviceStage:
 
     # the way up and down ---------------------------------------------------------------------------------
     def _up(self, array: np.ndarray, name: str) -> torch.Tensor:
+        """`array` on the device. On CUDA the copy runs from one of two pinned buffers taken in turn and
+        returns at once, so the host reads and stacks the next batch while the GPU works on this one; a
+        buffer is refilled only once its previous copy is done (an event recorded after it)."""
         dtype = _torch_dtype(array.dtype)
         if dtype is None:  # a type this torch cannot hold (uint16/uint32 before 2.3): float32 holds every such value
             array, dtype = array.astype(np.float32), torch.float32
         if not self.pinned:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-        buf = self._pinned(name, array.shape, dtype)
+        self._turn[name] = slot = 1 - self._turn.get(name, 1)
+        key = f"{name}{slot}"
+        if key in self._copied:
+            self._copied[key].synchronize()
+        buf = self._pinned(key, array.shape, dtype)
         buf.numpy()[...] = array
-        return buf.to(self.device, non_blocking=True)
+        on_device = buf.to(self.device, non_blocking=True)
+        event = self._copied[key] = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        return on_device
 
     def _down(self, tensor: torch.Tensor, name: str) -> np.ndarray:
         """A host copy of `tensor`, valid until the next call with the same name."""

@@ -895,6 +895,8 @@ def _gpu_only(args, started: float) -> int:
                                   device=str(device), all_cores=True, blend=blend)
         figures[blend] = {"efficiency": eff["efficiency"], "mp_per_s": round(side * side / 1e6 / seconds, 2),
                           "large_seconds": [round(r[0], 3) for r in runs],
+                          # blending on the GPU, the forward passes are queued and run asynchronously: the
+                          # share is then that of queuing them, not of running them
                           "large_forward_share": round(forward / seconds, 3),
                           "null_model_vs_gdal_all_cores": null["null_model_vs_gdal"]}
         details[blend] = {"efficiency": eff, "null_model": null}
