@@ -94,8 +94,18 @@ class HostBlend:
         wsum[-rows:] = 0
 
 
+# numpy types torch has only in name (uint16/uint32: few kernels, none before torch 2.3): they travel as the
+# signed type of their size, bit for bit, and are widened and masked back on the device
+UNSIGNED = {np.dtype("uint16"): (np.int16, torch.int32, 0xFFFF),
+            np.dtype("uint32"): (np.int32, torch.int64, 0xFFFFFFFF)}
+# output types torch casts to on the device; uint16 comes down as int32 (exact); the other types as the
+# rounded, clipped float32 values the host casts, as scaling.cast_to_dtype does
+CAST_ON_DEVICE = {np.dtype("uint8"): torch.uint8, np.dtype("int8"): torch.int8, np.dtype("int16"): torch.int16,
+                  np.dtype("uint16"): torch.int32}
+
+
 def _torch_dtype(dtype) -> torch.dtype | None:
-    """torch's twin of a numpy dtype, or None where this torch lacks it (uint16/uint32 before 2.3)."""
+    """torch's twin of a numpy dtype, or None where this torch lacks it."""
     try:
         return torch.from_numpy(np.zeros(0, dtype)).dtype
     except TypeError:
@@ -144,8 +154,11 @@ class DeviceStage:
         """`array` on the device. On CUDA the copy runs from one of two pinned buffers taken in turn and
         returns at once, so the host reads and stacks the next batch while the GPU works on this one; a
         buffer is refilled only once its previous copy is done (an event recorded after it)."""
+        unsigned = UNSIGNED.get(array.dtype)
+        if unsigned is not None:
+            array = array.view(unsigned[0])
         dtype = _torch_dtype(array.dtype)
-        if dtype is None:  # a type this torch cannot hold (uint16/uint32 before 2.3): float32 holds every such value
+        if dtype is None:  # any other type torch lacks (uint64): float32 on the host, as the host stretch does
             array, dtype = array.astype(np.float32), torch.float32
         if not self.pinned:
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -184,6 +197,9 @@ class DeviceStage:
         (B, T, T) validity -> the model's output on the device, float32."""
         with torch.inference_mode():
             x = self._up(batch, "in")
+            unsigned = UNSIGNED.get(batch.dtype)
+            if unsigned is not None:  # it travelled as the signed type of its size
+                x = x.to(unsigned[1]).bitwise_and_(unsigned[2])
             if self.in_coef is not None:
                 low, factor = self.in_coef
                 x = x.to(torch.float32)  # the same float32 steps as BandScaling.to_model
@@ -236,10 +252,8 @@ class DeviceStage:
             info = np.iinfo(dt)
             values.round_()  # half to even, as np.rint
             values.clamp_(float(info.min), float(info.max))
-            target = _torch_dtype(dt)
-            if target is not None and dt.itemsize < 4:
-                return values.to(target)
-            # 32-bit integers: the rounded, clipped float32 values come down and are cast there, as on the host
+            if dt in CAST_ON_DEVICE:
+                return values.to(CAST_ON_DEVICE[dt])
         return values
 
     def shift(self, rows: int) -> None:

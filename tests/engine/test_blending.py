@@ -40,13 +40,18 @@ def _apply_both(tmp_path, data, nodata, model, device="cpu", **kwargs):
 
 
 @pytest.mark.parametrize("in_dtype,out_dtype", [("uint16", "uint8"), ("uint16", "int16"), ("float32", "float32"),
-                                                ("uint16", "uint16"), ("int16", "int32")])
+                                                ("uint16", "uint16"), ("int16", "int32"), ("uint32", "uint16")])
 def test_device_blending_writes_the_hosts_pixels(tmp_path, in_dtype, out_dtype):
     data = smooth_image(4, 150, 300, dtype=in_dtype if in_dtype != "float32" else "uint16")
     if in_dtype == "float32":
         data = data.astype(np.float32) / 4000
     elif in_dtype == "int16":
         data = (data // 2).astype(np.int16) - 500
+    elif in_dtype == "uint32":  # with values past the signed type's range, which travel as negative int32
+        data = data.astype(np.uint32)
+        data[:, 60:64, 60:64] = 4_000_000_000
+    if in_dtype == "uint16":
+        data[:, 60:64, 60:64] = 65000  # past int16's range
     data[:, 40:45, 10:200] = 0  # nodata across several tiles
     data[:, 100:150, 0:80] = 0  # whole tiles of nodata: skipped
     model = make_model(tmp_path / "m.satgen", in_bands=4, out_bands=3, tile=64, overlap=16, dtype=in_dtype,
