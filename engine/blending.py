@@ -160,7 +160,7 @@ class DeviceStage:
         dtype = _torch_dtype(array.dtype)
         if dtype is None:  # any other type torch lacks (uint64): float32 on the host, as the host stretch does
             array, dtype = array.astype(np.float32), torch.float32
-        if not self.pinned:
+        if not self.pinned:  # on the CPU the tensor shares the caller's array, which the stretch then overwrites
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
         self._turn[name] = slot = 1 - self._turn.get(name, 1)
         key = f"{name}{slot}"
@@ -173,14 +173,17 @@ class DeviceStage:
         event.record(torch.cuda.current_stream(self.device))
         return on_device
 
-    def _down(self, tensor: torch.Tensor, name: str) -> np.ndarray:
-        """A host copy of `tensor`, valid until the next call with the same name."""
+    def _down(self, named: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Host copies of the tensors, by name, after one wait; on CUDA each lies in a pinned buffer of its
+        name, valid until the next call."""
         if not self.pinned:
-            return tensor.cpu().numpy()
-        buf = self._pinned(name, tensor.shape, tensor.dtype)
-        buf.copy_(tensor, non_blocking=True)
+            return {name: tensor.cpu().numpy() for name, tensor in named.items()}
+        bufs = {}
+        for name, tensor in named.items():
+            bufs[name] = self._pinned(name, tensor.shape, tensor.dtype)
+            bufs[name].copy_(tensor, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
-        return buf.numpy()
+        return {name: buf.numpy() for name, buf in bufs.items()}
 
     def _pinned(self, name: str, shape, dtype: torch.dtype) -> torch.Tensor:
         """The first elements of a pinned buffer kept for the largest request so far (page-locked memory
@@ -236,9 +239,9 @@ class DeviceStage:
                 values = self.acc[:, :n, c0:c1] / torch.where(covered, w, 1.0)
                 if self.out_coef is not None:
                     values = self._to_output(values)
-                covered_host = self._down(covered, "covered")
-                host = self._down(values, "out")
-            yield host, covered_host & valid_in(c0, c1), c0
+                host = self._down({"covered": covered, "out": values})
+            # on CUDA the values lie in a pinned buffer that the next chunk reuses: a sink uses each chunk at once
+            yield host["out"], host["covered"] & valid_in(c0, c1), c0
 
     def _to_output(self, values: torch.Tensor) -> torch.Tensor:
         """Model values -> band values (BandScaling.from_model) -> the output type (cast_to_dtype)."""
@@ -257,8 +260,13 @@ class DeviceStage:
         return values
 
     def shift(self, rows: int) -> None:
+        """Everything up by `rows`, zeros below: block by block from the top, each copy from rows below
+        those it writes, so no temporary the size of the accumulator (on a GPU it may be gigabytes)."""
         with torch.inference_mode():
-            self.acc[:, :-rows] = self.acc[:, rows:].clone()
+            height = self.wsum.shape[0]
+            for top in range(0, height - rows, rows):
+                end = min(top + rows, height - rows)
+                self.acc[:, top:end] = self.acc[:, top + rows:end + rows]
+                self.wsum[top:end] = self.wsum[top + rows:end + rows]
             self.acc[:, -rows:] = 0
-            self.wsum[:-rows] = self.wsum[rows:].clone()
             self.wsum[-rows:] = 0

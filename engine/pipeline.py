@@ -130,9 +130,12 @@ def run_tiles(grid: TileGrid, scale: int, out_channels: int, source: Source, pre
     batch = valid_batch = None
 
     def valid_in(n: int, c0: int, c1: int) -> np.ndarray:
-        """The input's validity over output columns c0:c1 of the strip's first n output rows, at output scale."""
-        v = valid_strip[:n // s, c0 // s:c1 // s]
-        return v.repeat(s, axis=0).repeat(s, axis=1) if s > 1 else v
+        """The input's validity over output columns c0:c1 of the strip's first n output rows, at output scale
+        (c0 and c1 need not fall on input pixels' edges: at scale 3 a 2048 px chunk does not)."""
+        if s == 1:
+            return valid_strip[:n, c0:c1]
+        a, b = c0 // s, -(-c1 // s)
+        return valid_strip[:n // s, a:b].repeat(s, axis=0).repeat(s, axis=1)[:, c0 - a * s:c1 - a * s]
 
     for ri, r, batch_cols in _batches(grid, batch_size, run):
         feedback.check_cancelled()

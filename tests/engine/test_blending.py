@@ -77,22 +77,25 @@ def test_device_blending_hands_model_values_to_a_post_process(tmp_path):
     assert set(np.unique(found["host"][0])) <= {0, 64, 128, 192}
 
 
-def test_run_tiles_sums_the_same_on_the_device_at_any_scale():
-    """run_tiles with a stage that holds no stretch: model-space values, at output scale 2, with the
-    valid pixels of a strip that lacks some."""
+@pytest.mark.parametrize("scale,width", [(2, 90), (3, 700)])
+def test_run_tiles_sums_the_same_on_the_device_at_any_scale(scale, width):
+    """run_tiles with a stage that holds no stretch: model-space values, at output scales 2 and 3 (whose
+    2048 px column chunks end inside an input pixel: 700 px make 2100), with the valid pixels of a strip
+    that lacks some."""
     rng = np.random.default_rng(3)
-    data = rng.standard_normal((2, 70, 90)).astype(np.float32)
-    valid = np.ones((70, 90), bool)
+    data = rng.standard_normal((2, 70, width)).astype(np.float32)
+    valid = np.ones((70, width), bool)
     valid[10:20, 5:60] = False
-    grid = TileGrid(70, 90, 16, 4)
+    valid[30:33, 600:690] = False
+    grid = TileGrid(70, width, 16, 4)
 
     def source(r0, r1, c0, c1):
-        rows, cols = reflect_indices(r0, r1, 70), reflect_indices(c0, c1, 90)
+        rows, cols = reflect_indices(r0, r1, 70), reflect_indices(c0, c1, width)
         return data[np.ix_(range(2), rows, cols)], valid[np.ix_(rows, cols)], None
 
     class Up(torch.nn.Module):
         def forward(self, x):
-            return torch.tanh(x).repeat_interleave(2, 2).repeat_interleave(2, 3) * 0.9
+            return torch.tanh(x).repeat_interleave(scale, 2).repeat_interleave(scale, 3) * 0.9
 
     found = {}
     for name in ("host", "device"):
@@ -111,13 +114,14 @@ def test_run_tiles_sums_the_same_on_the_device_at_any_scale():
             def source_host(r0, r1, c0, c1):
                 x, v, needs = source(r0, r1, c0, c1)
                 return np.where(v, x, 0).astype(np.float32), v, needs
-            run_tiles(grid, 2, 2, source_host, predict, sink, 3, Feedback(), RunStats())
+            run_tiles(grid, scale, 2, source_host, predict, sink, 3, Feedback(), RunStats())
         else:
-            run_tiles(grid, 2, 2, source, None, sink, 3, Feedback(), RunStats(), stage=stage)
+            run_tiles(grid, scale, 2, source, None, sink, 3, Feedback(), RunStats(), stage=stage)
         found[name] = np.concatenate(rows, axis=1)
-    assert found["host"].shape == (2, 140, 180)
+    assert found["host"].shape == (2, 70 * scale, width * scale)
     np.testing.assert_array_equal(found["device"], found["host"])
-    assert np.isnan(found["host"][:, 20:40, 10:120]).all()
+    expected = valid.repeat(scale, 0).repeat(scale, 1)
+    assert (np.isnan(found["host"][0]) == ~expected).all()
 
 
 def test_the_output_cast_rounds_and_clips_as_the_host():
@@ -150,11 +154,24 @@ def test_inpainting_refuses_device_blending(tmp_path):
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-def test_device_blending_on_cuda_matches_the_host_blending_of_the_same_outputs(tmp_path):
-    data = smooth_image(4, 150, 300)
+def test_device_blending_on_cuda_matches_the_host_blending_of_the_same_outputs(tmp_path, monkeypatch):
+    """Wider than one 2048 px chunk, with skipped tiles, and a forward pass that keeps the GPU busy for a
+    while after it returns, so that a pinned buffer refilled before its copy had run would show."""
+    from engine.models.unet import UNet
+
+    forward = UNet.forward
+
+    def slow(self, x):
+        torch.cuda._sleep(2_000_000)  # about a millisecond of GPU time queued before the network
+        return forward(self, x)
+
+    monkeypatch.setattr(UNet, "forward", slow)
+    data = smooth_image(4, 200, 2300)
     data[:, 40:45, 10:200] = 0
+    data[:, 120:200, 0:300] = 0  # whole tiles of nodata: skipped
     model = make_model(tmp_path / "m.satgen", in_bands=4, out_bands=3, tile=64, overlap=16)
     found = _apply_both(tmp_path, data, 0, model, device="cuda")
     assert (found["host"][1] == found["device"][1]).all()
-    # the same network on the same GPU; the stretch and blend in float32 there and here: a rounding step apart
+    # the same network on the same GPU, the stretch and blend in float32 there and here: a rounding step apart
+    # at most (the same operations in the same order: most likely none)
     assert np.abs(found["device"][0].astype(int) - found["host"][0].astype(int)).max() <= 1
