@@ -123,6 +123,13 @@ def train_synthesis(config: SynthesisConfig, feedback: Feedback | None = None) -
     return train(task, config, run, report, ckpt_path, _NOT_TRAINING, feedback)
 
 
+def ema_decay(target: float, updates: int) -> float:
+    """The decay of the weights' moving average after `updates` optimizer steps: `target`, but at most
+    (1 + updates) / (10 + updates), so that the average of a short run is not mostly the random weights
+    it started from (at 0.999 alone, 2,000 steps still leave 13 % of them in it, and its patches are noise)."""
+    return min(target, (1 + updates) / (10 + updates))
+
+
 class SynthesisTask:
     """Class-balanced batches of labelled patches, augmented by the 8 flips/quarter turns, for the
     cDCGAN baseline (generator + discriminator) or the diffusion U-Net (EDM loss, weights' moving average)."""
@@ -220,9 +227,12 @@ class SynthesisTask:
                             wide_noise=self.config.wide_noise, forward=self.g)
         self.opt.zero_grad(set_to_none=True)
         run.precision.backward_step(loss, self.opt)
+        # the optimizer's own count (it resumes with it; fp16's scaler may have skipped steps: then none yet)
+        state = self.opt.state.get(self.opt.param_groups[0]["params"][0], {})
+        decay = ema_decay(self.config.ema, int(state.get("step", 0)))
         with torch.no_grad():
             for pe, pn in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-                pe.lerp_(pn, 1 - self.config.ema)
+                pe.lerp_(pn, 1 - decay)
         return {"loss_denoise": loss.item()}, x.shape[0]
 
     def end_epoch(self, epoch: int, validate: bool) -> dict[str, Any]:

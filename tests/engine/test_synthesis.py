@@ -208,6 +208,18 @@ def test_tiny_training_writes_model_and_report(tiny_models, arch):
         assert metrics["sampler"] == sampler
 
 
+def test_moving_average_warms_up_from_the_random_start():
+    """The weights' average follows the network closely at first and reaches its decay later: a short run's
+    average is not mostly the random weights it started from."""
+    from engine.synthesis.training import ema_decay
+
+    assert ema_decay(0.999, 0) == 0.1 and ema_decay(0.999, 90) == 0.91
+    assert ema_decay(0.999, 10**6) == 0.999 and ema_decay(0.995, 5000) == 0.995
+    # what is left of the starting weights after 2,000 updates: 13 % at a constant 0.999, next to nothing now
+    left = np.prod([ema_decay(0.999, t) for t in range(1, 2001)])
+    assert 0.999 ** 2000 > 0.13 and left < 0.01
+
+
 def test_guidance_choice_prefers_one_on_ties():
     from engine.synthesis.guidance import pick
 
