@@ -43,7 +43,7 @@ def test_a_call_round_trips_through_json_as_the_engine_types():
     request = json.loads(json.dumps(call.request()))
     assert request["args"][3] == {"$obj": "pipeline:TileOptions", "fields": {
         "tile_size": 64, "overlap": None, "batch_size": 4, "device": "auto", "bands": [3, 2, 1], "overviews": "auto",
-        "join": "geotiff"}}
+        "join": "geotiff", "blend": "auto"}}
     feedback = Feedback()
     args = [calls.decode_argument(a, feedback) for a in request["args"]]
     assert args[3] == TileOptions(tile_size=64, bands=[3, 2, 1]) and args[4] is feedback
@@ -71,7 +71,7 @@ def test_results_become_plain_data():
                                   "e": TileOptions(tile_size=8)})
     assert result == {"a": 0.5, "b": "/x", "c": [3], "d": None, "e": {
         "tile_size": 8, "overlap": None, "batch_size": 4, "device": "auto", "bands": None, "overviews": "auto",
-        "join": "geotiff"}}
+        "join": "geotiff", "blend": "auto"}}
     json.dumps(result, allow_nan=False)
 
 
