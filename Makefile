@@ -32,7 +32,7 @@ help:
 	@echo "make gpu-prep what engine/devtools/gpu_run.sh takes to a CUDA machine (with ../shared/tools/gpu-wheels.sh)"
 	@echo "make package  build the installable plugin zip into dist/"
 	@echo "make dev-plugin  link this checkout as a QGIS plugin folder in build/dev-plugin/satgen_qgis"
-	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours; DUBAI=<folder> adds the RGB model, 20 min)"
+	@echo "make models   retrain the default models from the real sample data (2-core CPU: about 1.5 hours; DUBAI=<folder> adds the RGB model, 20 min; EUROSAT=<folder> the default synthesis model, 1 hour)"
 	@echo "make evaluate measure model quality on held-out data (reports/quality.json)"
 	@echo "make evaluate-dubai DUBAI=<dubai_landcover folder>  translation on the Dubai land-cover set (CPU: about 1 hour)"
 	@echo "make evaluate-maps MAPS=<pix2pix maps folder>  the seed's maps benchmark, three arms with FID/KID (CPU: about 1.5 hours)"
@@ -154,7 +154,7 @@ demo: setup data dev-plugin
 	$(QGIS_PROCESS) run satgen:synthesize -- COUNT=8 SEED=0 OUTPUT_FOLDER=$(DEMO)/synthesize \
 		OUTPUT_PREVIEW=$(DEMO)/synthesize_preview.tif
 	$(PY) -m engine preview --inputs $(DEMO)/synthesize_preview.tif --max-size 800 \
-		--labels "Synthetic Sentinel-2 patches, 8 per class; rows: farm, forest, meadow, residential, water" \
+		--labels "Synthetic EuroSAT patches, 8 per class, a row per class (AnnualCrop ... SeaLake)" \
 		--output $(DEMO)/synthesize_preview.png
 	@echo
 	@echo "Demo done: map $(DEMO)/virginia_map.tif (open it in QGIS), preview $(DEMO)/virginia_preview.png;"
@@ -223,6 +223,11 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 	$(PY) -m engine train translation $(TRANSLATE_DATA) $(TRANSLATE_CONFIG) --l1-only \
 		--name "Sentinel-2 -> OSM land use (L1-only baseline)" \
 		--output-model reports/baselines/translate_l1.satgen --report-dir reports/train_translate_l1
+	@if [ -n "$(EUROSAT)" ]; then \
+		$(PY) -W ignore -m engine.devtools.evaluate_eurosat --data "$(EUROSAT)" --work data/eurosat --arms diffusion \
+			--diffusion-epochs 8 --base 32 --depth 3 --guidance-samples 30 --no-score \
+		&& cp data/eurosat/diffusion.satgen resources/models/synthesize_eurosat.satgen; \
+	else echo "models: the default synthesis model (resources/models/synthesize_eurosat.satgen) needs EUROSAT=<EuroSAT RGB class folders>"; fi
 	@if [ -n "$(DUBAI)" ]; then \
 		$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai --arms model --no-score \
 		&& cp data/dubai/model.satgen resources/models/translate_rgb_dubai.satgen; \

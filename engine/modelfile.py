@@ -25,7 +25,7 @@ from .fileio import atomic_path
 CARD_KEY = "satgen.card"
 # the default model of each task, shipped in resources/models
 DEFAULT_MODELS = {"translate": "translate_s2_osm.satgen", "inpaint": "inpaint_s2.satgen",
-                  "synthesize": "synthesize_s2_osm.satgen"}
+                  "synthesize": "synthesize_eurosat.satgen"}
 SUFFIX = ".satgen"
 _MAX_HEADER = 16 * 1024 * 1024  # a card plus tensor index is a few kB; refuse absurd headers
 

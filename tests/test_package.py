@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BYTES = 25_000_000
-DEFAULT_MODELS = ("inpaint_s2.satgen", "synthesize_s2_osm.satgen", "translate_s2_osm.satgen",
-                  "translate_rgb_dubai.satgen")
+DEFAULT_MODELS = ("inpaint_s2.satgen", "synthesize_eurosat.satgen", "synthesize_s2_osm.satgen",
+                  "translate_s2_osm.satgen", "translate_rgb_dubai.satgen")
 
 
 @pytest.fixture(scope="module")

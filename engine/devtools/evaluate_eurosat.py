@@ -41,7 +41,8 @@ SPLIT = "per class, the 20 % of files with the smallest SHA-256 of '0:<file name
 def config(work: Path, arm: str, args) -> SynthesisConfig:
     common = dict(dataset=args.data, arch=arm, patch_size=64, val_fraction=0.2, seed=0, stretch="minmax",
                   batch_size=64, device=args.device, output_model=str(work / f"{arm}.satgen"),
-                  report_dir=str(work / f"report_{arm}"), licence="MIT",
+                  report_dir=str(work / f"report_{arm}"),
+                  licence="weights GPL-2.0-or-later; trained on EuroSAT RGB (MIT)",
                   attribution="EuroSAT: Helber et al. 2019, Sentinel-2 (Copernicus), MIT licence",
                   data_description=f"EuroSAT RGB, 64 px, 10 classes; training part ({SPLIT})",
                   name=f"EuroSAT RGB 64 px, {LABELS[arm]}")
