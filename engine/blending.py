@@ -13,12 +13,14 @@ two write the same pixels: tests compare them on the CPU.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from .errors import InputError
 from .parallel import in_parts
 from .windows import tile_weights
 
@@ -35,8 +37,6 @@ Tile = tuple[slice, Any, tuple[bool, bool, bool, bool]]
 
 def on_device(blend: str, device: torch.device) -> bool:
     if blend not in BLENDS:
-        from .errors import InputError
-
         raise InputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
     return device.type == "cuda" if blend == "auto" else blend == "device"
 
@@ -104,7 +104,8 @@ CAST_ON_DEVICE = {np.dtype("uint8"): torch.uint8, np.dtype("int8"): torch.int8, 
                   np.dtype("uint16"): torch.int32}
 
 
-def _torch_dtype(dtype) -> torch.dtype | None:
+@functools.cache
+def _torch_dtype(dtype: np.dtype) -> torch.dtype | None:
     """torch's twin of a numpy dtype, or None where this torch lacks it."""
     try:
         return torch.from_numpy(np.zeros(0, dtype)).dtype
@@ -144,8 +145,7 @@ class DeviceStage:
     def _coefficients(self, scaling: BandScaling, scale: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(low, 2 / span) for the input stretch, (low, span / 2) for the output's: float32, computed as
         scaling.BandScaling computes them, shaped to broadcast over (bands, rows, cols)."""
-        low = np.asarray(scaling.low, dtype=np.float32).reshape(-1, 1, 1)
-        span = np.asarray(scaling.high, dtype=np.float32).reshape(-1, 1, 1) - low
+        low, span = scaling.coefficients(3)
         factor = 2.0 / span if scale else 0.5 * span
         return (torch.from_numpy(low).to(self.device), torch.from_numpy(np.asarray(factor, np.float32)).to(self.device))
 

@@ -26,7 +26,8 @@ class BandScaling:
     low: tuple[float, ...]
     high: tuple[float, ...]
 
-    def _coefficients(self, ndim: int):
+    def coefficients(self, ndim: int):
+        """(low, high - low) as float32, shaped to broadcast over (bands, ...) of `ndim` dimensions."""
         shape = (-1,) + (1,) * (ndim - 1)  # broadcast over (bands, rows, cols)
         low = np.asarray(self.low, dtype=np.float32).reshape(shape)
         span = np.asarray(self.high, dtype=np.float32).reshape(shape) - low
@@ -35,7 +36,7 @@ class BandScaling:
     def to_model(self, values: np.ndarray, clip: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """(bands, ...) raster values -> float32 in about [-1, 1]; into `out` (float32, the
         shape of `values`) when given."""
-        low, span = self._coefficients(values.ndim)
+        low, span = self.coefficients(values.ndim)
         # in place on one new array: (values - low) * (2 / span) - 1, the same float32 operations
         if out is None:
             out = values.astype(np.float32)
@@ -50,13 +51,13 @@ class BandScaling:
 
     def spread_from_model(self, values: np.ndarray) -> np.ndarray:
         """(bands, ...) differences or spreads in model units -> raster units (no offset)."""
-        _, span = self._coefficients(values.ndim)
+        _, span = self.coefficients(values.ndim)
         return values * (0.5 * span)
 
     def from_model(self, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(bands, ...) model values in [-1, 1] -> float32 raster values; into `out` (a float array of
         the shape of `values`, which may be `values` itself) when given."""
-        low, span = self._coefficients(values.ndim)
+        low, span = self.coefficients(values.ndim)
         if values.dtype not in (np.float32, np.float64):
             return (values + 1.0) * (0.5 * span) + low
         out = np.add(values, 1.0, out=out)  # the same, in place on one new array (or on `out`)

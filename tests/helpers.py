@@ -23,12 +23,14 @@ from engine.progress import Feedback  # noqa: E402  (ROOT on sys.path first)
 SAMPLES = ROOT / "data" / "samples"
 
 
-def write_raster(path, data: np.ndarray, *, crs="EPSG:32633", transform=None, nodata=None, descriptions=None):
-    """Write a (bands, rows, cols) array as a GeoTIFF and return its path."""
+def write_raster(path, data: np.ndarray, *, crs="EPSG:32633", transform=None, nodata=None, descriptions=None,
+                 **creation):
+    """Write a (bands, rows, cols) array as a GeoTIFF and return its path; `creation`: GDAL creation options
+    (e.g. tiled=True, blockxsize=32, blockysize=32, compress="deflate")."""
     bands, rows, cols = data.shape
     transform = transform or from_origin(500000.0, 5800000.0, 10.0, 10.0)
     with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=bands, dtype=data.dtype,
-                       crs=CRS.from_user_input(crs), transform=transform, nodata=nodata) as dst:
+                       crs=CRS.from_user_input(crs), transform=transform, nodata=nodata, **creation) as dst:
         dst.write(data)
         for i, d in enumerate(descriptions or [], start=1):
             dst.set_band_description(i, d)

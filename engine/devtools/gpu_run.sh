@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run on a CUDA machine (the workplace's H200, which has torch but no GDAL): the GPU bench goals
-# (python -m engine bench --only gpu, blending on the GPU and on the host), then the engine's CUDA tests. Every step has its own time limit;
-# logs and reports go to $OUT (default /tmp/satgen-gpu).
+# (python -m engine bench --only gpu, blending on the GPU and on the host), then the engine's CUDA tests.
+# Every step has its own time limit; logs and reports go to $OUT (default /tmp/satgen-gpu).
 #
-# Here, once (the tree that travels is limited to 64 MiB: wheels 24 MiB, the repository 35, this crop 3):
+# Here, once (the tree that travels is limited to 64 MiB: wheels 24 MiB, the repository 36, this crop 3):
 #   bash ../shared/tools/gpu-wheels.sh            # rasterio (with its GDAL), shapely, ... into .whl
 #   make gpu-prep                                 # data/gpu/s2_virginia_768.tif
 # There (device tool): command "bash engine/devtools/gpu_run.sh", carry [".whl", "data/gpu"], timeout 540 s.

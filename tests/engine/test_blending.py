@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from rasterio.transform import from_origin
 
 from engine.blending import DeviceStage, on_device
 from engine.errors import InputError
@@ -14,18 +13,13 @@ from engine.pipeline import RunStats, TileOptions, apply_model, run_tiles
 from engine.progress import Feedback
 from engine.scaling import BandScaling, cast_to_dtype
 from engine.windows import TileGrid, reflect_indices
-from helpers import make_inpaint_model, make_model, smooth_image
+from helpers import make_inpaint_model, make_model, smooth_image, write_raster
 
 CUDA = torch.cuda.is_available()
 
 
 def _tiled(path, data, nodata):
-    bands, rows, cols = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=bands, dtype=data.dtype,
-                       crs="EPSG:32633", transform=from_origin(500000.0, 5800000.0, 10.0, 10.0), nodata=nodata,
-                       tiled=True, blockxsize=32, blockysize=32) as dst:
-        dst.write(data)
-    return path
+    return write_raster(path, data, nodata=nodata, tiled=True, blockxsize=32, blockysize=32)
 
 
 def _apply_both(tmp_path, data, nodata, model, device="cpu", **kwargs):

@@ -8,13 +8,12 @@ import threading
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from engine.errors import InputError
 from engine.parallel import MIN_ROWS, THREADS_ENV, cpu_threads, in_parts
 from engine.pipeline import TileOptions, apply_model
 from engine.raster import RollingReader, decode_threads
-from helpers import make_model, smooth_image
+from helpers import make_model, smooth_image, write_raster
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
@@ -105,12 +104,7 @@ def test_thread_count_from_the_environment(monkeypatch):
 
 
 def _tiled(path, data, nodata):
-    bands, rows, cols = data.shape
-    with rasterio.open(path, "w", driver="GTiff", width=cols, height=rows, count=bands, dtype=data.dtype,
-                       crs="EPSG:32633", transform=from_origin(500000.0, 5800000.0, 10.0, 10.0), nodata=nodata,
-                       compress="deflate", tiled=True, blockxsize=32, blockysize=32) as dst:
-        dst.write(data)
-    return path
+    return write_raster(path, data, nodata=nodata, tiled=True, blockxsize=32, blockysize=32, compress="deflate")
 
 
 def test_apply_gives_the_same_pixels_on_any_number_of_threads(tmp_path, monkeypatch):
