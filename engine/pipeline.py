@@ -541,10 +541,14 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         out_dtype = card.outputs.dtype or "float32"
         nodata = output_nodata(reader, out_dtype)
         finish = postprocess(card) if postprocess else None
+        module, channels = model.module, card.outputs.count
+        scores = class_scores(module)
+        if scores:  # tiles blend as class probabilities, then each pixel takes its best class's colour
+            module, channels, finish = ClassProbabilities(module), scores, draw_classes(module.palette, out_scaling)
 
         stage = None
         if on_device(options.blend, device):  # raw band values go up, finished rows of the output type come down
-            stage = DeviceStage(model.module, device, in_scaling, card.inputs.clip, out_scaling,
+            stage = DeviceStage(module, device, in_scaling, card.inputs.clip, out_scaling,
                                 None if finish else out_dtype)
 
         def source(r0, r1, c0, c1):
@@ -576,7 +580,7 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                 for values, valid, c0 in chunks:
                     out = rows[:, :, c0:c0 + values.shape[2]]
                     if finish:
-                        values = finish(out_scaling.from_model(values))
+                        values = finish(values if scores else out_scaling.from_model(values))
                         cast_to_dtype(values, out_dtype, out=out)
                     elif stage is not None:  # band values of the output type (or rounded float32) already
                         np.copyto(out, values, casting="unsafe")
@@ -585,12 +589,40 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
                     if nodata is not None:
                         _mark_nodata(out, valid, nodata)
 
-            predict = None if stage is not None else torch_predictor(model.module, device)
-            run_tiles(grid, card.scale, card.outputs.count, source, predict, sink, options.batch_size, feedback,
+            predict = None if stage is not None else torch_predictor(module, device)
+            run_tiles(grid, card.scale, channels, source, predict, sink, options.batch_size, feedback,
                       stats, strips, stage)
     run_totals(stats)
     stats.seconds = time.perf_counter() - started
     return ApplyResult(Path(output_path), stats, src.width * card.scale, src.height * card.scale, dict(card.legend))
+
+
+def class_scores(module: torch.nn.Module) -> int:
+    """The number of classes a model scores (a UNet with `classes`), else 0."""
+    classes = getattr(module, "classes", 0)
+    return classes if isinstance(classes, int) else 0
+
+
+class ClassProbabilities(torch.nn.Module):
+    """A model of class scores as the tile pipeline runs it: it gives the classes' probabilities, which
+    blend across tile overlaps as colours cannot (a blend of two colours may be nearest a third)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x, logits=True).float(), dim=1)
+
+
+def draw_classes(palette: torch.Tensor, scaling: BandScaling) -> Callable[[np.ndarray], np.ndarray]:
+    """Blended class probabilities (K, rows, cols) -> the colour of the most probable class, in band values."""
+    colours = scaling.from_model(palette.detach().float().cpu().numpy().T.copy()).T.copy()  # (K, bands)
+
+    def draw(probabilities: np.ndarray) -> np.ndarray:
+        return colours[probabilities.argmax(axis=0)].transpose(2, 0, 1)
+
+    return draw
 
 
 def _scale_rows(scaling, values: np.ndarray, dtype: str, out: np.ndarray, lo: int, hi: int) -> None:

@@ -45,7 +45,7 @@ def config(data: Path, work: Path, arm: str, args) -> TranslationConfig:
         legend=str(work / "legend.json"), unlabelled_background=True, holdout="image", val_fraction=0.1,
         epochs=args.epochs, patches_per_epoch=args.patches, batch_size=args.batch, patch_size=args.patch,
         ngf=args.ngf, upsample=args.upsample, adversarial=arm != "l1", device=args.device, seed=0,
-        lambda_class=args.lambda_class if arm == "model" else 0.0,
+        lambda_class=args.lambda_class if arm == "model" else 0.0, head=args.head if arm == "model" else "colours",
         min_valid=0.5, name="RGB imagery -> land cover, Dubai (Pix2Pix" + (", L1 only)" if arm == "l1" else ")"),
         data_description="Dubai satellite land cover (MBRSC imagery annotated by Humans in the Loop), Tiles 1-7: "
                          "8-bit RGB, very high resolution, not georeferenced; classes building, land, road, "
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsample", default="resize", choices=("resize", "transpose"))
     parser.add_argument("--lambda-class", type=float, default=0.0,
                         help="the Pix2Pix arm's class loss weight (the protocol's amendment 2)")
+    parser.add_argument("--head", default="colours", choices=("colours", "classes"),
+                        help="what the Pix2Pix arm's generator makes (classes: the protocol's amendment 3)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arms", default="model,l1,segmentation", help="arms to train and score")
     parser.add_argument("--no-score", action="store_true", help="train (or resume) the arms only: no test scores")
@@ -300,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                  "test": f"{TEST_TILE}: {len(images)} images, {int(confusion['trivial'].sum())} labelled pixels",
                  "budget": {"epochs": args.epochs, "patches_per_epoch": args.patches, "batch": args.batch,
                             "patch_px": args.patch, "ngf": args.ngf, "depth": cfg.depth, "upsample": args.upsample,
-                            "lambda_class": args.lambda_class, "device": args.device, "train_seconds": seconds},
+                            "lambda_class": args.lambda_class, "head": args.head, "device": args.device,
+                            "train_seconds": seconds},
                  "trivial_class": CLASSES[trivial]}
     names = {"model": "model", "l1": "l1", "segmentation": "segmentation_bound", "trivial": "trivial"}
     for arm, conf in confusion.items():

@@ -101,7 +101,8 @@ _DROPOUT = _float(0.0, 1.0)
 # every parameter of every architecture, with the values a card may give it
 PARAMETERS: dict[str, dict[str, Bound]] = {
     "unet": {"in_channels": _CHANNELS, "out_channels": _CHANNELS, "ngf": _WIDTH, "depth": _UNET_DEPTH,
-             "max_mult": _MAX_MULT, "dropout": _DROPOUT, "upsample": Bound(str, choices=UPSAMPLES)},
+             "max_mult": _MAX_MULT, "dropout": _DROPOUT, "upsample": Bound(str, choices=UPSAMPLES),
+             "classes": _int(0, MAX_CLASSES)},
     "patchgan": {"in_channels": _int(1, 2 * MAX_BANDS + 1), "ndf": _WIDTH, "n_layers": _int(1, 8)},
     "inpaint_unet": {"in_channels": _int(2, MAX_BANDS + 1), "out_channels": _CHANNELS, "ngf": _WIDTH,
                      "depth": _UNET_DEPTH, "max_mult": _MAX_MULT, "dropout": _DROPOUT,
@@ -231,6 +232,10 @@ def check_fits(card: ModelCard) -> None:
               + (" (plus one mask channel)" if extra else ""))
         _fits(get("out_channels") == n_out, card,
               f"out_channels is {get('out_channels')}, the card's outputs.names has {n_out} band(s)")
+        classes = get("classes") if name == "unet" else 0
+        _fits(not classes or (card.task == "translate" and classes == len(card.classes)), card,
+              f"a U-Net of {classes} class scores draws a translate model's classes, but the card's task is "
+              f"{card.task!r} with {len(card.classes)} classes")
         if card.task == "inpaint":
             _fits(n_in == n_out, card, f"inpainting returns the bands it takes, but the card has {n_in} input "
                                        f"and {n_out} output band(s)")

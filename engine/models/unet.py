@@ -10,6 +10,13 @@ stride 2), whose uneven overlap paints a periodic checkerboard into the output
 (Odena et al., 2016); "resize" doubles the size bilinearly and then convolves
 (3x3), which has no such pattern. Model files without the parameter are
 "transpose", as they were made.
+
+`classes` > 0 makes a map generator of a legend's classes: the last layer
+scores each class (logits) instead of drawing colours, and the output is
+the colour of the best-scoring class, taken from the `palette` buffer (one
+RGB row per class in [-1, 1], stored with the weights). Its outputs are
+exactly the legend's colours, so a decoded map is the argmax of the class
+scores; `forward(x, logits=True)` gives the scores for training.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ def up_layers(in_width: int, out_width: int, bias: bool, upsample: str) -> list[
 
 class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, depth: int = 8,
-                 max_mult: int = 8, dropout: float = 0.5, upsample: str = "transpose"):
+                 max_mult: int = 8, dropout: float = 0.5, upsample: str = "transpose", classes: int = 0):
         super().__init__()
         if depth < 2:
             raise ValueError("UNet depth must be at least 2")
-        self.depth = depth
+        if classes == 1 or classes < 0:
+            raise ValueError("a UNet of classes scores at least 2 of them (0: a colour generator)")
+        self.depth, self.classes = depth, classes
+        if classes:
+            self.register_buffer("palette", torch.zeros(classes, out_channels))
         widths = [ngf * min(2 ** i, max_mult) for i in range(depth)]  # encoder outputs
 
         self.down = nn.ModuleList()
@@ -55,7 +66,10 @@ class UNet(nn.Module):
             # innermost takes only its own encoder output; the others also the skip
             in_width = widths[i] if i == depth - 1 else 2 * widths[i]
             if i == 0:
-                layers = [nn.ReLU(True), *up_layers(in_width, out_channels, True, upsample), nn.Tanh()]
+                scores = classes or out_channels
+                layers = [nn.ReLU(True), *up_layers(in_width, scores, True, upsample)]
+                if not classes:
+                    layers.append(nn.Tanh())
             else:
                 layers = [nn.ReLU(True), *up_layers(in_width, widths[i - 1], False, upsample),
                           nn.BatchNorm2d(widths[i - 1])]
@@ -69,7 +83,21 @@ class UNet(nn.Module):
         """Tile sizes must be multiples of this."""
         return 2 ** self.depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """Colours (N, out_channels, H, W) in [-1, 1]; with `classes` and `logits`, the class scores."""
+        x = self.scores(x)
+        if not self.classes or logits:
+            return x
+        palette = self.palette.to(x.dtype)
+        return palette[x.argmax(1)].permute(0, 3, 1, 2)
+
+    def render(self, logits: torch.Tensor) -> torch.Tensor:
+        """Soft colours (N, out_channels, H, W): the palette weighted by the class probabilities, the
+        differentiable map a discriminator judges in training."""
+        probs = torch.softmax(logits.float(), dim=1)
+        return torch.einsum("nkhw,kc->nchw", probs, self.palette.float())
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for block in self.down:
             x = block(x)

@@ -39,6 +39,24 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | No
     return (diff * weight).sum() / (weight.sum() * diff.shape[1]).clamp_min(1.0)
 
 
+def legend_labels(target: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) index of the colour nearest each pixel of `target` (N, 3, H, W); colours (K, 3),
+    both in [-1, 1]."""
+    with torch.no_grad():
+        c = colours.to(target.dtype).view(1, -1, 3, 1, 1)
+        return ((target.unsqueeze(1) - c) ** 2).sum(2).argmin(1)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+    """Mean cross-entropy of (N, K, H, W) class scores over the valid (N, H, W) pixels."""
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    if valid is None:
+        return loss.mean()
+    weight = valid.to(loss.dtype)
+    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def colour_class_loss(pred: torch.Tensor, target: torch.Tensor, colours: torch.Tensor,
                       valid: torch.Tensor | None = None, temperature: float = 0.05) -> torch.Tensor:
     """Cross-entropy of the legend classes read from colours: the logit of class k at a pixel is
@@ -46,13 +64,7 @@ def colour_class_loss(pred: torch.Tensor, target: torch.Tensor, colours: torch.T
     pred, target: (N, 3, H, W) in [-1, 1]; colours: (K, 3) in [-1, 1]; valid: (N, H, W) bool."""
     c = colours.to(pred.dtype).view(1, -1, 3, 1, 1)
     logits = -((pred.unsqueeze(1) - c) ** 2).sum(2) / temperature  # (N, K, H, W)
-    with torch.no_grad():
-        labels = ((target.unsqueeze(1).to(pred.dtype) - c) ** 2).sum(2).argmin(1)
-    loss = F.cross_entropy(logits, labels, reduction="none")
-    if valid is None:
-        return loss.mean()
-    weight = valid.to(loss.dtype)
-    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+    return masked_cross_entropy(logits, legend_labels(target.to(pred.dtype), colours), valid)
 
 
 def check_losses(entry: dict, epoch: int, checkpoint_epoch: int) -> None:

@@ -12,6 +12,7 @@ from ..training.options import RunOptions, derive_from_patch, option
 MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add parameters
 HOLDOUTS = ("image", "folder")  # what a training set of many pairs holds out whole for validation
 UPSAMPLES = ("resize", "transpose")  # models.unet.UPSAMPLES, the default first (this module imports no torch)
+HEADS = ("colours", "classes")  # what the generator's last layer makes
 
 
 @dataclass
@@ -40,9 +41,13 @@ class TranslationConfig(RunOptions):
     upsample: str = option("resize", "generator's upsampling: resize (bilinear, then a 3x3 convolution; no "
                                      "checkerboard) or transpose (the paper's transposed convolutions)",
                            choices=UPSAMPLES)
+    head: str = option("colours", "what the generator makes: colours (Pix2Pix), or scores of the legend's classes "
+                                  "drawn in their colours (needs --legend; the map is always in the legend's "
+                                  "colours, and --lambda-class weighs the scores' cross-entropy)", choices=HEADS)
     lambda_l1: float = option(100.0, "weight of the L1 loss")
     lambda_class: float = option(0.0, "with --legend: weight of the class loss, the cross-entropy of the legend "
-                                      "classes read from the output's colours (0: none)")
+                                      "classes read from the output's colours, or with --head classes from the "
+                                      "class scores (0: none)")
     adversarial: bool = option(True, "train the L1-only baseline (no discriminator)", flag="--l1-only",
                                action="store_false")
     gan_mode: str = "vanilla"

@@ -28,7 +28,7 @@ from ..raster import ground_resolution
 from ..splits import BlockSplit
 from ..training.checkpoint import fingerprint_of, pix2pix_parts
 from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
-from ..training.objectives import colour_class_loss, gan_loss, masked_l1
+from ..training.objectives import colour_class_loss, gan_loss, legend_labels, masked_cross_entropy, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
 from .config import TranslationConfig
@@ -169,16 +169,24 @@ class Pix2PixTask(Pix2PixSteps):
             raise InputError(f"no held-out {where} is large enough for {config.patch_size} px patches; use a "
                              f"smaller patch size or a larger raster")
         in_ch = pair.x.shape[0]
+        classes = [colour for name, colour in self.legend.items() if name != "background"]
+        self.scored = config.head == "classes"
+        if (config.lambda_class or self.scored) and len(classes) < 2:
+            what = "a generator of class scores (--head classes)" if self.scored else "the class loss"
+            raise InputError(f"{what} needs the map's classes: give the legend of its colours (--legend, as "
+                             f"satgen:render_map_target writes it), or a class raster with a colour table")
+        self.colours = torch.tensor(classes, dtype=torch.float32).reshape(-1, 3) / 127.5 - 1
         g_params: dict[str, Any] = dict(in_channels=in_ch, out_channels=3, ngf=config.ngf, depth=config.depth,
                                         upsample=config.upsample)
-        self.generator = run.prepare(UNet(**g_params))
+        if self.scored:
+            g_params["classes"] = len(classes)
+        generator = UNet(**g_params)
+        if self.scored:
+            generator.palette.copy_(self.colours)
+        self.colours = self.colours.to(run.device)
+        self.generator = run.prepare(generator)
         self.discriminator = run.prepare(PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf))
         self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)
-        classes = [colour for name, colour in self.legend.items() if name != "background"]
-        if config.lambda_class and len(classes) < 2:
-            raise InputError("the class loss needs the map's classes: give the legend of its colours (--legend, as "
-                             "satgen:render_map_target writes it), or a class raster with a colour table")
-        self.colours = torch.tensor(classes, dtype=torch.float32, device=run.device).reshape(-1, 3) / 127.5 - 1
         self._parts = pix2pix_parts(self.generator, self.discriminator, config)
         self.card = ModelCard(
             task="translate", architecture="unet", params=g_params,
@@ -190,7 +198,7 @@ class Pix2PixTask(Pix2PixSteps):
             classes=[k for k in self.legend if k != "background"], legend=self.legend, name=config.name,
             description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
             + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an "
-              f"RGB map",
+              f"RGB map" + (f" in the colours of its {len(classes)} classes" if self.scored else ""),
             training={"data": config.data_description or _data_description(config, self.pairs),
                       "split": self.pairs.split,
                       "attribution": config.attribution, "licence": config.licence,
@@ -208,7 +216,11 @@ class Pix2PixTask(Pix2PixSteps):
         opt_g, opt_d = self._parts["opt_g"], self._parts["opt_d"]
         x, y, valid = run.to_device(batch["x"]), run.to_device(batch["y"]), batch["valid"].to(run.device)
         with run.precision.autocast():
-            fake = self.g(x)
+            if self.scored:  # class scores, drawn as the palette weighted by their probabilities
+                logits = self.g(x, logits=True)
+                fake = self.generator.render(logits)
+            else:
+                fake = self.g(x)
         if config.adversarial:
             # discriminator: real pairs -> 1, generated pairs -> 0
             self.discriminator.requires_grad_(True)
@@ -227,7 +239,10 @@ class Pix2PixTask(Pix2PixSteps):
             loss_l1 = masked_l1(fake.float(), y, valid)
             loss_g = config.lambda_l1 * loss_l1
             if config.lambda_class:
-                loss_class = colour_class_loss(fake.float(), y, self.colours, valid)
+                if self.scored:
+                    loss_class = masked_cross_entropy(logits.float(), legend_labels(y, self.colours), valid)
+                else:
+                    loss_class = colour_class_loss(fake.float(), y, self.colours, valid)
                 loss_g = loss_g + config.lambda_class * loss_class
             if config.adversarial:
                 loss_gan = gan_loss(self.discriminator(x, fake_d), True, config.gan_mode)

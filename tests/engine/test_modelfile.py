@@ -261,6 +261,7 @@ def test_deeply_nested_json_is_a_message_not_a_recursion_error(tmp_path):
     (lambda c: c.update(architecture="class_unet", params={"in_channels": 3, "num_classes": 2}),
      ["'image-to-image' must have architecture unet"]),
     (lambda c: c.update(architecture="patchgan", params={"in_channels": 6}), ["must have architecture unet"]),
+    (lambda c: c["params"].update(classes=2), ["U-Net of 2 class scores", "task is 'image-to-image'"]),
 ])
 def test_a_card_must_fit_its_architecture(tmp_path, mutate, words):
     """Bands, classes and tile size the tools feed and expect must be what the network takes and makes:

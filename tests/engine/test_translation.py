@@ -10,6 +10,7 @@ from rasterio.windows import Window
 
 from engine.errors import InputError, ModelFileError
 from engine.modelfile import load_model, read_card
+from engine.pipeline import TileOptions
 from engine.translation.apply import translate
 from engine.translation.train import TranslationConfig, config_from_card, prepare_data, train_translation
 from helpers import SAMPLES, Lines, make_model, write_raster
@@ -251,3 +252,46 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_while_the_setting_is_at_
     save_checkpoint(checkpoint, state)
     with pytest.raises(InputError, match="other settings"):
         train_translation(tiny_config(real_pair, tmp_path, epochs=3, lambda_class=1.0))
+
+
+def test_a_generator_of_class_scores_draws_only_its_legend_colours(real_pair, tmp_path):
+    """--head classes: the last layer scores the legend's classes; in training the discriminator judges the
+    palette weighted by their probabilities and the class loss is the scores' cross-entropy; the model file
+    carries the palette, and its maps (raw, tiled and blended) are in the legend's colours only."""
+    import torch
+
+    from engine.models.unet import UNet
+
+    config = tiny_config(real_pair, tmp_path, epochs=2, head="classes", lambda_class=1.0)
+    path = train_translation(config)
+    history = json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
+    assert all(np.isfinite(h["loss_g_class"]) and np.isfinite(h["loss_g_gan"]) for h in history)
+    loaded = load_model(path)
+    card = loaded.card
+    assert card.params["classes"] == 3 and card.outputs.names == ["red", "green", "blue"]
+    net = loaded.module.float().eval()
+    assert isinstance(net, UNet)
+    wanted = np.array([LEGEND[c] for c in ("water", "forest", "farm")], np.float32)
+    np.testing.assert_array_equal(np.rint((net.palette.numpy() + 1) * 127.5), wanted)
+    x = torch.randn(2, 4, 32, 32)
+    with torch.inference_mode():
+        scores, colours = net(x, logits=True), net(x)
+    assert scores.shape == (2, 3, 32, 32) and colours.shape == (2, 3, 32, 32)
+    # each pixel's colour is its best-scoring class's
+    torch.testing.assert_close(colours, net.palette[scores.argmax(1)].permute(0, 3, 1, 2))
+    # tiled (32 px tiles, 8 px overlap): the tiles' class probabilities blend, then each pixel takes its best
+    # class's colour, on the host or beside the model, snapped or raw alike
+    image = real_pair[0]
+    maps = []
+    for snap, blend in ((True, "host"), (False, "host"), (False, "device")):
+        out = translate(image, tmp_path / f"map_{snap}_{blend}.tif", path, TileOptions(blend=blend), snap=snap).output
+        with rasterio.open(out) as dst:
+            maps.append(dst.read())
+    for drawn in maps:
+        assert {tuple(c) for c in drawn.reshape(3, -1).T} <= {tuple(c) for c in wanted.astype(np.uint8)}
+        np.testing.assert_array_equal(drawn, maps[0])
+    assert len({tuple(c) for c in maps[0].reshape(3, -1).T}) > 1  # not one flat colour
+    assert config_from_card(card).head == "classes"
+    with pytest.raises(InputError, match=r"class scores \(--head classes\) needs the map's classes"):
+        train_translation(tiny_config(real_pair, tmp_path / "plain", legend=None, unlabelled_background=False,
+                                       head="classes"))
