@@ -148,12 +148,12 @@ def _iou(confusion: np.ndarray) -> dict:
             "pixel_accuracy": float(inter.sum() / confusion.sum()), "per_class": per_class}
 
 
-def write_section(resize: Path, transpose: Path, class_loss: Path | None = None,
+def write_section(resize: Path, transpose: Path, class_loss: Path | None = None, class_scores: Path | None = None,
                   report: Path = Path("reports/quality.json")) -> int:
     """reports/quality.json's translate_dubai: the scores of every arm, and the checkerboard of the Pix2Pix
     arm's raw output with transposed convolutions (before) and resize-convolutions (after); with `class_loss`,
-    the Pix2Pix arm with the class loss of amendment 2 (its weight chosen on the validation images) beside
-    arm 1, which stays."""
+    the Pix2Pix arm with the class loss of amendment 2, with `class_scores` the generator of class scores of
+    amendment 3 (each with its weight chosen on the validation images) beside arm 1, which stays."""
     after, before = json.loads(resize.read_text()), json.loads(transpose.read_text())
     section = {k: v for k, v in after.items() if not k.startswith("checkerboard_")}
     section["checkerboard_before"] = before["checkerboard_model_transpose"]
@@ -167,32 +167,49 @@ def write_section(resize: Path, transpose: Path, class_loss: Path | None = None,
     command = ("python -m engine.devtools.evaluate_dubai --data <dubai_landcover> (then --upsample transpose --arms "
                "model")
     if class_loss is not None:
-        run = json.loads(class_loss.read_text())
-        weight = run["budget"]["lambda_class"]
-        section["lambda_class"] = weight
-        if CHOICE.is_file():  # the validation figures the weight was chosen by
-            section["lambda_class_choice"] = json.loads(CHOICE.read_text())
-        section["miou_model_class_loss"] = run["miou_model"]
-        section["pixel_accuracy_model_class_loss"] = run["pixel_accuracy_model"]
-        section["per_class_model_class_loss"] = run["per_class_model"]
-        section["goal_model_class_loss_vs_segmentation"] = run["miou_model"] / section["miou_segmentation_bound"]
-        section["goals"] = dict(section.get("goals", {}), **{
-            "class_loss_miou_at_least_0.90_of_segmentation": section["goal_model_class_loss_vs_segmentation"] >= 0.90,
-            "class_loss_beats_l1_and_trivial": run["miou_model"] > max(section["miou_l1"], section["miou_trivial"])})
-        section["sources"].append(str(class_loss))
+        weight = _add_variant(section, class_loss, "class_loss", CHOICE)
         command += f"; then --arms model --lambda-class {weight:g} --work data/dubai-class-{weight:g}"
-    command += f"; then --section {resize} {transpose}" + (f" --class-loss {class_loss}" if class_loss else "") + ")"
+    if class_scores is not None:
+        weight = _add_variant(section, class_scores, "class_scores", CHOICE_SCORES)
+        command += (f"; then --arms model --head classes --lambda-class {weight:g} --work "
+                    f"data/dubai-scores-{weight:g}")
+    command += (f"; then --section {resize} {transpose}" + (f" --class-loss {class_loss}" if class_loss else "")
+                + (f" --class-scores {class_scores}" if class_scores else "") + ")")
     update_report("translate_dubai", section, report, command=command)
     print(json.dumps({k: v for k, v in section.items() if not isinstance(v, (dict, list))}, indent=2))
     return 0
 
 
+def _add_variant(section: dict, path: Path, name: str, choice: Path) -> float:
+    """A variant of the Pix2Pix arm (one run's scores, `path`) into the section as `<score>_model_<name>`, with
+    its goals and the validation figures its class-loss weight was chosen by; returns the weight."""
+    run = json.loads(path.read_text())
+    weight = run["budget"]["lambda_class"]
+    key = "lambda_class" if name == "class_loss" else f"lambda_class_{name}"
+    section[key] = weight
+    if choice.is_file():
+        section[f"{key}_choice"] = json.loads(choice.read_text())
+    section[f"miou_model_{name}"] = run["miou_model"]
+    section[f"pixel_accuracy_model_{name}"] = run["pixel_accuracy_model"]
+    section[f"per_class_model_{name}"] = run["per_class_model"]
+    checkerboard = [v for k, v in run.items() if k.startswith("checkerboard_model_")]
+    if checkerboard:
+        section[f"checkerboard_model_{name}"] = checkerboard[0]
+    ratio = section[f"goal_model_{name}_vs_segmentation"] = run["miou_model"] / section["miou_segmentation_bound"]
+    section["goals"] = dict(section.get("goals", {}), **{
+        f"{name}_miou_at_least_0.90_of_segmentation": ratio >= 0.90,
+        f"{name}_beats_l1_and_trivial": run["miou_model"] > max(section["miou_l1"], section["miou_trivial"])})
+    section["sources"].append(str(path))
+    return weight
+
+
 CHOICE = Path("reports/quality_translate_dubai_class_choice.json")
+CHOICE_SCORES = Path("reports/quality_translate_dubai_scores_choice.json")
 
 
-def choose_lambda_class(works: list[Path]) -> int:
-    """Amendment 2's choice: the run (work folder of a Pix2Pix arm with a class loss) with the highest final
-    validation mIoU, from its metrics.json; Tile 8 plays no part."""
+def choose_lambda_class(works: list[Path], choice: Path = CHOICE) -> int:
+    """Amendments 2 and 3's choice: the run (work folder of a Pix2Pix arm with a class loss) with the highest
+    final validation mIoU, from its metrics.json; Tile 8 plays no part. Written to `choice`."""
     found = {}
     for work in works:
         metrics_file = work / "report_model" / "metrics.json"
@@ -204,9 +221,9 @@ def choose_lambda_class(works: list[Path]) -> int:
     for name, miou in found.items():
         print(f"{name}: final val_miou {miou:.4f}")
     chosen = max(found, key=found.__getitem__)
-    CHOICE.write_text(json.dumps({"by": "the highest final val_miou: the 10 % of Tiles 1-7 the trainer holds out",
+    choice.write_text(json.dumps({"by": "the highest final val_miou: the 10 % of Tiles 1-7 the trainer holds out",
                                   "val_miou": found, "chosen": chosen}, indent=2) + "\n")
-    print(f"chosen: {chosen}; wrote {CHOICE}")
+    print(f"chosen: {chosen}; wrote {choice}")
     return 0
 
 
@@ -233,15 +250,19 @@ def main(argv: list[str] | None = None) -> int:
                              "arm and one of the Pix2Pix arm with transposed convolutions")
     parser.add_argument("--class-loss", metavar="JSON", help="with --section: also the scores of the Pix2Pix arm "
                                                              "with the class loss (amendment 2)")
+    parser.add_argument("--class-scores", metavar="JSON", help="with --section: also the scores of the generator of "
+                                                               "class scores (amendment 3)")
+    parser.add_argument("--choice", default=str(CHOICE), help="with --choose-lambda-class: where the choice goes")
     parser.add_argument("--choose-lambda-class", metavar="WORK", nargs="+",
                         help="only print the class-loss weight with the highest final validation mIoU among these "
                              "runs' work folders (amendment 2), with each run's figure")
     args = parser.parse_args(argv)
     if args.choose_lambda_class:
-        return choose_lambda_class([Path(w) for w in args.choose_lambda_class])
+        return choose_lambda_class([Path(w) for w in args.choose_lambda_class], Path(args.choice))
     if args.section:
         return write_section(Path(args.section[0]), Path(args.section[1]),
-                             Path(args.class_loss) if args.class_loss else None)
+                             Path(args.class_loss) if args.class_loss else None,
+                             Path(args.class_scores) if args.class_scores else None)
     if not args.data:
         parser.error("--data is required to train or score")
     data, work = Path(args.data), Path(args.work)

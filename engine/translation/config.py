@@ -13,6 +13,9 @@ MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add paramet
 HOLDOUTS = ("image", "folder")  # what a training set of many pairs holds out whole for validation
 UPSAMPLES = ("resize", "transpose")  # models.unet.UPSAMPLES, the default first (this module imports no torch)
 HEADS = ("colours", "classes")  # what the generator's last layer makes
+# the class loss's weight for a generator of class scores, chosen on validation images (docs/protocol-dubai-
+# translation.md, amendment 3)
+CLASS_SCORES_WEIGHT = 10.0
 
 
 @dataclass
@@ -45,9 +48,10 @@ class TranslationConfig(RunOptions):
                                   "drawn in their colours (needs --legend; the map is always in the legend's "
                                   "colours, and --lambda-class weighs the scores' cross-entropy)", choices=HEADS)
     lambda_l1: float = option(100.0, "weight of the L1 loss")
-    lambda_class: float = option(0.0, "with --legend: weight of the class loss, the cross-entropy of the legend "
-                                      "classes read from the output's colours, or with --head classes from the "
-                                      "class scores (0: none)")
+    lambda_class: float | None = option(
+        None, f"with --legend: weight of the class loss, the cross-entropy of the legend classes read from the "
+              f"output's colours, or with --head classes of the class scores (0: none; default: 0, with --head "
+              f"classes {CLASS_SCORES_WEIGHT:g})")
     adversarial: bool = option(True, "train the L1-only baseline (no discriminator)", flag="--l1-only",
                                action="store_false")
     gan_mode: str = "vanilla"
@@ -80,3 +84,5 @@ class TranslationConfig(RunOptions):
         derive_from_patch(self, MAX_DEPTH)
         if self.min_valid is None:
             self.min_valid = 0.3 if self.unlabelled_background else 0.9
+        if self.lambda_class is None:
+            self.lambda_class = CLASS_SCORES_WEIGHT if self.head == "classes" else 0.0

@@ -21,7 +21,7 @@ from qgis.core import (
 )
 
 from ..engine.calls import FEEDBACK
-from ..engine.translation.config import HOLDOUTS, UPSAMPLES, TranslationConfig
+from ..engine.translation.config import HEADS, HOLDOUTS, UPSAMPLES, TranslationConfig
 from .base import SatGenAlgorithm
 
 
@@ -45,6 +45,9 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "metrics.json); running again with the same report folder resumes after an interruption. Tick "
                 "'Background colour marks unmapped land' when the map covers only part of the land (e.g. an "
                 "OpenStreetMap extract): those pixels are then left out of training and scores.\n\n"
+                "With a map of classes (a legend), the generator may score the legend's classes instead of "
+                "drawing colours (HEAD, advanced): its map is then always in the legend's colours, each pixel the "
+                "class it finds most likely, and the cross-entropy of the scores joins the loss.\n\n"
                 "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Many image pairs (a tile data set): instead of the satellite raster, give the folder of images "
@@ -53,7 +56,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "'city/Tile */masks'. Images without georeferencing pair pixel for pixel. Whole images are then "
                 "held out for validation, or whole folders (HOLDOUT). Side-by-side images (input left, map right, "
                 "as in the pix2pix data sets) need only IMAGES and SIDE_BY_SIDE.\n\n"
-                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, STYLE, "
+                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, HEAD, STYLE, "
                 "LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
                 "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
@@ -80,6 +83,10 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             "UPSAMPLE", "Generator's upsampling", options=[
                 "resize + convolution (no checkerboard)", "transposed convolution (the paper's)"], defaultValue=0,
             optional=True))
+        self.add_advanced(QgsProcessingParameterEnum(
+            "HEAD", "The generator draws", options=[
+                "colours (Pix2Pix)", "the legend's classes, each in its colour (needs the map's legend)"],
+            defaultValue=0, optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
@@ -118,6 +125,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             side_by_side=self.parameterAsBool(parameters, "SIDE_BY_SIDE", context),
             holdout=HOLDOUTS[self.parameterAsEnum(parameters, "HOLDOUT", context)],
             upsample=UPSAMPLES[self.parameterAsEnum(parameters, "UPSAMPLE", context)],
+            head=HEADS[self.parameterAsEnum(parameters, "HEAD", context)],
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),

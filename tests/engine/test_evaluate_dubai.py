@@ -39,3 +39,22 @@ def test_weight_chosen_by_validation_and_reported_beside_arm_1(tmp_path, monkeyp
     assert section["goals"]["miou_at_least_0.90_of_segmentation"] is False
     assert section["lambda_class"] == 1.0 and section["lambda_class_choice"]["chosen"] == str(runs[1])
     assert "--lambda-class 1 " in section["command"] and "--class-loss" in section["command"]
+
+    # amendment 3: the generator of class scores joins beside arm 1 and amendment 2, with its own choice
+    choice_scores = tmp_path / "scores_choice.json"
+    monkeypatch.setattr(evaluate_dubai, "CHOICE_SCORES", choice_scores)
+    scores_runs = [_run(tmp_path / f"scores-{w}", m) for w, m in (("10", 0.45), ("100", 0.44))]
+    assert evaluate_dubai.main(["--choose-lambda-class", *map(str, scores_runs), "--choice", str(choice_scores)]) == 0
+    assert json.loads(choice_scores.read_text())["chosen"] == str(scores_runs[0])
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"miou_model": 0.48, "pixel_accuracy_model": 0.78, "per_class_model": {"land": 0.7},
+                                  "checkerboard_model_resize": 0.9, "budget": {"lambda_class": 10.0}}))
+    assert evaluate_dubai.write_section(resize, transpose, scored, scores, report=report) == 0
+    section = json.loads(report.read_text())["translate_dubai"]
+    assert section["miou_model"] == 0.49 and section["miou_model_class_loss"] == 0.50
+    assert section["miou_model_class_scores"] == 0.48 and section["checkerboard_model_class_scores"] == 0.9
+    assert section["lambda_class"] == 1.0 and section["lambda_class_class_scores"] == 10.0
+    assert section["lambda_class_class_scores_choice"]["chosen"] == str(scores_runs[0])
+    assert section["goals"]["class_scores_miou_at_least_0.90_of_segmentation"] is False  # 0.48 / 0.55
+    assert section["goals"]["class_scores_beats_l1_and_trivial"] is False  # 0.48 < L1's 0.495
+    assert "--head classes --lambda-class 10 " in section["command"] and "--class-scores" in section["command"]

@@ -32,6 +32,30 @@ def test_train_from_styled_layers_then_translate(satgen_provider, tmp_path):
     assert layer.isValid() and layer.extent() == QgsRasterLayer(str(scene), "s").extent()
 
 
+def test_a_generator_of_the_legends_classes_draws_only_its_colours(satgen_provider, tmp_path):
+    """HEAD 1: the generator scores the rendered legend's classes; its raw map has their colours only."""
+    import numpy as np
+    import processing
+    import rasterio
+
+    from engine.modelfile import read_card
+
+    scene = crop_raster(SAMPLES / "s2_havel_10m.tif", tmp_path / "train.tif", 352, 608, 128, 128)
+    result = processing.run("satgen:train_translation", {
+        "INPUT": str(scene), "LAYERS": [str(SAMPLES / "havel_osm_landuse.gpkg")], "HEAD": 1,
+        "STYLE": str(ROOT / "resources" / "styles" / "osm_landuse.qml"), "UNLABELLED_BACKGROUND": True,
+        "EPOCHS": 1, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4, "DEVICE": 1,
+        "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")})
+    card = read_card(result["OUTPUT_MODEL"])
+    assert card.training["config"]["head"] == "classes" and card.params["classes"] == len(card.classes) > 1
+    mapped = processing.run("satgen:translate", {"INPUT": str(scene), "MODEL": result["OUTPUT_MODEL"], "SNAP": False,
+                                                 "OUTPUT": str(tmp_path / "map.tif")})
+    with rasterio.open(mapped["OUTPUT"]) as src:
+        drawn = {tuple(c) for c in src.read().reshape(3, -1).T}
+    assert drawn <= {tuple(card.legend[c]) for c in card.classes}
+    assert np.isfinite(json.loads((tmp_path / "report" / "metrics.json").read_text())["history"][0]["loss_g_class"])
+
+
 def test_target_or_layers_is_required_and_errors_are_clear(satgen_provider, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
