@@ -56,8 +56,8 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "'city/Tile */masks'. Images without georeferencing pair pixel for pixel. Whole images are then "
                 "held out for validation, or whole folders (HOLDOUT). Side-by-side images (input left, map right, "
                 "as in the pix2pix data sets) need only IMAGES and SIDE_BY_SIDE.\n\n"
-                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, HEAD, STYLE, "
-                "LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
+                "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, HEAD, "
+                "STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
                 "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
 
