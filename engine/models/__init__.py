@@ -233,7 +233,8 @@ def check_fits(card: ModelCard) -> None:
         _fits(get("out_channels") == n_out, card,
               f"out_channels is {get('out_channels')}, the card's outputs.names has {n_out} band(s)")
         classes = get("classes") if name == "unet" else 0
-        _fits(not classes or (card.task == "translate" and classes == len(card.classes)), card,
+        drawn = {len(card.classes), len(card.classes) + ("background" in card.legend)}  # the background drawn too
+        _fits(not classes or (card.task == "translate" and classes in drawn), card,
               f"a U-Net of {classes} class scores draws a translate model's classes, but the card's task is "
               f"{card.task!r} with {len(card.classes)} classes")
         if card.task == "inpaint":

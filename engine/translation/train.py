@@ -169,8 +169,11 @@ class Pix2PixTask(Pix2PixSteps):
             raise InputError(f"no held-out {where} is large enough for {config.patch_size} px patches; use a "
                              f"smaller patch size or a larger raster")
         in_ch = pair.x.shape[0]
-        classes = [colour for name, colour in self.legend.items() if name != "background"]
         self.scored = config.head == "classes"
+        # a generator of class scores draws every colour of the map, the background too unless it marks
+        # unmapped land; the class loss on colours reads the named classes only
+        classes = [colour for name, colour in self.legend.items()
+                   if name != "background" or (self.scored and not config.unlabelled_background)]
         if (config.lambda_class or self.scored) and len(classes) < 2:
             what = "a generator of class scores (--head classes)" if self.scored else "the class loss"
             raise InputError(f"{what} needs the map's classes: give the legend of its colours (--legend, as "

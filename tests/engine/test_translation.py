@@ -12,6 +12,7 @@ from engine.errors import InputError, ModelFileError
 from engine.modelfile import load_model, read_card
 from engine.pipeline import TileOptions
 from engine.translation.apply import translate
+from engine.translation.config import CLASS_SCORES_WEIGHT
 from engine.translation.train import TranslationConfig, config_from_card, prepare_data, train_translation
 from helpers import SAMPLES, Lines, make_model, write_raster
 
@@ -292,6 +293,10 @@ def test_a_generator_of_class_scores_draws_only_its_legend_colours(real_pair, tm
         np.testing.assert_array_equal(drawn, maps[0])
     assert len({tuple(c) for c in maps[0].reshape(3, -1).T}) > 1  # not one flat colour
     assert config_from_card(card).head == "classes"
+    # where the background is a class of its own (not unmapped land), the generator draws it too
+    whole = load_model(train_translation(tiny_config(real_pair, tmp_path / "whole", head="classes",
+                                                     unlabelled_background=False, min_valid=0.9)))
+    assert whole.card.params["classes"] == 4 and whole.card.training["config"]["lambda_class"] == CLASS_SCORES_WEIGHT
     with pytest.raises(InputError, match=r"class scores \(--head classes\) needs the map's classes"):
         train_translation(tiny_config(real_pair, tmp_path / "plain", legend=None, unlabelled_background=False,
                                        head="classes"))
