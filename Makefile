@@ -229,18 +229,25 @@ models: setup data $(MAPS)/havel_osm_map.tif $(MAPS)/l8_cloudmask_top.tif
 		&& cp data/eurosat/diffusion.satgen resources/models/synthesize_eurosat.satgen; \
 	else echo "models: the default synthesis model (resources/models/synthesize_eurosat.satgen) needs EUROSAT=<EuroSAT RGB class folders>"; fi
 	@if [ -n "$(DUBAI)" ]; then \
-		$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai --arms model --no-score \
-		&& cp data/dubai/model.satgen resources/models/translate_rgb_dubai.satgen; \
+		$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai-scores-100 --arms model \
+			--head classes --lambda-class 100 --no-score \
+		&& cp data/dubai-scores-100/model.satgen resources/models/translate_rgb_dubai.satgen; \
 	else echo "models: the RGB land-cover model (resources/models/translate_rgb_dubai.satgen) needs DUBAI=<dubai_landcover folder>"; fi
 
 evaluate: setup data $(MAPS)/havel_osm_map.tif
 	$(PY) -m engine evaluate $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS))
 
 # Issue 17's protocol (docs/protocol-dubai-translation.md): Pix2Pix, L1 only and a segmentation U-Net trained on
-# Tiles 1-7 of the Dubai land-cover set, scored on Tile 8; resumes from its checkpoints in data/dubai
+# Tiles 1-7 of the Dubai land-cover set, scored on Tile 8, then the generator of class scores (amendment 3, its weight
+# as chosen on validation images) and the report's section; resumes from its checkpoints in data/dubai*
 evaluate-dubai: setup
 	@[ -n "$(DUBAI)" ] || { echo "give the Dubai land-cover folder: make evaluate-dubai DUBAI=../shared/data/dubai_landcover" >&2; exit 2; }
 	$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai
+	$(PY) -W ignore -m engine.devtools.evaluate_dubai --data "$(DUBAI)" --work data/dubai-scores-100 --arms model \
+		--head classes --lambda-class 100 --output reports/quality_translate_dubai_scores.json
+	$(PY) -m engine.devtools.evaluate_dubai --section reports/quality_translate_dubai.json \
+		reports/quality_translate_dubai_transpose.json --class-loss reports/quality_translate_dubai_class.json \
+		--class-scores reports/quality_translate_dubai_scores.json
 
 # Issue 17's protocol (docs/protocol-maps-translation.md): the seed's maps benchmark, Pix2Pix vs L1 only vs the
 # seed's settings, scored on maps/val with FID/KID in the standard Inception space (the network file comes out of

@@ -171,6 +171,8 @@ def write_section(resize: Path, transpose: Path, class_loss: Path | None = None,
         command += f"; then --arms model --lambda-class {weight:g} --work data/dubai-class-{weight:g}"
     if class_scores is not None:
         weight = _add_variant(section, class_scores, "class_scores", CHOICE_SCORES)
+        section["shipped"] = ("class_scores: resources/models/translate_rgb_dubai.satgen is this run's model (`make "
+                              "models DUBAI=...` retrains it); miou_model and its goals stay arm 1's")
         command += (f"; then --arms model --head classes --lambda-class {weight:g} --work "
                     f"data/dubai-scores-{weight:g}")
     command += (f"; then --section {resize} {transpose}" + (f" --class-loss {class_loss}" if class_loss else "")
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load_model(train_translation(cfg))
             net, scaling = loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high))
         seconds[arm] = round(time.perf_counter() - began, 1)
+        if arm != "segmentation":  # the epochs' own seconds: a run resumed here (or finished) trained before
+            history = json.loads((Path(cfg.report_dir) / "metrics.json").read_text()).get("history", [])
+            seconds[arm] = round(sum(h.get("seconds", 0.0) for h in history), 1)
         nets[arm] = (net.float().eval(), scaling)
     if args.no_score:
         return 0

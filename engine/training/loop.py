@@ -188,6 +188,16 @@ def start(config: Any, inputs: list) -> tuple[Path, Path, Run]:
     return report, ckpt, run
 
 
+def _defaults(config: Any) -> dict[str, Any]:
+    """What a run of `config`'s fields at their defaults trains with, the values its configuration derives
+    from them included (a default of None may stand for a value derived from other settings)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    try:
+        return {**defaults, **fingerprint_of(dataclasses.replace(config, **defaults), ())}
+    except (InputError, ValueError, TypeError):  # defaults that do not go with this run's required fields
+        return defaults
+
+
 def train(task: Task, config: Any, run: Run, report: Path, ckpt: Path, not_training: tuple[str, ...],
           feedback: Feedback) -> Path:
     """Run `task` for config.epochs epochs from its checkpoint (if any); returns the model file's path."""
@@ -196,7 +206,7 @@ def train(task: Task, config: Any, run: Run, report: Path, ckpt: Path, not_train
     parts = task.parts()
     if run.precision.scaler.is_enabled():
         parts["grad_scaler"] = run.precision.scaler
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    defaults = _defaults(config)
     start_epoch, history = resume(ckpt, fingerprint, parts, feedback, defaults)
     feedback.info(f"training on {run.device} in {run.precision.name}"
                   + (f", {run.share.world} processes" if run.share.world > 1 else ""))

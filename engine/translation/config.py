@@ -15,7 +15,7 @@ UPSAMPLES = ("resize", "transpose")  # models.unet.UPSAMPLES, the default first 
 HEADS = ("colours", "classes")  # what the generator's last layer makes
 # the class loss's weight for a generator of class scores, chosen on validation images (docs/protocol-dubai-
 # translation.md, amendment 3)
-CLASS_SCORES_WEIGHT = 10.0
+CLASS_SCORES_WEIGHT = 100.0
 
 
 @dataclass

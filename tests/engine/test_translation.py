@@ -243,8 +243,10 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_while_the_setting_is_at_
     train_translation(tiny_config(real_pair, tmp_path))
     checkpoint = tmp_path / "report" / "checkpoint.pt"
     state = load_checkpoint(checkpoint)
-    del state["config"]["lambda_class"]  # as written before the setting existed
+    del state["config"]["lambda_class"], state["config"]["head"]  # as written before the settings existed
     save_checkpoint(checkpoint, state)
+    with pytest.raises(InputError, match="other settings"):  # the class loss's default differs with class scores
+        train_translation(tiny_config(real_pair, tmp_path, epochs=2, head="classes"))
     train_translation(tiny_config(real_pair, tmp_path, epochs=2))
     history = json.loads((tmp_path / "report" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
