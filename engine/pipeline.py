@@ -544,7 +544,8 @@ def apply_model(model: LoadedModel | str | os.PathLike, input_path: str | os.Pat
         module, channels = model.module, card.outputs.count
         scores = class_scores(module)
         if scores:  # tiles blend as class probabilities, then each pixel takes its best class's colour
-            module, channels, finish = ClassProbabilities(module), scores, draw_classes(module.palette, out_scaling)
+            palette = module.get_buffer("palette")
+            module, channels, finish = ClassProbabilities(module), scores, draw_classes(palette, out_scaling)
 
         stage = None
         if on_device(options.blend, device):  # raw band values go up, finished rows of the output type come down

@@ -38,6 +38,8 @@ def up_layers(in_width: int, out_width: int, bias: bool, upsample: str) -> list[
 
 
 class UNet(nn.Module):
+    palette: torch.Tensor  # with classes: (classes, out_channels) colours in [-1, 1], a buffer
+
     def __init__(self, in_channels: int, out_channels: int, ngf: int = 64, depth: int = 8,
                  max_mult: int = 8, dropout: float = 0.5, upsample: str = "transpose", classes: int = 0):
         super().__init__()

@@ -48,7 +48,7 @@ def _check(config: TranslationConfig) -> None:
             raise InputError(f"{name} {value} must be a multiple of {multiple} for a U-Net of depth {config.depth}")
     if config.epochs < 1 or config.patches_per_epoch < 1 or config.batch_size < 1:
         raise InputError("epochs, patches per epoch and batch size must all be at least 1")
-    if config.lambda_class < 0:
+    if config.lambda_class is not None and config.lambda_class < 0:
         raise InputError(f"the weight of the class loss must be 0 or more, got {config.lambda_class}")
     if config.ground_resolution is not None and not 0 < config.ground_resolution <= 1e6:
         raise InputError(f"the ground resolution is the size of a pixel in metres (more than 0), got "
@@ -153,6 +153,8 @@ def train_translation(config: TranslationConfig, feedback: Feedback | None = Non
 class Pix2PixTask(Pix2PixSteps):
     """Pix2Pix on an aligned pair: U-Net generator, conditional PatchGAN, adversarial + lambda * L1."""
 
+    generator: UNet
+
     def __init__(self, config: TranslationConfig, run: Run):
         # filled by TranslationConfig.__post_init__
         assert config.depth is not None and config.tile_size is not None  # nosec B101  # type narrowing
@@ -187,7 +189,8 @@ class Pix2PixTask(Pix2PixSteps):
         if self.scored:
             generator.palette.copy_(self.colours)
         self.colours = self.colours.to(run.device)
-        self.generator = run.prepare(generator)
+        self.generator = generator
+        run.prepare(generator)
         self.discriminator = run.prepare(PatchGAN(in_ch + 3, ndf=config.ndf or config.ngf))
         self.g, self.d = run.wrap(self.generator), run.wrap(self.discriminator)
         self._parts = pix2pix_parts(self.generator, self.discriminator, config)
