@@ -69,14 +69,31 @@ def to_unit(x8: np.ndarray) -> np.ndarray:
     return x8.astype(np.float32) / 127.5 - 1
 
 
-def draw(card, loaded, classes: list[str], count: int) -> dict[str, np.ndarray]:
-    """class -> (count, 3, 64, 64) uint8 generated patches as a user gets them (band values, rounded, clipped)."""
+def draw(card, loaded, classes: list[str], count: int, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """class -> (count, 3, 64, 64) uint8 generated patches as a user gets them (band values, rounded, clipped).
+    With `cache` (a folder named after the model file and the count), each class's patches are kept there as
+    they are drawn, so a run stopped while drawing (an hour and more for a diffusion model on a CPU) resumes."""
     out = {}
     for c in classes:
+        kept = cache / f"{c}.npy" if cache is not None else None
+        if kept is not None and kept.is_file():
+            out[c] = np.load(kept)
+            print(f"  {count} x {c}: drawn before ({kept})", flush=True)
+            continue
         x = generate(loaded, card.classes.index(c), count, seed=SYNTH_SEED, batch_size=100)
         out[c] = to_values(card, x).astype(np.uint8)  # the card's dtype: uint8 for EuroSAT
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            partial = kept.with_name(kept.stem + ".partial.npy")
+            np.save(partial, out[c])
+            os.replace(partial, kept)
         print(f"  generated {count} x {c}", flush=True)
     return out
+
+
+def drawn_cache(work: Path, model: Path, count: int) -> Path:
+    """The folder of a model file's drawn patches: named after its name, modification time and the count."""
+    return work / "drawn" / f"{model.stem}_{model.stat().st_mtime_ns}_{count}"
 
 
 def cached_features(path: Path, images: dict[str, np.ndarray], inception, stamp: str) -> dict[str, np.ndarray]:
@@ -216,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         guidance, steps = sampler_defaults(card)
         out["models"][arm] = {"file": str(models[arm]), "architecture": card.architecture,
                               **({} if arm == "cdcgan" else {"guidance": guidance, "steps": steps})}
-        generated = draw(card, loaded, classes, max(m, n))
+        generated = draw(card, loaded, classes, max(m, n), drawn_cache(work, Path(models[arm]), max(m, n)))
         mtime = Path(models[arm]).stat().st_mtime_ns
         f_gen = cached_features(work / f"features_{arm}_{n}.npz", {c: g[:n] for c, g in generated.items()},
                                 inception, f"{stamp}|{mtime}")
@@ -280,8 +297,10 @@ def few_labels(args, work: Path, patches, x_test: np.ndarray, y_test: np.ndarray
             cfg.epochs, cfg.output_model, cfg.report_dir = args.few_epochs, str(folder / "model.satgen"), \
                 str(folder / "report")
             cfg.name = f"EuroSAT RGB 64 px, diffusion from {size} labels per class (subset seed {subset_seed})"
-            loaded = load_model(trained(cfg), tasks=("synthesize",))
-            generated = draw(loaded.card, loaded, classes, args.cas_per_class)
+            model = trained(cfg)
+            loaded = load_model(model, tasks=("synthesize",))
+            generated = draw(loaded.card, loaded, classes, args.cas_per_class,
+                             drawn_cache(folder, Path(model), args.cas_per_class))
             x_sub, y_sub = to_unit(x_tr[pick].astype(np.uint8)), y_tr[pick]
             x_syn = np.concatenate([to_unit(generated[c]) for c in classes])
             y_syn = np.concatenate([np.full(len(generated[c]), i, np.int64) for i, c in enumerate(classes)])

@@ -118,19 +118,27 @@ STANDARD = ROOT / "data" / "fid" / "inception-2015-12-05.safetensors"
 @pytest.mark.slow
 @pytest.mark.skipif(not STANDARD.is_file(), reason=f"the standard FID network is not here "
                     f"({STANDARD.relative_to(ROOT)}); `make fid-network` fetches and converts it")
-def test_evaluate_eurosat_end_to_end(eurosat, tmp_path):
+def test_evaluate_eurosat_end_to_end(eurosat, tmp_path, capsys):
     pytest.importorskip("torchvision", reason="the Inception module is torchvision's (not in the engine environment)")
     from engine.devtools import evaluate_eurosat
 
     quality = ROOT / "reports" / "quality.json"
     before = quality.read_bytes() if quality.exists() else None
     output = tmp_path / "eurosat.json"
-    assert evaluate_eurosat.main(["--data", str(eurosat), "--work", str(tmp_path / "work"), "--output", str(output),
-                                  "--gan-epochs", "1", "--diffusion-epochs", "1", "--base", "8", "--depth", "2",
-                                  "--per-class", "2", "--cas-seeds", "1", "--cas-steps", "5", "--cas-per-class", "4",
-                                  "--steps", "2", "--guidance", "1.5", "--inception", str(STANDARD),
-                                  "--device", "cpu"]) == 0
+    argv = ["--data", str(eurosat), "--work", str(tmp_path / "work"), "--output", str(output),
+            "--gan-epochs", "1", "--diffusion-epochs", "1", "--base", "8", "--depth", "2",
+            "--per-class", "2", "--cas-seeds", "1", "--cas-steps", "5", "--cas-per-class", "4",
+            "--steps", "2", "--guidance", "1.5", "--inception", str(STANDARD), "--device", "cpu"]
+    assert evaluate_eurosat.main(argv) == 0
     out = json.loads(output.read_text())
+    # the drawn patches are kept per model file and class: scoring again (or after a stop) does not draw again
+    drawn = sorted(p.parent.name.split("_")[0] for p in (tmp_path / "work" / "drawn").glob("*/*.npy"))
+    assert drawn == ["cdcgan"] * len(CLASSES) + ["diffusion"] * len(CLASSES)
+    capsys.readouterr()
+    assert evaluate_eurosat.main(argv) == 0
+    assert capsys.readouterr().out.count("drawn before") == 2 * len(CLASSES)
+    again = json.loads(output.read_text())
+    assert again["fid_diffusion_mean"] == out["fid_diffusion_mean"] and again["cas_cdcgan"] == out["cas_cdcgan"]
     assert out["counts"]["test"] == {c: 2 for c in CLASSES} and out["per_class_n"]["generated"] == 2
     for arm in ("cdcgan", "diffusion"):
         assert set(out[f"fid_{arm}_per_class"]) == set(CLASSES) and out[f"fid_{arm}_mean"] > 0
