@@ -275,16 +275,15 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     for arm in arms:
         cfg = config(data, work, arm, args)
-        began = time.perf_counter()
         if arm == "segmentation":
-            net, scaling, _ = train_segmentation(cfg, work)
+            net, scaling, trained_for = train_segmentation(cfg, work)
         else:
             loaded = load_model(train_translation(cfg))
             net, scaling = loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high))
-        seconds[arm] = round(time.perf_counter() - began, 1)
-        if arm != "segmentation":  # the epochs' own seconds: a run resumed here (or finished) trained before
+            # the epochs' own seconds, so a run resumed here (or finished before) reports what it trained for
             history = json.loads((Path(cfg.report_dir) / "metrics.json").read_text()).get("history", [])
-            seconds[arm] = round(sum(h.get("seconds", 0.0) for h in history), 1)
+            trained_for = sum(h.get("seconds", 0.0) for h in history)
+        seconds[arm] = round(trained_for, 1)
         nets[arm] = (net.float().eval(), scaling)
     if args.no_score:
         return 0
