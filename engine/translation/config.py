@@ -13,6 +13,7 @@ MAX_DEPTH = 8  # 256 px at the bottleneck's 1 px: deeper U-Nets only add paramet
 HOLDOUTS = ("image", "folder")  # what a training set of many pairs holds out whole for validation
 UPSAMPLES = ("resize", "transpose")  # models.unet.UPSAMPLES, the default first (this module imports no torch)
 HEADS = ("colours", "classes")  # what the generator's last layer makes
+MAX_PALETTE = 64  # flat colours fitted to maps that come without a legend (--head classes)
 # the class loss's weight for a generator of class scores, chosen on validation images (docs/protocol-dubai-
 # translation.md, amendment 3)
 CLASS_SCORES_WEIGHT = 100.0
@@ -45,8 +46,11 @@ class TranslationConfig(RunOptions):
                                      "checkerboard) or transpose (the paper's transposed convolutions)",
                            choices=UPSAMPLES)
     head: str = option("colours", "what the generator makes: colours (Pix2Pix), or scores of the legend's classes "
-                                  "drawn in their colours (needs --legend; the map is always in the legend's "
-                                  "colours, and --lambda-class weighs the scores' cross-entropy)", choices=HEADS)
+                                  "drawn in their colours (the map is always in the legend's colours, and "
+                                  "--lambda-class weighs the scores' cross-entropy); without --legend, of "
+                                  "--palette-size flat colours fitted to the training maps", choices=HEADS)
+    palette_size: int = option(8, "with --head classes and no --legend: how many flat colours to fit to the "
+                                  "training maps (k-means) for the generator to draw")
     lambda_l1: float = option(100.0, "weight of the L1 loss")
     lambda_class: float | None = option(
         None, f"with --legend: weight of the class loss, the cross-entropy of the legend classes read from the "

@@ -550,9 +550,10 @@ def _check_grid(pair: Pair, split: BlockSplit) -> None:
 
 # --------------------------------------------------------------------------- scaling
 
-def fit_input_scaling(pairs: PairSet | Pair, split: BlockSplit | None = None, lower: float = 2, upper: float = 98,
-                      max_samples: int = 200_000, seed: int = 0) -> BandScaling:
-    """Per-band percentile stretch fitted on valid pixels of the training regions only."""
+def training_pixels(pairs: PairSet | Pair, which: str, split: BlockSplit | None = None,
+                    max_samples: int = 200_000, seed: int = 0) -> np.ndarray:
+    """(C, n) float64: up to `max_samples` valid pixels of the training regions only, of the inputs
+    (`which` "x") or of the maps ("y"), drawn uniformly (seeded) across all pairs."""
     ps = as_pair_set(pairs, split)
     masks: dict[int, np.ndarray] = {}
     for i, box in ps.train:  # per pair, its valid pixels in training regions
@@ -562,16 +563,65 @@ def fit_input_scaling(pairs: PairSet | Pair, split: BlockSplit | None = None, lo
     counts = {i: int(m.sum()) for i, m in masks.items()}
     total = sum(counts.values())
     if total == 0:
-        raise InputError("the training blocks hold no valid pixels to fit the input scaling on; use a smaller "
-                         "block size or a larger validation-free area")
+        raise InputError("the training blocks hold no valid pixels to fit the input scaling (or palette) on; use "
+                         "a smaller block size or a larger validation-free area")
     rng = np.random.default_rng(seed)
     parts = []
     for i, mask in masks.items():
         if counts[i]:
             want = max(1, round(max_samples * counts[i] / total)) if total > max_samples else counts[i]
             idx = _draw(mask, counts[i], want, rng)
-            parts.append(ps.pairs[i].x.reshape(ps.pairs[i].x.shape[0], -1)[:, idx].astype(np.float64))
-    return fit_percentiles(np.concatenate(parts, axis=1), lower, upper)
+            array = getattr(ps.pairs[i], which)
+            parts.append(array.reshape(array.shape[0], -1)[:, idx].astype(np.float64))
+    return np.concatenate(parts, axis=1)
+
+
+def fit_input_scaling(pairs: PairSet | Pair, split: BlockSplit | None = None, lower: float = 2, upper: float = 98,
+                      max_samples: int = 200_000, seed: int = 0) -> BandScaling:
+    """Per-band percentile stretch fitted on valid pixels of the training regions only."""
+    return fit_percentiles(training_pixels(pairs, "x", split, max_samples, seed), lower, upper)
+
+
+def fit_palette(pairs: PairSet, size: int, seed: int = 0, max_samples: int = 100_000,
+                iterations: int = 50) -> dict[str, list[int]]:
+    """A legend of `size` flat colours fitted to the training maps' pixels (k-means with k-means++
+    seeding), for a generator of class scores when the maps come without one: each colour named by
+    its hex code, the most common first."""
+    pixels = training_pixels(pairs, "y", max_samples=max_samples, seed=seed).T  # (n, 3) in 0..255
+    distinct = np.unique(pixels, axis=0)
+    if len(distinct) < size:
+        raise InputError(f"the training maps hold {len(distinct)} distinct colours, fewer than the {size} asked "
+                         f"for; give a smaller palette size (--palette-size / PALETTE_SIZE) or the map's legend")
+    rng = np.random.default_rng(seed)
+    centres = distinct[[rng.integers(len(distinct))]]
+    nearest = ((pixels - centres[0]) ** 2).sum(1)
+    while len(centres) < size:  # k-means++: each next centre drawn in proportion to its squared distance
+        chosen = pixels[rng.choice(len(pixels), p=nearest / nearest.sum())]
+        centres = np.vstack([centres, chosen])
+        nearest = np.minimum(nearest, ((pixels - chosen) ** 2).sum(1))
+    for _ in range(iterations):
+        label = _nearest_centre(pixels, centres)
+        moved = np.array([pixels[label == k].mean(0) if (label == k).any() else centres[k] for k in range(size)])
+        if np.allclose(moved, centres, atol=1e-3):
+            break
+        centres = moved
+    share = np.bincount(_nearest_centre(pixels, centres), minlength=size)
+    colours = [[int(v) for v in np.clip(np.rint(centres[k]), 0, 255)] for k in np.argsort(-share, kind="stable")]
+    legend = {}
+    for c in colours:
+        legend.setdefault("#{:02x}{:02x}{:02x}".format(*c), c)
+    if len(legend) < size:
+        raise InputError(f"the training maps' colours form fewer than {size} distinct groups; give a smaller "
+                         f"palette size (--palette-size / PALETTE_SIZE) or the map's legend")
+    return legend
+
+
+def _nearest_centre(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    out = np.empty(len(pixels), np.int64)
+    for i in range(0, len(pixels), 65_536):
+        chunk = pixels[i:i + 65_536]
+        out[i:i + 65_536] = ((chunk[:, None, :] - centres[None]) ** 2).sum(2).argmin(1)
+    return out
 
 
 def _draw(mask: np.ndarray, count: int, want: int, rng) -> np.ndarray:

@@ -31,8 +31,8 @@ from ..training.loop import RUN_FIELDS, Pix2PixSteps, Run, start, train
 from ..training.objectives import colour_class_loss, gan_loss, legend_labels, masked_cross_entropy, masked_l1
 from ..training.options import from_card
 from ..training.report import plot_history, save_grid, to_display, write_metrics
-from .config import TranslationConfig
-from .data import PairPatches, PairSet, fit_input_scaling, load_pair, load_pairs, val_tiles
+from .config import MAX_PALETTE, TranslationConfig
+from .data import PairPatches, PairSet, fit_input_scaling, fit_palette, load_pair, load_pairs, val_tiles
 
 # settings that do not change what is learned: a run may resume with other values
 _NOT_TRAINING = ("epochs", "device", "report_dir", "output_model", "val_tiles_per_epoch", "half_precision_file",
@@ -50,6 +50,8 @@ def _check(config: TranslationConfig) -> None:
         raise InputError("epochs, patches per epoch and batch size must all be at least 1")
     if config.lambda_class is not None and config.lambda_class < 0:
         raise InputError(f"the weight of the class loss must be 0 or more, got {config.lambda_class}")
+    if config.head == "classes" and not config.legend and not 2 <= config.palette_size <= MAX_PALETTE:
+        raise InputError(f"the palette fitted to the maps needs 2 to {MAX_PALETTE} colours, got {config.palette_size}")
     if config.ground_resolution is not None and not 0 < config.ground_resolution <= 1e6:
         raise InputError(f"the ground resolution is the size of a pixel in metres (more than 0), got "
                          f"{config.ground_resolution}")
@@ -115,14 +117,17 @@ def prepare_data(config: TranslationConfig) -> tuple[PairSet, dict[str, list[int
                            val_fraction=config.val_fraction, seed=config.seed, holdout=config.holdout)
         for pair in pairs.pairs:
             _leave_out_background(pair, legend, config)
-        return pairs, legend
-    if not config.target:
-        raise InputError("give the target map (--target / TARGET) for the input raster")
-    pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
-    _leave_out_background(pair, legend, config)
-    split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
-                       valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
-    return PairSet.of_blocks(pair, split, Path(config.input).name), legend
+    else:
+        if not config.target:
+            raise InputError("give the target map (--target / TARGET) for the input raster")
+        pair = load_pair(config.input, config.target, bands=config.bands, patch=config.patch_size)
+        _leave_out_background(pair, legend, config)
+        split = BlockSplit(pair.height, pair.width, config.block_size, config.val_fraction, config.seed,
+                           valid=pair.valid, min_block_valid=min(0.25, config.min_valid / 2))
+        pairs = PairSet.of_blocks(pair, split, Path(config.input).name)
+    if config.head == "classes" and not legend:  # maps without a legend: their own flat colours, fitted
+        legend = fit_palette(pairs, config.palette_size, seed=config.seed)
+    return pairs, legend
 
 
 def many_pairs(config: TranslationConfig) -> bool:
@@ -204,7 +209,8 @@ class Pix2PixTask(Pix2PixSteps):
             classes=[k for k in self.legend if k != "background"], legend=self.legend, name=config.name,
             description=("Pix2Pix U-Net generator" if config.adversarial else "U-Net trained with L1 only")
             + f" (ngf {config.ngf}, depth {config.depth}) translating {len(pair.band_names)}-band imagery to an "
-              f"RGB map" + (f" in the colours of its {len(classes)} classes" if self.scored else ""),
+              f"RGB map" + ((f" in {len(classes)} flat colours fitted to its training maps" if not config.legend
+                             else f" in the colours of its {len(classes)} classes") if self.scored else ""),
             training={"data": config.data_description or _data_description(config, self.pairs),
                       "split": self.pairs.split,
                       "attribution": config.attribution, "licence": config.licence,

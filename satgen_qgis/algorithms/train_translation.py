@@ -17,11 +17,12 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
 from ..engine.calls import FEEDBACK
-from ..engine.translation.config import HEADS, HOLDOUTS, UPSAMPLES, TranslationConfig
+from ..engine.translation.config import HEADS, HOLDOUTS, MAX_PALETTE, UPSAMPLES, TranslationConfig
 from .base import SatGenAlgorithm
 
 
@@ -45,9 +46,11 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "metrics.json); running again with the same report folder resumes after an interruption. Tick "
                 "'Background colour marks unmapped land' when the map covers only part of the land (e.g. an "
                 "OpenStreetMap extract): those pixels are then left out of training and scores.\n\n"
-                "With a map of classes (a legend), the generator may score the legend's classes instead of "
-                "drawing colours (HEAD, advanced): its map is then always in the legend's colours, each pixel the "
-                "class it finds most likely, and the cross-entropy of the scores joins the loss.\n\n"
+                "The generator may score classes instead of drawing colours (HEAD, advanced): its map is then "
+                "always in the classes' colours, each pixel the class it finds most likely, and the cross-entropy "
+                "of the scores joins the loss. The classes are the legend's (LEGEND); without one, PALETTE_SIZE "
+                "flat colours fitted to the training maps (k-means), named by their hex codes in the model's "
+                "legend.\n\n"
                 "Save the model file somewhere lasting: a temporary file is deleted when QGIS closes. It goes into "
                 "'Translate satellite image to map'. Training is slow on a CPU; a CUDA GPU is used when present.\n\n"
                 "Many image pairs (a tile data set): instead of the satellite raster, give the folder of images "
@@ -57,6 +60,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
                 "held out for validation, or whole folders (HOLDOUT). Side-by-side images (input left, map right, "
                 "as in the pix2pix data sets) need only IMAGES and SIDE_BY_SIDE.\n\n"
                 "Command line names: INPUT, TARGET, LAYERS, IMAGES, MAPS, SIDE_BY_SIDE, HOLDOUT, UPSAMPLE, HEAD, "
+                "PALETTE_SIZE, "
                 "STYLE, LEGEND, UNLABELLED_BACKGROUND, BANDS, EPOCHS, "
                 "PATCH_SIZE (formerly TILE_SIZE, still accepted), BATCH_SIZE, PATCHES_PER_EPOCH, WIDTH, SEED, DEVICE, "
                 "PRECISION, OUTPUT_MODEL, OUTPUT_REPORT; output OUTPUT_HTML (the report as one page).")
@@ -85,8 +89,11 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             optional=True))
         self.add_advanced(QgsProcessingParameterEnum(
             "HEAD", "The generator draws", options=[
-                "colours (Pix2Pix)", "the legend's classes, each in its colour (needs the map's legend)"],
+                "colours (Pix2Pix)", "classes, each in its colour (the legend's, or flat colours fitted to the maps)"],
             defaultValue=0, optional=True))
+        self.add_advanced(QgsProcessingParameterNumber(
+            "PALETTE_SIZE", "Flat colours to fit to the maps (classes without a legend)",
+            QgsProcessingParameterNumber.Integer, defaultValue=TranslationConfig.palette_size, minValue=2, maxValue=MAX_PALETTE, optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
@@ -126,6 +133,7 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             holdout=HOLDOUTS[self.parameterAsEnum(parameters, "HOLDOUT", context)],
             upsample=UPSAMPLES[self.parameterAsEnum(parameters, "UPSAMPLE", context)],
             head=HEADS[self.parameterAsEnum(parameters, "HEAD", context)],
+            palette_size=self.parameterAsInt(parameters, "PALETTE_SIZE", context),
             output_model=self.parameterAsFileOutput(parameters, "OUTPUT_MODEL", context), report_dir=str(report),
             bands=self.parameterAsInts(parameters, "BANDS", context) or None,
             unlabelled_background=self.parameterAsBool(parameters, "UNLABELLED_BACKGROUND", context),

@@ -184,3 +184,52 @@ def test_training_from_folders_by_the_command_line(city, tmp_path, capsys):
     rc = main(["train", "translation", "--input", str(city / "Tile 1" / "images"), "--output-model", str(out),
                "--report-dir", str(tmp_path / "r2"), "--patch-size", "32", "--device", "cpu"])
     assert rc != 0 and "give the target" in capsys.readouterr().err
+
+
+def test_maps_without_a_legend_get_a_palette_fitted_to_their_training_maps(city, tmp_path):
+    """--head classes with maps that come without a legend (the pix2pix maps, most tile sets): k-means fits
+    PALETTE_SIZE flat colours to the training maps' pixels (held-out images unseen), named by hex code, the
+    most common first; JPEG noise around the colours does not move them far."""
+    from engine.translation.data import fit_palette
+
+    noisy = tmp_path / "noisy"
+    shutil.copytree(city, noisy)
+    for mask in noisy.glob("Tile */masks/*.png"):  # the maps as lossy JPEGs, as the pix2pix set has them
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=85, subsampling=0)
+        mask.unlink()
+    pairs = load_pairs(str(noisy / "Tile *" / "images"), str(noisy / "Tile *" / "masks"), val_fraction=0.34)
+    legend = fit_palette(pairs, 3)
+    found = np.array(sorted(legend.values()), float)
+    assert np.abs(found - np.array(sorted(TILE_COLOURS.tolist()), float)).max() <= 8
+    assert all(name == "#{:02x}{:02x}{:02x}".format(*c) for name, c in legend.items())
+    train = {i for i, _ in pairs.train}
+    pixels = np.concatenate([pairs.pairs[i].y.reshape(3, -1).T for i in sorted(train)]).astype(float)
+    nearest = ((pixels[:, None] - np.array(list(legend.values()), float)[None]) ** 2).sum(2).argmin(1)
+    shares = np.bincount(nearest, minlength=3)
+    assert list(shares) == sorted(shares, reverse=True)  # the most common colour first
+    assert fit_palette(pairs, 3) == legend  # seeded: the same palette on every run
+    # only the training images count: a held-out image's own colour does not enter the palette
+    val = {i for i, _ in pairs.val}
+    for i in val:
+        pairs.pairs[i].y[:] = 7
+    assert fit_palette(pairs, 3) == legend
+    with pytest.raises(InputError, match="fewer than the 5000 asked"):
+        fit_palette(load_pairs(str(city / "Tile *" / "images"), str(city / "Tile *" / "masks")), 5000)
+
+
+def test_a_generator_of_class_scores_trained_on_maps_without_a_legend(city, tmp_path, capsys):
+    out = tmp_path / "scores.satgen"
+    rc = main(["train", "translation", "--input", str(city / "Tile *" / "images"), "--target",
+               str(city / "Tile *" / "masks"), "--output-model", str(out), "--report-dir", str(tmp_path / "r"),
+               "--epochs", "1", "--patches-per-epoch", "4", "--batch-size", "2", "--patch-size", "32",
+               "--ngf", "4", "--device", "cpu", "--head", "classes", "--palette-size", "3"])
+    assert rc == 0
+    card = read_card(out)
+    assert sorted(card.legend.values()) == sorted(TILE_COLOURS.tolist()) and card.params["classes"] == 3
+    assert card.classes == list(card.legend) and "val_miou" in card.metrics
+    assert "3 flat colours fitted to its training maps" in card.description
+    rc = main(["train", "translation", "--input", str(city / "Tile *" / "images"), "--target",
+               str(city / "Tile *" / "masks"), "--output-model", str(tmp_path / "x.satgen"), "--report-dir",
+               str(tmp_path / "r2"), "--patch-size", "32", "--device", "cpu", "--head", "classes",
+               "--palette-size", "1"])
+    assert rc != 0 and "2 to 64 colours" in capsys.readouterr().err

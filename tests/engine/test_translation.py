@@ -299,6 +299,10 @@ def test_a_generator_of_class_scores_draws_only_its_legend_colours(real_pair, tm
     whole = load_model(train_translation(tiny_config(real_pair, tmp_path / "whole", head="classes",
                                                      unlabelled_background=False, min_valid=0.9)))
     assert whole.card.params["classes"] == 4 and whole.card.training["config"]["lambda_class"] == CLASS_SCORES_WEIGHT
-    with pytest.raises(InputError, match=r"class scores \(--head classes\) needs the map's classes"):
-        train_translation(tiny_config(real_pair, tmp_path / "plain", legend=None, unlabelled_background=False,
-                                       head="classes"))
+    # a map without a legend: its own colours, fitted to the training blocks (k-means), are the classes
+    fitted = load_model(train_translation(tiny_config(real_pair, tmp_path / "plain", legend=None, head="classes",
+                                                      unlabelled_background=False, min_valid=0.9, palette_size=4)))
+    assert sorted(fitted.card.legend.values()) == sorted(LEGEND.values()) and fitted.card.params["classes"] == 4
+    with pytest.raises(InputError, match="fewer than the 5 asked"):
+        train_translation(tiny_config(real_pair, tmp_path / "five", legend=None, unlabelled_background=False,
+                                       head="classes", palette_size=5))
