@@ -33,7 +33,11 @@ from ..translation.train import train_translation
 from .fid import StandardInception, network_file
 
 ARMS = ("model", "l1", "seed_settings")
-LABELS = {"model": "SatGen Pix2Pix", "l1": "L1 only", "seed_settings": "seed's settings"}
+# amendment 1: the generator scores a palette of flat colours fitted to the training maps
+SCORES_ARMS = ("model_scores", "l1_scores", "scores_no_critic")
+LABELS = {"model": "SatGen Pix2Pix", "l1": "L1 only", "seed_settings": "seed's settings",
+          "model_scores": "SatGen Pix2Pix (class scores)", "l1_scores": "L1 only (class scores)",
+          "scores_no_critic": "class scores, no critic"}
 LOAD, SIZE = 286, 256  # the seed's load size (random 256 px crops in training) and test size
 
 
@@ -79,13 +83,16 @@ def prepare(data: Path, work: Path) -> None:
 
 def config(work: Path, arm: str, args) -> TranslationConfig:
     seed = arm == "seed_settings"
+    scores = arm in SCORES_ARMS
     return TranslationConfig(
+        head="classes" if scores else "colours", palette_size=args.palette_size,
+        lambda_class=0.0 if arm == "l1_scores" else None,
         input=str(work / "train" / "images"), target=str(work / "train" / "maps"),
         output_model=str(work / f"{arm}.satgen"), report_dir=str(work / f"report_{arm}"),
         holdout="image", val_fraction=args.val_fraction, epochs=args.epochs,
         patches_per_epoch=args.patches, batch_size=1 if seed else args.batch, patch_size=SIZE, ngf=args.ngf,
         depth=8, upsample="transpose" if seed else "resize", lambda_l1=100.0, lr=2e-4, beta1=0.5,
-        adversarial=arm != "l1", device=args.device, seed=0, min_valid=0.9,
+        adversarial=arm not in ("l1", "l1_scores", "scores_no_critic"), device=args.device, seed=0, min_valid=0.9,
         name=f"photo -> map, pix2pix maps benchmark ({LABELS[arm]})",
         data_description="pix2pix maps set, train part (benchmark only: no licence to redistribute)",
         licence="benchmark only, not for distribution")
@@ -126,7 +133,8 @@ def picture(rows: list[int], photos, outputs: dict[str, np.ndarray], real, path:
             parts += [images[i].transpose(1, 2, 0), gap]
         return np.ascontiguousarray(np.concatenate(parts[:-1]))
 
-    shown = [a for a in ("l1", "seed_settings", "model") if a in outputs]
+    order = ("l1", "l1_scores", "scores_no_critic", "seed_settings", "model", "model_scores")
+    shown = [a for a in order if a in outputs]
     side_by_side([column(photos), *[column(outputs[a]) for a in shown], column(real)],
                  ["photo (val)", *[LABELS[a] for a in shown], "real map"], path)
 
@@ -143,18 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.05,
                         help="share of the train images each arm holds out for its own validation curve")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"arms to train and score, of {', '.join(ARMS + SCORES_ARMS)}")
+    parser.add_argument("--palette-size", type=int, default=8,
+                        help="flat colours fitted to the training maps for the class-score arms (amendment 1)")
     parser.add_argument("--no-score", action="store_true", help="train (or resume) the arms only")
     parser.add_argument("--limit", type=int, help="score only the first N pairs of each split (a smoke test: "
                                                   "reports/quality.json is left alone)")
     args = parser.parse_args(argv)
     data, work = Path(args.data), Path(args.work)
-    prepare(data, work)
     arms = args.arms.split(",")
-    modules, seconds = {}, {}
+    unknown = sorted(set(arms) - set(ARMS + SCORES_ARMS))
+    if unknown:
+        parser.error(f"unknown arms {', '.join(unknown)}; choose from {', '.join(ARMS + SCORES_ARMS)}")
+    prepare(data, work)
+    modules, seconds, files = {}, {}, {}
     for arm in arms:
         began = time.perf_counter()
-        loaded = load_model(train_translation(config(work, arm, args)))
+        files[arm] = train_translation(config(work, arm, args))
+        loaded = load_model(files[arm])
         seconds[arm] = round(time.perf_counter() - began, 1)
         modules[arm] = (loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high)))
     if args.no_score:
@@ -167,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {arm: generate(module, scaling, photos) for arm, (module, scaling) in modules.items()}
     inception = StandardInception(network_file())
     began = time.perf_counter()
-    feat_real = inception(real)
+    features = _Features(inception, work / "features")
+    feat_real = features(f"real_val_{len(names)}", real)
     train_maps = sorted((work / "train" / "maps").glob("*.png"))[:args.limit]
-    feat_train = inception(np.stack([_resize(_read(p), SIZE) for p in train_maps]))
+    feat_train = features(f"real_train_{len(train_maps)}",
+                          lambda: np.stack([_resize(_read(p), SIZE) for p in train_maps]))
     out: dict = {"protocol": "docs/protocol-maps-translation.md",
                  "train": f"maps/train: {len(train_maps)} pairs ({args.val_fraction:g} of them held out for each "
                           f"arm's validation curve)",
@@ -180,31 +197,85 @@ def main(argv: list[str] | None = None) -> int:
                             "batch": {a: (1 if a == "seed_settings" else args.batch) for a in arms},
                             "ngf": args.ngf, "ndf": args.ngf, "depth": 8, "train_seconds": seconds},
                  "fid_real_train": fid(feat_train, feat_real), "kid_real_train": kid(feat_train, feat_real)}
+    if set(arms) & set(SCORES_ARMS):
+        out["budget"]["palette"] = {a: load_model(files[a]).card.legend for a in arms if a in SCORES_ARMS}
     for arm in arms:
         for score, value in pixel_scores(outputs[arm], real).items():
             out[f"{score}_{arm}"] = value
-        feat = inception(outputs[arm])
+        feat = features(f"{arm}_{len(names)}", outputs[arm], files[arm])
         out[f"fid_{arm}"], out[f"kid_{arm}"] = fid(feat, feat_real), kid(feat, feat_real)
         out[f"checkerboard_{arm}"] = metrics.checkerboard(list(outputs[arm]), list(real))
     out["inception_seconds"] = round(time.perf_counter() - began, 1)
-    if {"model", "l1", "seed_settings"} <= set(arms):
-        out["goals"] = {
-            "fid_at_least_30_percent_below_l1": out["fid_model"] <= 0.7 * out["fid_l1"],
-            "acc_delta10_at_most_1_point_below_l1": out["acc_delta10_model"] >= out["acc_delta10_l1"] - 0.01,
-            "beats_seed_settings_on_fid_and_acc_delta10": (
-                out["fid_model"] < out["fid_seed_settings"]
-                and out["acc_delta10_model"] > out["acc_delta10_seed_settings"])}
+    out["goals"] = goals(out)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2) + "\n")
     picture([i for i in (0, 100, 500, 900) if i < len(names)], photos, outputs, real, output.with_suffix(".jpg"))
     if args.limit:
         return 0
-    update_report("translate_maps", out, Path("reports/quality.json"),
-                  command=f"python -m engine.devtools.evaluate_maps --data <maps> --epochs {args.epochs} "
-                          f"--patches {args.patches} --batch {args.batch} --ngf {args.ngf}")
+    command = (f"python -m engine.devtools.evaluate_maps --data <maps> --epochs {args.epochs} --patches "
+               f"{args.patches} --batch {args.batch} --ngf {args.ngf} --arms {args.arms}")
+    update_report("translate_maps", merged_section(out, Path("reports/quality.json"), command),
+                  Path("reports/quality.json"), command=command)
     print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}, indent=2))
     return 0
+
+
+def goals(scores: dict) -> dict[str, bool]:
+    """The protocol's goals for each trio of arms present: SatGen's Pix2Pix against L1 only (and against the
+    seed's settings), for the first run's arms and for amendment 1's class-score arms."""
+    out = {}
+    for suffix, prefix in (("", ""), ("_scores", "scores_")):
+        model, l1 = f"model{suffix}", f"l1{suffix}"
+        if not all(f"fid_{a}" in scores for a in (model, l1, "seed_settings")):
+            continue
+        out.update({
+            f"{prefix}fid_at_least_30_percent_below_l1": scores[f"fid_{model}"] <= 0.7 * scores[f"fid_{l1}"],
+            f"{prefix}acc_delta10_at_most_1_point_below_l1":
+                scores[f"acc_delta10_{model}"] >= scores[f"acc_delta10_{l1}"] - 0.01,
+            f"{prefix}beats_seed_settings_on_fid_and_acc_delta10": (
+                scores[f"fid_{model}"] < scores["fid_seed_settings"]
+                and scores[f"acc_delta10_{model}"] > scores["acc_delta10_seed_settings"])})
+    return out
+
+
+def merged_section(run: dict, report: Path, command: str) -> dict:
+    """The translate_maps section with this run's arms written over the same arms of earlier runs (the
+    same test pairs and feature space; the arms are deterministic), the rest kept; goals for every trio."""
+    old = json.loads(report.read_text()).get("translate_maps", {}) if report.is_file() else {}
+    if old.get("test") != run["test"]:
+        old = {}
+    section = {k: v for k, v in old.items() if k not in ("date", "command", "goals")}
+    runs = section.pop("runs", [old["command"]] if "command" in old else [])
+    budget = dict(section.get("budget", {}))
+    for key in ("batch", "train_seconds", "palette"):
+        if key in run["budget"]:
+            budget[key] = dict(budget.get(key, {}), **run["budget"][key])
+    section.update({k: v for k, v in run.items() if k != "budget"})
+    section["budget"] = dict(run["budget"], **{k: v for k, v in budget.items() if isinstance(v, dict)})
+    section["goals"] = goals(section)
+    section["runs"] = [*runs, command]
+    return section
+
+
+class _Features:
+    """Standard Inception features of a set of maps, kept in `folder` by name (and, for an arm, its model
+    file's modification time), so scoring again after a new arm recomputes nothing else."""
+
+    def __init__(self, inception, folder: Path):
+        self.inception, self.folder = inception, folder
+
+    def __call__(self, name: str, images, model: Path | None = None) -> np.ndarray:
+        stamp = f"_{model.stat().st_mtime_ns}" if model is not None else ""
+        path = self.folder / f"{name}{stamp}.npy"
+        if path.is_file():
+            return np.load(path)
+        feats = self.inception(images() if callable(images) else images)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".part.npy")
+        np.save(partial, feats)
+        partial.replace(path)
+        return feats
 
 
 if __name__ == "__main__":

@@ -582,31 +582,25 @@ def fit_input_scaling(pairs: PairSet | Pair, split: BlockSplit | None = None, lo
     return fit_percentiles(training_pixels(pairs, "x", split, max_samples, seed), lower, upper)
 
 
-def fit_palette(pairs: PairSet, size: int, seed: int = 0, max_samples: int = 100_000,
-                iterations: int = 50) -> dict[str, list[int]]:
-    """A legend of `size` flat colours fitted to the training maps' pixels (k-means with k-means++
-    seeding), for a generator of class scores when the maps come without one: each colour named by
-    its hex code, the most common first."""
+def fit_palette(pairs: PairSet, size: int, seed: int = 0, max_samples: int = 100_000, iterations: int = 50,
+                restarts: int = 8) -> dict[str, list[int]]:
+    """A legend of `size` flat colours fitted to the training maps' pixels (k-means; of `restarts` k-means++
+    seedings, the one with the least squared error), for a generator of class scores when the maps come
+    without one: each colour named by its hex code, the most common first."""
     pixels = training_pixels(pairs, "y", max_samples=max_samples, seed=seed).T  # (n, 3) in 0..255
     distinct = np.unique(pixels, axis=0)
     if len(distinct) < size:
         raise InputError(f"the training maps hold {len(distinct)} distinct colours, fewer than the {size} asked "
                          f"for; give a smaller palette size (--palette-size / PALETTE_SIZE) or the map's legend")
     rng = np.random.default_rng(seed)
-    centres = distinct[[rng.integers(len(distinct))]]
-    nearest = ((pixels - centres[0]) ** 2).sum(1)
-    while len(centres) < size:  # k-means++: each next centre drawn in proportion to its squared distance
-        chosen = pixels[rng.choice(len(pixels), p=nearest / nearest.sum())]
-        centres = np.vstack([centres, chosen])
-        nearest = np.minimum(nearest, ((pixels - chosen) ** 2).sum(1))
-    for _ in range(iterations):
-        label = _nearest_centre(pixels, centres)
-        moved = np.array([pixels[label == k].mean(0) if (label == k).any() else centres[k] for k in range(size)])
-        if np.allclose(moved, centres, atol=1e-3):
-            break
-        centres = moved
-    share = np.bincount(_nearest_centre(pixels, centres), minlength=size)
-    colours = [[int(v) for v in np.clip(np.rint(centres[k]), 0, 255)] for k in np.argsort(-share, kind="stable")]
+    best, least = distinct[:size], np.inf
+    for _ in range(restarts):
+        centres = _kmeans(pixels, _kmeans_pp(pixels, distinct, size, rng), iterations)
+        error = float(((pixels - centres[_nearest_centre(pixels, centres)]) ** 2).sum())
+        if error < least:
+            best, least = centres, error
+    share = np.bincount(_nearest_centre(pixels, best), minlength=size)
+    colours = [[int(v) for v in np.clip(np.rint(best[k]), 0, 255)] for k in np.argsort(-share, kind="stable")]
     legend = {}
     for c in colours:
         legend.setdefault("#{:02x}{:02x}{:02x}".format(*c), c)
@@ -614,6 +608,29 @@ def fit_palette(pairs: PairSet, size: int, seed: int = 0, max_samples: int = 100
         raise InputError(f"the training maps' colours form fewer than {size} distinct groups; give a smaller "
                          f"palette size (--palette-size / PALETTE_SIZE) or the map's legend")
     return legend
+
+
+def _kmeans_pp(pixels: np.ndarray, distinct: np.ndarray, size: int, rng) -> np.ndarray:
+    """k-means++ seeding: a first centre at random, each next one drawn in proportion to its squared distance
+    from the nearest centre so far."""
+    centres = distinct[[rng.integers(len(distinct))]]
+    nearest = ((pixels - centres[0]) ** 2).sum(1)
+    while len(centres) < size:
+        chosen = pixels[rng.choice(len(pixels), p=nearest / nearest.sum())]
+        centres = np.vstack([centres, chosen])
+        nearest = np.minimum(nearest, ((pixels - chosen) ** 2).sum(1))
+    return centres
+
+
+def _kmeans(pixels: np.ndarray, centres: np.ndarray, iterations: int) -> np.ndarray:
+    for _ in range(iterations):
+        label = _nearest_centre(pixels, centres)
+        moved = np.array([pixels[label == k].mean(0) if (label == k).any() else centres[k]
+                          for k in range(len(centres))])
+        if np.allclose(moved, centres, atol=1e-3):
+            return moved
+        centres = moved
+    return centres
 
 
 def _nearest_centre(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
