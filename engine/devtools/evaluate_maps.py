@@ -167,10 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     prepare(data, work)
     modules, seconds, files = {}, {}, {}
     for arm in arms:
-        began = time.perf_counter()
         files[arm] = train_translation(config(work, arm, args))
         loaded = load_model(files[arm])
-        seconds[arm] = round(time.perf_counter() - began, 1)
+        # the epochs' own seconds, so an arm trained before (or resumed here) reports what it trained for
+        history = json.loads((work / f"report_{arm}" / "metrics.json").read_text())["history"]
+        seconds[arm] = round(sum(h.get("seconds", 0.0) for h in history), 1)
         modules[arm] = (loaded.module, BandScaling(tuple(loaded.card.inputs.low), tuple(loaded.card.inputs.high)))
     if args.no_score:
         return 0

@@ -93,7 +93,8 @@ class TrainTranslationAlgorithm(SatGenAlgorithm):
             defaultValue=0, optional=True))
         self.add_advanced(QgsProcessingParameterNumber(
             "PALETTE_SIZE", "Flat colours to fit to the maps (classes without a legend)",
-            QgsProcessingParameterNumber.Integer, defaultValue=TranslationConfig.palette_size, minValue=2, maxValue=MAX_PALETTE, optional=True))
+            QgsProcessingParameterNumber.Integer, defaultValue=TranslationConfig.palette_size, minValue=2,
+            maxValue=MAX_PALETTE, optional=True))
         self.addParameter(QgsProcessingParameterFile(
             "STYLE", "Style (.qml) for the vector LAYERS (empty: their own)", extension="qml", optional=True))
         self.addParameter(QgsProcessingParameterFile(
