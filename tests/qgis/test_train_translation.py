@@ -56,6 +56,26 @@ def test_a_generator_of_the_legends_classes_draws_only_its_colours(satgen_provid
     assert np.isfinite(json.loads((tmp_path / "report" / "metrics.json").read_text())["history"][0]["loss_g_class"])
 
 
+def test_class_scores_of_maps_without_a_legend_use_flat_colours_fitted_to_them(satgen_provider, tmp_path):
+    """HEAD 1 with folders of maps and no LEGEND: PALETTE_SIZE colours fitted to the training maps are the
+    classes (the masks' three colours here); asking for more colours than the maps hold is a clear error."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from engine.modelfile import read_card
+    from helpers import TILE_COLOURS
+
+    write_tile_dataset(tmp_path, tiles=2, per_tile=2)
+    params = {"IMAGES": str(tmp_path / "Tile *" / "images"), "MAPS": str(tmp_path / "Tile *" / "masks"), "HEAD": 1,
+              "EPOCHS": 1, "PATCH_SIZE": 32, "BATCH_SIZE": 2, "PATCHES_PER_EPOCH": 4, "WIDTH": 4, "DEVICE": 1,
+              "OUTPUT_MODEL": str(tmp_path / "m.satgen"), "OUTPUT_REPORT": str(tmp_path / "report")}
+    with pytest.raises(QgsProcessingException, match="fewer than the 8 asked"):  # the default palette size
+        processing.run("satgen:train_translation", params)
+    result = processing.run("satgen:train_translation", dict(params, PALETTE_SIZE=3))
+    card = read_card(result["OUTPUT_MODEL"])
+    assert sorted(card.legend.values()) == sorted(TILE_COLOURS.tolist()) and card.params["classes"] == 3
+
+
 def test_target_or_layers_is_required_and_errors_are_clear(satgen_provider, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
