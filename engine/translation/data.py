@@ -601,7 +601,7 @@ def fit_palette(pairs: PairSet, size: int, seed: int = 0, max_samples: int = 100
             best, least = centres, error
     share = np.bincount(_nearest_centre(pixels, best), minlength=size)
     colours = [[int(v) for v in np.clip(np.rint(best[k]), 0, 255)] for k in np.argsort(-share, kind="stable")]
-    legend = {}
+    legend: dict[str, list[int]] = {}
     for c in colours:
         legend.setdefault("#{:02x}{:02x}{:02x}".format(*c), c)
     if len(legend) < size:
