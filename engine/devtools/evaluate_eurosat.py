@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..device import resolve_device
+from ..fileio import atomic_path
 from ..modelfile import load_model
 from ..synthesis.classifier import accuracies, predict, train_classifier
 from ..synthesis.config import SynthesisConfig
@@ -84,9 +85,8 @@ def draw(card, loaded, classes: list[str], count: int, cache: Path | None = None
         out[c] = to_values(card, x).astype(np.uint8)  # the card's dtype: uint8 for EuroSAT
         if kept is not None:
             kept.parent.mkdir(parents=True, exist_ok=True)
-            partial = kept.with_name(kept.stem + ".partial.npy")
-            np.save(partial, out[c])
-            os.replace(partial, kept)
+            with atomic_path(kept) as partial:
+                np.save(partial, out[c])
         print(f"  generated {count} x {c}", flush=True)
     return out
 

@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from .. import metrics
+from ..fileio import atomic_path
 from ..modelfile import load_model
 from ..preview import side_by_side
 from ..scaling import BandScaling
@@ -165,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown arms {', '.join(unknown)}; choose from {', '.join(ARMS + SCORES_ARMS)}")
     prepare(data, work)
-    modules, seconds, files = {}, {}, {}
+    modules, seconds, files, legends = {}, {}, {}, {}
     for arm in arms:
         files[arm] = train_translation(config(work, arm, args))
         loaded = load_model(files[arm])
+        legends[arm] = loaded.card.legend
         # the epochs' own seconds, so an arm trained before (or resumed here) reports what it trained for
         history = json.loads((work / f"report_{arm}" / "metrics.json").read_text())["history"]
         seconds[arm] = round(sum(h.get("seconds", 0.0) for h in history), 1)
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                             "ngf": args.ngf, "ndf": args.ngf, "depth": 8, "train_seconds": seconds},
                  "fid_real_train": fid(feat_train, feat_real), "kid_real_train": kid(feat_train, feat_real)}
     if set(arms) & set(SCORES_ARMS):
-        out["budget"]["palette"] = {a: load_model(files[a]).card.legend for a in arms if a in SCORES_ARMS}
+        out["budget"]["palette"] = {a: legends[a] for a in arms if a in SCORES_ARMS}
     for arm in arms:
         for score, value in pixel_scores(outputs[arm], real).items():
             out[f"{score}_{arm}"] = value
@@ -248,12 +250,12 @@ def merged_section(run: dict, report: Path, command: str) -> dict:
         old = {}
     section = {k: v for k, v in old.items() if k not in ("date", "command", "goals")}
     runs = section.pop("runs", [old["command"]] if "command" in old else [])
-    budget = dict(section.get("budget", {}))
-    for key in ("batch", "train_seconds", "palette"):
-        if key in run["budget"]:
-            budget[key] = dict(budget.get(key, {}), **run["budget"][key])
-    section.update({k: v for k, v in run.items() if k != "budget"})
-    section["budget"] = dict(run["budget"], **{k: v for k, v in budget.items() if isinstance(v, dict)})
+    old_budget = section.get("budget", {})
+    section.update(run)
+    budget = section["budget"] = dict(old_budget, **run["budget"])
+    for key in ("batch", "train_seconds", "palette"):  # per arm: this run's arms over the earlier runs'
+        if key in old_budget or key in run["budget"]:
+            budget[key] = {**old_budget.get(key, {}), **run["budget"].get(key, {})}
     section["goals"] = goals(section)
     section["runs"] = [*runs, command]
     return section
@@ -273,9 +275,8 @@ class _Features:
             return np.load(path)
         feats = self.inception(images() if callable(images) else images)
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.stem + ".part.npy")
-        np.save(partial, feats)
-        partial.replace(path)
+        with atomic_path(path) as partial:
+            np.save(partial, feats)
         return feats
 
 
